@@ -1,0 +1,33 @@
+"""The generator contract: conditioning frames in, 40 ms stereo audio frames out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from engine.conditioning import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE, FrameConditioning
+
+
+class Generator(ABC):
+    """Produces audio one 40 ms frame per conditioning record.
+
+    The scheduler owns the generator and calls it from one thread only.
+    """
+
+    name: str = "generator"
+    frame_samples: int = FRAME_SAMPLES
+    sample_rate: int = SAMPLE_RATE
+    channels: int = CHANNELS
+
+    @abstractmethod
+    def reset(self, seed: int) -> None:
+        """Forget all state and start again from `seed`; equal seeds give equal audio."""
+
+    @abstractmethod
+    def generate(self, conditioning: Sequence[FrameConditioning]) -> np.ndarray:
+        """Return (len(conditioning) * 1920, 2) float32 audio, frame i shaped by record i."""
+
+    def close(self) -> None:
+        """Release resources (processes, devices). Safe to call twice."""
