@@ -166,11 +166,14 @@ class Timeline:
         at_beat: int | None = None,
         bpm: float | Fraction | str | None = None,
         beats_per_bar: int | None = None,
+        origin: int | None = None,
     ) -> Timeline:
         """A new timeline whose tempo/meter change starts a segment at a bar line or beat.
 
         A change at a beat inside a bar cuts that bar short: the beat becomes bar 1 of
-        the new segment's count (the next global bar number).
+        the new segment's count (the next global bar number). `origin` places the new
+        segment's first beat at a given sample instead of where the old grid puts it:
+        external clocks use it to correct phase as well as tempo.
         """
         if (at_bar is None) == (at_beat is None):
             raise ValueError("give exactly one of at_bar or at_beat")
@@ -182,8 +185,11 @@ class Timeline:
             bar = self.bar_at(self.beat_start(beat))
             if self.bar_first_beat(bar) != beat:
                 bar += 1
-        origin = self.beat_start(beat)
         old = self._segment_for_beat(beat)
+        if origin is None:
+            origin = self.beat_start(beat)
+        elif origin <= old.origin and old is not self.segments[0]:
+            raise ValueError(f"a new segment must start after {old.origin}, got {origin}")
         new = Segment(
             origin=origin,
             origin_bar=bar,

@@ -1,0 +1,59 @@
+"""Start and stop a real JACK server (dummy driver) for tests.
+
+Each server gets its own name so parallel runs never share one; clients find it through
+JACK_DEFAULT_SERVER. The server is waited for with `jack_wait`, never a fixed sleep, and
+stopped by its own process id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class JackUnavailable(RuntimeError):
+    pass
+
+
+@contextmanager
+def jack_server(*, rate: int = 48_000, period: int = 256) -> Iterator[str]:
+    """Run `jackd -d dummy` under a fresh name; yield the name; stop it on exit."""
+    if shutil.which("jackd") is None:
+        raise JackUnavailable("jackd is not installed (apt-get install jackd2)")
+    name = f"bl{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=name)
+    proc = subprocess.Popen(
+        ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        ready = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True, text=True)
+        if ready.returncode != 0 or proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ready.stdout
+            raise JackUnavailable(f"jackd did not start: {err.strip()[-500:]}")
+        old = os.environ.get("JACK_DEFAULT_SERVER")
+        os.environ["JACK_DEFAULT_SERVER"] = name
+        try:
+            yield name
+        finally:
+            if old is None:
+                os.environ.pop("JACK_DEFAULT_SERVER", None)
+            else:
+                os.environ["JACK_DEFAULT_SERVER"] = old
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
