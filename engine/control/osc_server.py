@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -173,7 +174,7 @@ class _Packets(_PyOscDispatcher):
         """Runs on the OSC server thread. Bundles are handled at once (their time tags are not waited for)."""
         try:
             packet = osc_packet.OscPacket(data)
-        except osc_packet.ParseError as err:
+        except (osc_packet.ParseError, ValueError, IndexError, struct.error) as err:  # python-osc leaks the last three
             self.owner.rejects.reject("malformed", f"{len(data)} bytes: {err}", f"osc:{client_address[0]}:{client_address[1]}")
             return []
         for timed in packet.messages:
