@@ -15,6 +15,10 @@ from engine.service.health import query_http, query_osc
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register the service subcommands on the main `backline` parser."""
+    p = subparsers.add_parser("serve", help="run as a service: config file, sd_notify, crash recovery, SIGHUP reload")
+    p.add_argument("--config", help="config file (default $BACKLINE_CONFIG, then /etc/backline/config.yaml)")
+    p.set_defaults(func=_serve)
+
     p = subparsers.add_parser("status", help="ask the running engine for its status (OSC /backline/status)")
     p.add_argument("--config", help="config file that names the OSC port (default /etc/backline/config.yaml)")
     p.add_argument("--host", help="OSC host (default: the config's, loopback if it listens on all addresses)")
@@ -32,6 +36,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-systemctl", action="store_true", help="do not run systemctl (daemon-reload, enable)")
     p.add_argument("--start", action="store_true", help="start the service now too (systemctl enable --now)")
     p.set_defaults(func=_install)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from engine.service.runner import serve
+
+    return serve(args.config)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -45,8 +45,12 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "output": {"type": "string", "minLength": 1},
+        "output": {"type": "string", "pattern": "^(jack|alsa|wav:.+)$"},
+        "device": {"type": ["string", "integer"]},
         "blocksize": {"type": "integer", "minimum": 16, "maximum": 8192},
+        "latency": {"oneOf": [{"enum": ["low", "high"]}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1}]},
+        "connect": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 2, "maxItems": 2},
+        "autoconnect": {"type": "boolean"},
         "clock": {
             "type": "object",
             "additionalProperties": False,
@@ -105,7 +109,11 @@ class ServiceConfig:
 
     file: Path | None
     output: str = "jack"
+    device: str | int | None = None
     blocksize: int = 256
+    latency: str | float = "low"
+    connect: tuple[str, ...] | None = None
+    autoconnect: bool = True
     clock_source: ClockSource = "internal"
     clock_port: str | None = None
     osc_enabled: bool = True
@@ -133,7 +141,7 @@ class ServiceConfig:
 
 
 # Fields a SIGHUP can apply to a running engine; everything else needs a restart.
-LIVE_FIELDS = frozenset({"mappings", "patch", "patches", "fade_s", "midi_inputs"})
+LIVE_FIELDS = frozenset({"mappings", "patches", "midi_inputs"})
 
 
 def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] = os.environ) -> ServiceConfig:
@@ -227,7 +235,11 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
     return ServiceConfig(
         file=file,
         output=data.get("output", default.output),
+        device=data.get("device"),
         blocksize=data.get("blocksize", default.blocksize),
+        latency=data.get("latency", default.latency),
+        connect=tuple(data["connect"]) if "connect" in data else None,
+        autoconnect=data.get("autoconnect", default.autoconnect),
         clock_source=clock.get("source", default.clock_source),
         clock_port=clock.get("port"),
         osc_enabled=osc.get("enabled", default.osc_enabled),

@@ -26,7 +26,9 @@ def test_shipped_example_is_valid_and_matches_the_defaults() -> None:
 
 def test_values_and_relative_paths(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, """
-output: alsa:USB
+output: alsa
+device: USB
+connect: [system:playback_3, system:playback_4]
 osc: {port: 9100, allow: [192.168.1.0/24]}
 midi: {api: jack, inputs: ["nanoKONTROL*"]}
 mappings: [mappings/nano.yaml]
@@ -35,7 +37,8 @@ generator: {name: magenta, options: {size: mrt2_small}}
 fallback: null
 status_http: {port: 8080}
 """), environ={})
-    assert config.output == "alsa:USB"
+    assert (config.output, config.device) == ("alsa", "USB")
+    assert config.connect == ("system:playback_3", "system:playback_4")
     assert (config.osc_port, config.osc_allow) == (9100, ("192.168.1.0/24",))
     assert (config.midi_api, config.midi_inputs) == ("jack", ("nanoKONTROL*",))
     assert config.mappings == (tmp_path / "mappings/nano.yaml",)
@@ -45,6 +48,7 @@ status_http: {port: 8080}
 
 
 @pytest.mark.parametrize(("text", "key", "reason"), [
+    ("output: pulse", "output", "does not match"),
     ("osc: {port: 70000}", "osc.port", "70000 is greater than the maximum of 65535"),
     ("osc: {port: nine}", "osc.port", "'nine' is not of type 'integer'"),
     ("clock: {source: quartz}", "clock.source", "'quartz' is not one of"),
@@ -80,14 +84,15 @@ def test_env_config_names_the_file(tmp_path: Path) -> None:
 def test_environment_overrides_single_keys_with_types(tmp_path: Path) -> None:
     path = write(tmp_path, "output: jack\nosc: {host: 0.0.0.0, port: 9000}\n")
     config = load_config(path, environ={
-        "BACKLINE_OUTPUT": "alsa:USB",
+        "BACKLINE_OUTPUT": "alsa",
+        "BACKLINE_DEVICE": "3",
         "BACKLINE_OSC__PORT": "9001",
         "BACKLINE_MIDI__INPUTS": '["nano*", "Launch*"]',
         "BACKLINE_LOOKAHEAD_MS": "320.5",
         "BACKLINE_STATUS_HTTP__PORT": "8080",
         "BACKLINE_FALLBACK": "null",
     })
-    assert config.output == "alsa:USB"
+    assert (config.output, config.device) == ("alsa", 3)
     assert (config.osc_host, config.osc_port) == ("0.0.0.0", 9001)  # the file's other key in the section stays
     assert config.midi_inputs == ("nano*", "Launch*")
     assert config.lookahead_ms == 320.5
