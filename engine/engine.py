@@ -147,6 +147,7 @@ class Engine:
             "patch": sched.patch.name,
             "lookahead_ms": round((self.ring.written - playhead) * 1000 / SAMPLE_RATE, 1),
             "xruns": self.sink.xruns,
+            "server_xruns": self.sink.server_xruns,
             "underruns": self.ring.underruns,
             "rejoins": self.ring.rejoins,
             "generator": sched.generator.name,
@@ -228,5 +229,5 @@ class Engine:
 def format_status(s: dict[str, object]) -> str:
     return (
         f"bar {s['bar']} beat {s['beat']} | {s['tempo']:.2f} BPM | {s['patch']} | look-ahead {s['lookahead_ms']} ms | "
-        f"xruns {s['xruns']} | underruns {s['underruns']} | {s['generator']} {s['speed']}x"
+        f"xruns {s['xruns']} (server {s['server_xruns']}) | underruns {s['underruns']} | {s['generator']} {s['speed']}x"
     )

@@ -78,7 +78,8 @@ class Sink:
         self.ring = ring
         self.blocksize = blocksize
         self.playhead = 0
-        self.xruns = 0
+        self.xruns = 0  # PortAudio output-underflow flags (and late blocks for the WAV sink)
+        self.server_xruns = 0  # the audio server's own xrun reports (JACK), which PortAudio coalesces
         self.callbacks = 0
         self.started_at: float | None = None  # time.monotonic() of the first block
         self.finished = threading.Event()
@@ -141,6 +142,7 @@ class DeviceSink(Sink):
             finished_callback=self.finished.set,
         )
         self.client_name = client_name
+        self._monitor = None  # a JACK-Client that routes our ports and hears JACK's xruns
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
         """PortAudio's audio thread. Copies from the ring and returns: no locks, no
@@ -158,27 +160,39 @@ class DeviceSink(Sink):
             self._route_jack()
         self.armed = True  # bar 0 starts on the first sample of the next block
     def _route_jack(self) -> None:
-        """Connect our two ports where asked (PortAudio auto-connects to system playback)."""
+        """Connect our two ports where asked (PortAudio auto-connects to system playback),
+        and keep a JACK client open to hear the server's own xrun reports."""
         try:
             import jack
         except ImportError:
             log.warning("JACK-Client is not installed: leaving PortAudio's default connections")
             return
-        with jack.Client(f"{self.client_name}-router", no_start_server=True) as router:
-            ours = router.get_ports(f"{self.client_name}:", is_output=True, is_audio=True)
-            for port in ours:
-                for dest in router.get_all_connections(port):
-                    if self.spec.connect is not None or not self.spec.autoconnect:
-                        router.disconnect(port, dest)
-            if self.spec.connect:
-                for port, dest in zip(ours, self.spec.connect):
-                    router.connect(port, dest)
-            log.info("JACK ports %s -> %s", [p.name for p in ours],
-                     list(self.spec.connect or (["system:playback_*"] if self.spec.autoconnect else [])))
+        monitor = jack.Client(f"{self.client_name}-monitor", no_start_server=True)
+        monitor.set_xrun_callback(self._jack_xrun)
+        monitor.activate()
+        self._monitor = monitor
+        ours = monitor.get_ports(f"{self.client_name}:", is_output=True, is_audio=True)
+        for port in ours:
+            for dest in monitor.get_all_connections(port):
+                if self.spec.connect is not None or not self.spec.autoconnect:
+                    monitor.disconnect(port, dest)
+        if self.spec.connect:
+            for port, dest in zip(ours, self.spec.connect):
+                monitor.connect(port, dest)
+        log.info("JACK ports %s -> %s", [p.name for p in ours],
+                 list(self.spec.connect or (["system:playback_*"] if self.spec.autoconnect else [])))
+
+    def _jack_xrun(self, delay_usecs: float) -> None:
+        """JACK's notification thread: count the server's xruns while our audio runs."""
+        if self.armed:
+            self.server_xruns += 1
 
     def close(self) -> None:
         self._stream.stop()
         self._stream.close()
+        if self._monitor is not None:
+            self._monitor.deactivate()
+            self._monitor.close()
 
 
 class WavRealtimeSink(Sink):
