@@ -67,8 +67,8 @@ class AssetStatus:
         return self.problem is None
 
 
-def safetensors_header(path: Path) -> dict:
-    """The JSON header of a safetensors file; GeneratorError if it is not one."""
+def safetensors_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and where its data starts; GeneratorError if it is not one."""
     try:
         with path.open("rb") as fh:
             raw = fh.read(8)
@@ -82,7 +82,7 @@ def safetensors_header(path: Path) -> dict:
         raise GeneratorError(f"{path}: unreadable safetensors header: {err}") from err
     if not isinstance(header, dict):
         raise GeneratorError(f"{path}: safetensors header is not a JSON object")
-    return header
+    return header, 8 + length
 
 
 def _sha256(path: Path) -> str:
@@ -102,12 +102,12 @@ def check_file(name: str, path: Path, *, safetensors: bool = False, checksum: bo
         return AssetStatus(name, path, size, "empty")
     if safetensors:
         try:
-            header = safetensors_header(path)
+            header, data_start = safetensors_header(path)
         except GeneratorError as err:
             return AssetStatus(name, path, size, str(err))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        end = data_start + max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
         if size < end:
-            return AssetStatus(name, path, size, f"truncated: {size} bytes, header needs more than {end}")
+            return AssetStatus(name, path, size, f"truncated: {size} bytes, its header needs {end}")
     return AssetStatus(name, path, size, None, _sha256(path) if checksum else None)
 
 

@@ -43,7 +43,7 @@ def _status(args: argparse.Namespace) -> int:
     for row in rows:
         size = f"{row.size:>14,d} B" if row.size is not None else " " * 16
         state = "ok" if row.ok else row.problem
-        print(f"  {row.name:<42} {size}  {state}" + (f"  sha256 {row.sha256}" if row.sha256 else ""))
+        print(f"  {row.name:<46} {size}  {state}" + (f"  sha256 {row.sha256}" if row.sha256 else ""))
     missing = [r for r in rows if not r.ok]
     if missing:
         print("fetch with: " + " / ".join(sorted({assets.FETCH_COMMAND.get(r.name, assets.FETCH_COMMAND["musiccoca"]) for r in missing})))
