@@ -2,7 +2,7 @@
 
 Runs the real magenta-rt path with random weights (tiny by default; --size mrt2_small or
 mrt2_base for GPU figures). Several runs of --frames frames each; compile excluded.
-    python bench/magenta_bench.py [--size tiny] [--runs 3] [--frames 48] [--t 1 2 4 8]
+    PYTHONPATH=. python bench/magenta_bench.py [--size tiny] [--runs 3] [--frames 48] [--t 1 2 4 8]
 """
 
 from __future__ import annotations
