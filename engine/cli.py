@@ -18,6 +18,7 @@ log = logging.getLogger("backline")
 _COMMAND_MODULES = (
     "engine.control.commands",
     "engine.generator.magenta.commands",
+    "engine.style.centroids",
     "engine.audio.commands",
     "engine.service.commands",
 )
