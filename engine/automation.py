@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from engine.errors import AutomationError
 from engine.params import QUANTIZE_VALUES, ControlEvent
 from engine.timeline import Timeline
+from engine.yamlfile import key_path, read_yaml
 
 AUTOMATION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -67,16 +67,10 @@ class TimedEvent:
 def load_automation(path: str | Path) -> list[TimedEvent]:
     """Read and validate an automation file; events come back in time order."""
     file = Path(path)
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise AutomationError(file, "<file>", f"cannot read: {err.strerror or err}") from err
-    except yaml.YAMLError as err:
-        raise AutomationError(file, "<file>", f"invalid YAML: {err}") from err
+    data = read_yaml(file, AutomationError)
     errors = sorted(jsonschema.Draft202012Validator(AUTOMATION_SCHEMA).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in errors[0].absolute_path).lstrip(".")
-        raise AutomationError(file, where, errors[0].message)
+        raise AutomationError(file, key_path(errors[0].absolute_path), errors[0].message)
     events = []
     for i, entry in enumerate(data["events"]):
         try:

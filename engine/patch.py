@@ -15,12 +15,12 @@ from typing import Any, Literal
 
 import jsonschema
 import numpy as np
-import yaml
 
 from engine.conditioning import CFG_RANGE, STYLE_DIM, TEMPERATURE_RANGE, TOP_K_RANGE, Sampling
 from engine.errors import PatchError
 from engine.params import MAX_SLOTS, TEMPO_LOCK_MODES, WEIGHT_RANGE, ParameterState
 from engine.timeline import BEATS_PER_BAR_RANGE, BPM_RANGE
+from engine.yamlfile import key_path, read_yaml
 
 _WEIGHT = {"type": "number", "minimum": WEIGHT_RANGE[0], "maximum": WEIGHT_RANGE[1]}
 _CFG = {"type": "number", "minimum": CFG_RANGE[0], "maximum": CFG_RANGE[1]}
@@ -138,13 +138,6 @@ class Patch:
         )
 
 
-def _key_path(parts: Any) -> str:
-    path = ""
-    for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
-
-
 def _best_error(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
     """For a `oneOf` over style slot kinds, report the branch that matches the slot's kind."""
     if error.validator == "oneOf" and error.context and isinstance(error.instance, dict):
@@ -170,7 +163,7 @@ def parse_patch(data: Any, *, path: Path | None = None) -> Patch:
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         error = _best_error(errors[0])
-        raise PatchError(path, _key_path(error.absolute_path), _describe(error))
+        raise PatchError(path, key_path(error.absolute_path), _describe(error))
     base = path.parent if path is not None else Path.cwd()
     centroids = _load_vectors(data.get("centroids"), base, path, "centroids", ndim=2)
     mean = _load_vectors(data.get("mean_embedding"), base, path, "mean_embedding", ndim=1)
@@ -232,14 +225,4 @@ def _load_vectors(name: str | None, base: Path, path: Path | None, key: str, *, 
 def load_patch(path: str | Path) -> Patch:
     """Read and validate a patch file."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as err:
-        raise PatchError(file, "<file>", f"cannot read: {err.strerror or err}") from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
-        raise PatchError(file, where, f"invalid YAML: {getattr(err, 'problem', err)}") from err
-    return parse_patch(data, path=file)
+    return parse_patch(read_yaml(file, PatchError), path=file)

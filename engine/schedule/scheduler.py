@@ -251,7 +251,7 @@ class Scheduler:
         heapq.heappush(self._pending, (at, next(self._seq), item))
 
     def _start_embedding(self, event: ControlEvent) -> None:
-        _, index = event.spec, int(event.target.split(".")[1])
+        index = int(event.target.split(".")[1])
         if index >= len(self.bank.slots):
             raise ValueError(f"style slot {index} does not exist in this patch (it has {len(self.bank.slots)})")
         future = self._embed_pool.submit(self.embedder.embed_text, str(event.value))

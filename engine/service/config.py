@@ -23,6 +23,7 @@ import jsonschema
 import yaml
 
 from engine.errors import ConfigFileError
+from engine.yamlfile import key_path, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -157,28 +158,19 @@ def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] = 
     errors = sorted(jsonschema.Draft202012Validator(CONFIG_SCHEMA).iter_errors(data), key=lambda e: list(map(str, e.path)))
     if errors:
         error = jsonschema.exceptions.best_match(errors)
-        key = _key_path(error.absolute_path)
+        key = key_path(error.absolute_path)
         origin = next((var for var, parts in sources.items() if _within(key, ".".join(parts))), None)
         raise ServiceConfigError(f"${origin}" if origin else file, key, error.message)
     return _build(data, file=file if file.exists() else None, base=file.resolve().parent)
 
 
 def _read(file: Path, *, required: bool) -> dict[str, Any]:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
+    if not file.exists():
         if required:
-            raise ServiceConfigError(file, "<file>", "no such file") from err
+            raise ServiceConfigError(file, "<file>", "no such file")
         log.info("no config file at %s: using defaults", file)
         return {}
-    except OSError as err:
-        raise ServiceConfigError(file, "<file>", f"cannot read: {err.strerror or err}") from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
-        raise ServiceConfigError(file, where, f"invalid YAML: {getattr(err, 'problem', err)}") from err
+    data = read_yaml(file, ServiceConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -216,13 +208,6 @@ def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict
 
 def _within(key: str, prefix: str) -> bool:
     return key == prefix or key.startswith((prefix + ".", prefix + "["))
-
-
-def _key_path(parts: Any) -> str:
-    path = ""
-    for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
 
 
 def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceConfig:
