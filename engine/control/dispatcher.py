@@ -33,7 +33,7 @@ from engine.control.shaping import (
     normalise_7bit,
     normalise_14bit,
 )
-from engine.params import ControlEvent, lookup
+from engine.params import ControlEvent
 
 log = logging.getLogger(__name__)
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
@@ -340,9 +340,4 @@ class Dispatcher:
                         st.switch.set_state(bool(value))
                     if st.ramp is not None:
                         st.ramp.current = float(value)
-
-    def value_of(self, path: str) -> object:
-        """Last value the engine reported for `path` (None if none yet)."""
-        lookup(path)
-        return self._values.get(path)
 
