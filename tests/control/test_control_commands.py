@@ -16,6 +16,7 @@ from engine.control.commands import add_commands
 from engine.control.dispatcher import Dispatcher
 from engine.control.learn import Learner
 from engine.control.osc_server import OscServer
+from engine.control.surfaces import ControlSurfaces
 from engine.params import PARAMETERS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +74,23 @@ def test_learn_armed_over_osc(tmp_path):
     dispatcher.handle(mido.Message("pitchwheel", channel=2, pitch=8191), "Pedal Box:out [1]")
     dispatcher.drain()
     assert (target.events[-1].target, target.events[-1].value) == ("master.gain", 2.0)
+
+
+def test_control_surfaces_start_with_a_bad_file_skipped(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("info: {name: b}\ncontrols: [{match: {osc: /a}, target: nope}]\n")
+    target = MemoryTarget()
+    files = [REPO / "mappings/osc-generic.yaml", bad]
+    with ControlSurfaces(target, mappings=files, midi_api=None, osc_port=0) as cs:
+        assert [e.file for e in cs.errors] == [str(bad)]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(5)
+            b = OscMessageBuilder("/backline/surface/fader/4")
+            b.add_arg(1.0)
+            s.sendto(b.build().dgram, cs.osc.address)
+            b = OscMessageBuilder("/backline/status")
+            s.sendto(b.build().dgram, cs.osc.address)
+            s.recv(65536)  # handled in order: the fader message came first
+        assert cs.drain() == 1
+    assert (target.events[0].target, target.events[0].value) == ("style.3.weight", 1.0)
