@@ -30,7 +30,10 @@ def round_half_up(x: Fraction) -> int:
 
 def as_bpm(bpm: float | Fraction | str) -> Fraction:
     """Exact tempo from a float, a decimal string or a Fraction, checked against the range."""
-    value = Fraction(str(bpm)) if isinstance(bpm, float) else Fraction(bpm)
+    try:
+        value = Fraction(str(bpm)) if isinstance(bpm, float) else Fraction(bpm)
+    except (ValueError, ZeroDivisionError) as err:
+        raise ValueError(f"tempo must be in {BPM_RANGE[0]}..{BPM_RANGE[1]} BPM, got {bpm!r}") from err
     if not (BPM_RANGE[0] <= value <= BPM_RANGE[1]):
         raise ValueError(f"tempo must be in {BPM_RANGE[0]}..{BPM_RANGE[1]} BPM, got {float(value)}")
     return value

@@ -1,0 +1,215 @@
+"""The playback ring: bar-grid audio written ahead by the scheduler, read by the sink.
+
+The writer (scheduler thread) appends audio at absolute output sample positions and
+publishes bar lines. The reader (the audio callback, or the offline sink) asks for the
+block at its playhead. Neither waits for the other and no lock is shared: the writer
+fills samples before it advances `written`, and under the GIL the reader sees them in
+that order.
+
+Underrun policy: if the block at the playhead is not written yet, the reader replays
+the last complete bar, bar-aligned (offset within the current bar = offset within the
+replayed bar), crossfading from what was playing. It rejoins fresh audio at the first
+bar line where fresh audio is ready, crossfading back. Each underrun and each rejoin is
+counted. `freeze` uses the same replay on purpose: it loops the current bar from the next
+bar line until released.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.conditioning import CHANNELS, SAMPLE_RATE
+
+DEFAULT_CAPACITY = 1 << 22  # ~87 s at 48 kHz: look-ahead plus the longest bar twice
+MAX_BAR_LINES = 1 << 12
+XFADE = 240  # 5 ms at 48 kHz
+
+
+class PlaybackRing:
+    """Single-writer, single-reader audio ring with the replay-a-bar underrun policy."""
+
+    def __init__(self, *, capacity: int = DEFAULT_CAPACITY, channels: int = CHANNELS, crossfade: int = XFADE) -> None:
+        self.capacity = capacity
+        self.channels = channels
+        self._buf = np.zeros((capacity, channels), dtype=np.float32)
+        self._bars = np.zeros(MAX_BAR_LINES, dtype=np.int64)  # ring of published bar lines
+        self._bar_count = 0
+        self._xfade = crossfade
+        fade = 0.5 - 0.5 * np.cos(np.pi * (np.arange(crossfade) + 0.5) / crossfade)
+        self._fade_in = fade.astype(np.float32)[:, None]
+        self._fade_out = (1.0 - fade).astype(np.float32)[:, None]
+        self._tmp = np.zeros((crossfade, channels), dtype=np.float32)
+        self._last = np.zeros(channels, dtype=np.float32)
+        self.origin = 0  # first output sample of the stream (transport start)
+        self.written = 0  # output samples [origin, written) are in the ring
+        # Reader state (reader thread only).
+        self.replaying = False
+        self._replay_start = 0
+        self._replay_length = 0
+        self._replay_anchor = 0
+        self.freeze = False  # set by the engine; read by the reader
+        self.underruns = 0
+        self.rejoins = 0
+        self.freezes = 0
+
+    # -- writer side -------------------------------------------------------------------
+    def reset(self, origin: int) -> None:
+        """Start an empty stream at `origin` (writer thread, while no reader runs)."""
+        self.origin = origin
+        self.written = origin
+        self._bar_count = 0
+        self.replaying = False
+        self._last[:] = 0.0
+
+    def publish_bar(self, start: int) -> None:
+        """Announce a bar line (in order), before or while its audio is written."""
+        if self._bar_count and start <= self._bars[(self._bar_count - 1) % MAX_BAR_LINES]:
+            raise ValueError(f"bar line {start} is not after the last one")
+        self._bars[self._bar_count % MAX_BAR_LINES] = start
+        self._bar_count += 1
+
+    def write(self, start: int, audio: np.ndarray) -> None:
+        """Append audio that starts exactly where the stream ends."""
+        if start != self.written:
+            raise ValueError(f"write at {start} but the stream ends at {self.written}")
+        n = len(audio)
+        if n > self.capacity:
+            raise ValueError(f"{n} samples do not fit a ring of {self.capacity}")
+        pos = start % self.capacity
+        first = min(n, self.capacity - pos)
+        self._buf[pos : pos + first] = audio[:first]
+        self._buf[: n - first] = audio[first:]
+        self.written = start + n  # publish after the samples are in place
+
+    def space(self, playhead: int) -> int:
+        """Samples the writer may add without overwriting anything the reader may need.
+
+        A quarter of the ring behind the playhead (or behind a bar being replayed) is
+        kept, so the last complete bar stays available for the underrun policy.
+        """
+        oldest = min(playhead, self._replay_start) if self.replaying else playhead
+        return max(0, self.capacity - self.capacity // 4 - (self.written - oldest))
+
+    # -- bar lines ------------------------------------------------------------------------
+    def _bar_line(self, i: int) -> int:
+        return int(self._bars[i % MAX_BAR_LINES])
+
+    def _last_complete_bar(self, limit: int) -> tuple[int, int] | None:
+        """(start, length) of the latest published bar that ends at or before `limit`."""
+        count = self._bar_count
+        for i in range(count - 1, max(count - MAX_BAR_LINES, 0), -1):
+            end = self._bar_line(i)
+            start = self._bar_line(i - 1)
+            if end <= limit and start >= self.origin:
+                return start, end - start
+        return None
+
+    def _bar_line_at_or_before(self, position: int) -> int | None:
+        count = self._bar_count
+        for i in range(count - 1, max(count - MAX_BAR_LINES, -1), -1):
+            line = self._bar_line(i)
+            if line <= position:
+                return line
+        return None
+
+    def _bar_line_in(self, lo: int, hi: int) -> int | None:
+        """First published bar line in [lo, hi)."""
+        count = self._bar_count
+        for i in range(max(count - MAX_BAR_LINES, 0), count):
+            line = self._bar_line(i)
+            if lo <= line < hi:
+                return line
+            if line >= hi:
+                return None
+        return None
+
+    # -- reader side ------------------------------------------------------------------------
+    def read(self, out: np.ndarray, position: int) -> None:
+        """Fill `out` (n, channels) with the stream at `position`. Reader thread only.
+
+        Never blocks and never allocates beyond numpy views; called from the audio
+        callback, so it must not log or raise for ordinary conditions.
+        """
+        n = len(out)
+        if position < self.origin:
+            out.fill(0.0)
+            return
+        if self.replaying:
+            self._read_replaying(out, position)
+        elif self.freeze:
+            line = self._bar_line_in(position, position + n)
+            if line is None or self._start_replay(line, fresh_until=line) is False:
+                self._copy(out, position)
+            else:
+                split = line - position
+                self._copy(out[:split], position)
+                self._read_replaying(out[split:], line)
+                self.freezes += 1
+        elif self.written >= position + n:
+            self._copy(out, position)
+        else:
+            if not self._start_replay(position, fresh_until=self.written):
+                self._copy_partial(out, position)
+                return
+            self.underruns += 1
+            self._read_replaying(out, position, fresh_until=self.written)
+        self._last[:] = out[-1]
+
+    def _start_replay(self, position: int, *, fresh_until: int) -> bool:
+        bar = self._last_complete_bar(fresh_until)
+        if bar is None:
+            return False
+        anchor = self._bar_line_at_or_before(position)
+        self._replay_start, self._replay_length = bar
+        self._replay_anchor = anchor if anchor is not None else bar[0] + bar[1]
+        self.replaying = True
+        return True
+
+    def _read_replaying(self, out: np.ndarray, position: int, *, fresh_until: int | None = None) -> None:
+        n = len(out)
+        # Rejoin at the first bar line in this block where fresh audio is ready (with fade room).
+        if not self.freeze and fresh_until is None:
+            line = self._bar_line_in(position, position + n)
+            if line is not None and self.written >= line + max(n, self._xfade):
+                split = line - position
+                self._replay_into(out[:split], position)
+                self._replay_into(self._tmp, line)
+                self._copy(out[split:], line)
+                k = min(self._xfade, n - split)
+                out[split : split + k] *= self._fade_in[:k]
+                out[split : split + k] += self._tmp[:k] * self._fade_out[:k]
+                self.replaying = False
+                self.rejoins += 1
+                return
+        self._replay_into(out, position)
+        # Entering: fade from fresh audio where it exists, else from the last sample played.
+        if fresh_until is not None:
+            k = min(self._xfade, n)
+            fresh = max(0, min(fresh_until - position, k))
+            if fresh:
+                self._copy(self._tmp[:fresh], position)
+            self._tmp[fresh:k] = self._last
+            out[:k] *= self._fade_in[:k]
+            out[:k] += self._tmp[:k] * self._fade_out[:k]
+
+    def _replay_into(self, out: np.ndarray, position: int) -> None:
+        n = len(out)
+        done = 0
+        while done < n:
+            offset = (position + done - self._replay_anchor) % self._replay_length
+            take = min(n - done, self._replay_length - offset)
+            self._copy(out[done : done + take], self._replay_start + offset)
+            done += take
+
+    def _copy(self, out: np.ndarray, position: int) -> None:
+        n = len(out)
+        pos = position % self.capacity
+        first = min(n, self.capacity - pos)
+        out[:first] = self._buf[pos : pos + first]
+        out[first:] = self._buf[: n - first]
+
+    def _copy_partial(self, out: np.ndarray, position: int) -> None:
+        """Start-up before any complete bar exists: play what is there, then silence."""
+        have = max(0, min(self.written - position, len(out)))
+        self._copy(out[:have], position)
+        out[have:] = 0.0

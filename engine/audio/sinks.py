@@ -1,0 +1,302 @@
+"""Live audio sinks: sounddevice (PortAudio on JACK or ALSA) and a real-time WAV writer.
+
+Both read the playback ring at their own sample counter, which is the engine's clock of
+record: `playhead` is the number of samples the sink has taken since transport start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from engine.audio.file_sink import FileSink
+from engine.audio.ring import PlaybackRing
+from engine.conditioning import CHANNELS, SAMPLE_RATE
+from engine.errors import OutputError
+
+log = logging.getLogger(__name__)
+HostApi = Literal["jack", "alsa"]
+HOST_API_NAMES = {"jack": "JACK Audio Connection Kit", "alsa": "ALSA"}
+DEFAULT_BLOCKSIZE = 256
+DEFAULT_FADE_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """Where audio goes: `jack`, `alsa` or `wav:FILE`, plus device options."""
+
+    kind: Literal["jack", "alsa", "wav"]
+    path: Path | None = None
+    device: str | int | None = None
+    blocksize: int = DEFAULT_BLOCKSIZE
+    latency: str | float = "low"
+    connect: tuple[str, ...] | None = None  # JACK ports to connect to; None = system playback
+    autoconnect: bool = True
+
+    @classmethod
+    def parse(cls, text: str, **options: object) -> OutputSpec:
+        if text.startswith("wav:") and len(text) > 4:
+            return cls("wav", path=Path(text[4:]), **options)  # type: ignore[arg-type]
+        if text in ("jack", "alsa"):
+            return cls(text, **options)  # type: ignore[arg-type]
+        raise OutputError(f"unknown output {text!r}: use jack, alsa or wav:FILE")
+
+
+class _Fader:
+    """A preallocated fade-out the callback applies when asked to stop."""
+
+    def __init__(self, length: int, blocksize: int) -> None:
+        self.curve = np.concatenate([np.linspace(1.0, 0.0, max(length, 1), dtype=np.float32), np.zeros(blocksize, np.float32)])[:, None]
+        self.pos = -1  # -1: not fading
+
+    def apply(self, out: np.ndarray) -> bool:
+        """Fade `out` in place; True once the fade has reached silence."""
+        if self.pos < 0:
+            return False
+        n = len(out)
+        end = min(self.pos + n, len(self.curve))
+        out[: end - self.pos] *= self.curve[self.pos : end]
+        out[end - self.pos :] = 0.0
+        self.pos = end
+        return self.pos >= len(self.curve) - n
+
+
+class Sink:
+    """Base for live sinks: a ring, a playhead, counters, and a fade-out stop."""
+
+    name = "sink"
+
+    def __init__(self, ring: PlaybackRing, *, blocksize: int, fade_s: float = DEFAULT_FADE_S) -> None:
+        if blocksize < 16 or blocksize > 8192:
+            raise OutputError(f"block size must be in 16..8192 frames, got {blocksize}")
+        self.ring = ring
+        self.blocksize = blocksize
+        self.playhead = 0
+        self.xruns = 0  # PortAudio output-underflow flags (and late blocks for the WAV sink)
+        self.server_xruns = 0  # the audio server's own xrun reports (JACK), which PortAudio coalesces
+        self.callbacks = 0
+        self.started_at: float | None = None  # time.monotonic() of the first block
+        self.finished = threading.Event()
+        self.armed = False  # until armed the sink plays silence and the playhead stays at 0
+        self._fader = _Fader(int(fade_s * SAMPLE_RATE), blocksize)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def fade_out(self) -> None:
+        """Begin the fade; `finished` is set once silence is reached."""
+        if self._fader.pos < 0:
+            self._fader.pos = 0
+
+    def _fill(self, out: np.ndarray) -> None:
+        """Audio thread: copy the block at the playhead, fade if stopping, advance."""
+        if not self.armed:
+            out.fill(0.0)
+            return
+        if self.started_at is None:
+            self.started_at = time.monotonic()
+        self.ring.read(out, self.playhead)
+        self.playhead += len(out)
+        self.callbacks += 1
+        if self._fader.apply(out):
+            self.finished.set()
+
+
+class DeviceSink(Sink):
+    """PortAudio output through sounddevice, on the JACK or ALSA host API."""
+
+    def __init__(self, ring: PlaybackRing, spec: OutputSpec, *, fade_s: float = DEFAULT_FADE_S, client_name: str = "backline") -> None:
+        super().__init__(ring, blocksize=spec.blocksize, fade_s=fade_s)
+        self.spec = spec
+        self.name = spec.kind
+        import sounddevice as sd
+
+        if spec.kind == "jack":
+            _set_jack_client_name(sd, client_name)
+        self._sd = sd
+        self.device = find_device(sd, spec.kind, spec.device)
+        try:
+            sd.check_output_settings(device=self.device, channels=CHANNELS, dtype="float32", samplerate=SAMPLE_RATE)
+        except sd.PortAudioError as err:
+            raise OutputError(
+                f"{spec.kind} device {self.device} cannot play {CHANNELS} channels of float32 at {SAMPLE_RATE} Hz: {err}. "
+                f"Run the device at 48 kHz (for JACK: jackd -r 48000), or use --output wav:FILE"
+            ) from err
+        self._stream = sd.OutputStream(
+            samplerate=SAMPLE_RATE,
+            blocksize=spec.blocksize,
+            device=self.device,
+            channels=CHANNELS,
+            dtype="float32",
+            latency=spec.latency,
+            callback=self._callback,
+            finished_callback=self.finished.set,
+        )
+        self.client_name = client_name
+        self._monitor = None  # a JACK-Client that routes our ports and hears JACK's xruns
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
+        """PortAudio's audio thread. Copies from the ring and returns: no locks, no
+        allocation beyond numpy views, no logging, no waiting for the generator."""
+        if status.output_underflow and self.armed:  # type: ignore[attr-defined]
+            self.xruns += 1
+        self._fill(outdata)
+
+    def start(self) -> None:
+        try:
+            self._stream.start()
+        except self._sd.PortAudioError as err:
+            raise OutputError(f"cannot start the {self.spec.kind} stream on device {self.device}: {err}") from err
+        if self.spec.kind == "jack":
+            self._route_jack()
+        self.armed = True  # bar 0 starts on the first sample of the next block
+    def _route_jack(self) -> None:
+        """Connect our two ports where asked (PortAudio auto-connects to system playback),
+        and keep a JACK client open to hear the server's own xrun reports."""
+        try:
+            import jack
+        except ImportError:
+            log.warning("JACK-Client is not installed: leaving PortAudio's default connections")
+            return
+        monitor = jack.Client(f"{self.client_name}-monitor", no_start_server=True)
+        monitor.set_xrun_callback(self._jack_xrun)
+        monitor.activate()
+        self._monitor = monitor
+        ours = monitor.get_ports(f"{self.client_name}:", is_output=True, is_audio=True)
+        for port in ours:
+            for dest in monitor.get_all_connections(port):
+                if self.spec.connect is not None or not self.spec.autoconnect:
+                    monitor.disconnect(port, dest)
+        if self.spec.connect:
+            for port, dest in zip(ours, self.spec.connect):
+                monitor.connect(port, dest)
+        log.info("JACK ports %s -> %s", [p.name for p in ours],
+                 list(self.spec.connect or (["system:playback_*"] if self.spec.autoconnect else [])))
+
+    def _jack_xrun(self, delay_usecs: float) -> None:
+        """JACK's notification thread: count the server's xruns while our audio runs."""
+        if self.armed:
+            self.server_xruns += 1
+
+    def close(self) -> None:
+        self._stream.stop()
+        self._stream.close()
+        if self._monitor is not None:
+            self._monitor.deactivate()
+            self._monitor.close()
+
+
+class WavRealtimeSink(Sink):
+    """Writes the live stream to a file in real time, for boxes without a device.
+
+    A thread paced by `time.monotonic()` and an Event wait (never sleep-to-deadline)
+    takes one block per block period, exactly as a device would.
+    """
+
+    name = "wav"
+
+    def __init__(self, ring: PlaybackRing, path: Path, *, blocksize: int = DEFAULT_BLOCKSIZE, fade_s: float = DEFAULT_FADE_S) -> None:
+        super().__init__(ring, blocksize=blocksize, fade_s=fade_s)
+        self._file = FileSink(path)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wav-sink", daemon=True)
+        self._block = np.zeros((blocksize, CHANNELS), dtype=np.float32)
+
+    def start(self) -> None:
+        self.armed = True
+        self._thread.start()
+
+    def _run(self) -> None:
+        period = self.blocksize / SAMPLE_RATE
+        start = time.monotonic()
+        blocks = 0
+        while not self._stop.is_set() and not self.finished.is_set():
+            self._fill(self._block)
+            self._file.write(self._block)
+            blocks += 1
+            delay = start + blocks * period - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            elif delay < -period:
+                self.xruns += 1  # the writer fell more than a block behind
+        self.finished.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self._file.close()
+
+
+def open_sink(ring: PlaybackRing, spec: OutputSpec, *, fade_s: float = DEFAULT_FADE_S) -> Sink:
+    if spec.kind == "wav":
+        assert spec.path is not None
+        return WavRealtimeSink(ring, spec.path, blocksize=spec.blocksize, fade_s=fade_s)
+    return DeviceSink(ring, spec, fade_s=fade_s)
+
+
+_jack_name_keepalive: list[object] = []
+
+
+def _set_jack_client_name(sd: object, name: str) -> None:
+    """Name PortAudio's JACK client; PortAudio reads it when it initialises.
+
+    PortAudio keeps the pointer, not a copy, so the C string is kept alive here.
+    """
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef("int PaJack_SetClientName(const char*);")
+    try:
+        lib = ffi.dlopen(sd._libname)  # type: ignore[attr-defined]
+        c_name = ffi.new("char[]", name.encode())
+        _jack_name_keepalive[:] = [ffi, lib, c_name]
+        sd._terminate()  # type: ignore[attr-defined]
+        lib.PaJack_SetClientName(c_name)
+        sd._initialize()  # type: ignore[attr-defined]
+    except (OSError, AttributeError) as err:
+        log.warning("cannot name the JACK client %r (%s); PortAudio's default name is used", name, err)
+
+
+def list_devices(sd: object) -> str:
+    """Host APIs and output devices, for `backline devices` and error messages."""
+    lines = []
+    for index, api in enumerate(sd.query_hostapis()):  # type: ignore[attr-defined]
+        lines.append(f"host API {index}: {api['name']}")
+        for dev in api["devices"]:
+            info = sd.query_devices(dev)  # type: ignore[attr-defined]
+            if info["max_output_channels"] > 0:
+                lines.append(f"  [{dev}] {info['name']} ({info['max_output_channels']} out, {info['default_samplerate']:.0f} Hz)")
+    return "\n".join(lines) if lines else "no host APIs found"
+
+
+def find_device(sd: object, kind: str, device: str | int | None) -> int:
+    """The output device index on host API `kind`, by index or name substring."""
+    apis = sd.query_hostapis()  # type: ignore[attr-defined]
+    wanted = HOST_API_NAMES[kind]
+    api = next((a for a in apis if a["name"] == wanted), None)
+    if api is None:
+        hint = "is the JACK server running? (jackd -d alsa -r 48000, or systemctl start jackd)" if kind == "jack" else "is there a sound card? (/dev/snd)"
+        raise OutputError(f"host API {wanted} is not available: {hint}. Devices:\n{list_devices(sd)}\nOr try --output wav:FILE")
+    outputs = [d for d in api["devices"] if sd.query_devices(d)["max_output_channels"] >= CHANNELS]  # type: ignore[attr-defined]
+    if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
+        index = int(device)
+        if index in outputs:
+            return index
+    elif device is None and outputs:
+        default = api["default_output_device"]
+        return default if default in outputs else outputs[0]
+    elif device is not None:
+        matches = [d for d in outputs if device.lower() in sd.query_devices(d)["name"].lower()]  # type: ignore[attr-defined]
+        if matches:
+            return matches[0]
+    raise OutputError(f"no {kind} output device matches {device!r} with {CHANNELS} channels. Devices:\n{list_devices(sd)}\nOr try --output wav:FILE")

@@ -1,0 +1,149 @@
+"""Send MIDI clock when backline leads: ticks and transport placed on the sink's sample clock.
+
+`MidiClockOut` is pure: from the Timeline and a sample range of the output stream it
+returns what falls in that range, with exact sample positions. `MidiClockSender` is the
+thin thread that sends those messages to a mido port when the sink's sample clock says
+their sample is playing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import mido
+
+from engine.clock.estimate import PPQN
+from engine.clock.sampleclock import SampleClock
+from engine.timeline import Timeline, round_half_up
+
+logger = logging.getLogger(__name__)
+
+_SPP_MAX = 16383  # 14-bit song position, in sixteenth notes
+
+
+@dataclass(frozen=True, slots=True)
+class ClockEvent:
+    """`message` is due when output sample `sample` plays."""
+
+    sample: int
+    message: mido.Message
+
+
+def tick_sample(timeline: Timeline, tick: int) -> int:
+    """Sample of song tick `tick`: beat starts from the timeline, ticks spread evenly inside a beat."""
+    beat, sub = divmod(tick, PPQN)
+    start = timeline.beat_start(beat)
+    return start + round_half_up(Fraction(sub * (timeline.beat_start(beat + 1) - start), PPQN))
+
+
+class MidiClockOut:
+    """Transport state of the clock we send, and the events for any sample range."""
+
+    def __init__(self) -> None:
+        self._from_tick: int | None = None  # first tick to send; None when stopped
+        self._stop_at: int | None = None
+
+    @property
+    def playing(self) -> bool:
+        return self._from_tick is not None and self._stop_at is None
+
+    def start(self, *, beat: int = 0) -> None:
+        """Play from song beat `beat`: Start for beat 0, else Song Position Pointer + Continue."""
+        if not 0 <= beat * 4 <= _SPP_MAX:
+            raise ValueError(f"start beat must be in 0..{_SPP_MAX // 4}, got {beat}")
+        self._from_tick, self._stop_at = beat * PPQN, None
+
+    def stop(self, *, at_sample: int) -> None:
+        """Send Stop at `at_sample`; no ticks from there on."""
+        if self._from_tick is not None and self._stop_at is None:
+            self._stop_at = at_sample
+
+    def events(self, timeline: Timeline, a: int, b: int) -> list[ClockEvent]:
+        """Messages due in output samples [a, b), in order."""
+        if self._from_tick is None or b <= a:
+            return []
+        out: list[ClockEvent] = []
+        end = b if self._stop_at is None else min(b, self._stop_at)
+        first = self._from_tick
+        first_sample = tick_sample(timeline, first)
+        if a <= first_sample < end:
+            if first == 0:
+                out.append(ClockEvent(first_sample, mido.Message("start")))
+            else:
+                out.append(ClockEvent(first_sample, mido.Message("songpos", pos=first // 6)))
+                out.append(ClockEvent(first_sample, mido.Message("continue")))
+        tick = max(first, timeline.beat_at(a) * PPQN)
+        while (s := tick_sample(timeline, tick)) < end:
+            if s >= a:
+                out.append(ClockEvent(s, mido.Message("clock")))
+            tick += 1
+        if self._stop_at is not None and a <= self._stop_at < b:
+            out.append(ClockEvent(self._stop_at, mido.Message("stop")))
+            self._from_tick = self._stop_at = None
+        return out
+
+
+class MidiClockSender:
+    """Sends a `MidiClockOut`'s events to a mido output port, timed by the sink's sample clock."""
+
+    def __init__(
+        self,
+        port: mido.ports.BaseOutput,
+        out: MidiClockOut,
+        *,
+        timeline: Callable[[], Timeline],
+        sample_clock: Callable[[], SampleClock],
+        lead: float = 0.01,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._port = port
+        self._out = out
+        self._timeline = timeline
+        self._sample_clock = sample_clock
+        self._lead = lead
+        self._now = now
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="midi-clock-out", daemon=True)
+        self.sent = 0
+
+    def __enter__(self) -> MidiClockSender:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the thread; send Stop if the clock was playing."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._out.playing:
+            self._port.send(mido.Message("stop"))
+
+    def _run(self) -> None:
+        """Runs on the sender's own thread: compute events a little ahead, wait for each, send."""
+        cursor: int | None = None
+        while not self._stop.is_set():
+            clock = self._sample_clock()
+            now = self._now()
+            if cursor is None:
+                cursor = round(clock.sample_at(now))
+            until = round(clock.sample_at(now + self._lead))
+            try:
+                events = self._out.events(self._timeline(), cursor, until)
+            except Exception:  # a bad timeline must not kill the clock thread
+                logger.exception("MIDI clock out: could not compute events for %d..%d", cursor, until)
+                events = []
+            for ev in events:
+                if self._stop.wait(max(0.0, clock.time_of(ev.sample) - self._now())):
+                    return
+                self._port.send(ev.message)
+                self.sent += 1
+            cursor = max(cursor, until)
+            self._stop.wait(max(0.0, clock.time_of(cursor) - self._now() - self._lead / 2))

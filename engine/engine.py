@@ -1,0 +1,233 @@
+"""The live engine: patch, scheduler, generator and sink wired together, and its loop.
+
+The scheduling loop runs on the thread that calls `run`. It keeps the ring `lookahead`
+ahead of the sink's playhead, waking on an Event every few milliseconds (never sleeping
+to a deadline). Everything else (MIDI, OSC, signals) talks to it through `submit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.audio.ring import PlaybackRing
+from engine.audio.sinks import Sink
+from engine.conditioning import SAMPLE_RATE
+from engine.errors import BacklineError
+from engine.generator.base import Generator
+from engine.params import ControlEvent
+from engine.patch import Patch, load_patch
+from engine.schedule.scheduler import Scheduler
+from engine.style.bank import StyleBank
+from engine.style.embedder import Embedder, HashEmbedder
+
+log = logging.getLogger(__name__)
+LOOP_WAIT_S = 0.005
+STATUS_EVERY_S = 5.0
+
+
+class Engine:
+    """One performance: owns the scheduler (on the loop thread) and the sink."""
+
+    def __init__(
+        self,
+        *,
+        patch: Patch,
+        generator: Generator,
+        sink_factory: Callable[[PlaybackRing], Sink],
+        fallback: Generator | None = None,
+        embedder: Embedder | None = None,
+        lookahead_ms: float = 200.0,
+        frames_per_call: int = 2,
+        patch_set: list[Path] | None = None,
+        status_line: bool | None = None,
+    ) -> None:
+        self.embedder = embedder or HashEmbedder()
+        self.ring = PlaybackRing()
+        self.scheduler = Scheduler(
+            generator=generator,
+            patch=patch,
+            bank=StyleBank.for_patch(patch, self.embedder),
+            embedder=self.embedder,
+            ring=self.ring,
+            lookahead=round(lookahead_ms * SAMPLE_RATE / 1000),
+            frames_per_call=frames_per_call,
+            fallback=fallback,
+        )
+        self.sink = sink_factory(self.ring)
+        self.patch_set = list(patch_set or ([patch.path] if patch.path else []))
+        self.on_ready: Callable[[], None] | None = None
+        self.on_tick: Callable[[], None] | None = None
+        self._status_line = sys.stderr.isatty() if status_line is None else status_line
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._fade_requested = False
+        self._ready = False
+        self._taps: list[float] = []
+        self.stall_s = 0.0  # test hook: make the loop stall (a stuck scheduler)
+
+    # -- control (any thread) ----------------------------------------------------------
+    def submit(self, event: ControlEvent) -> None:
+        """Route a control event; engine-level actions are resolved here. Thread-safe."""
+        try:
+            if event.target in ("patch.load", "patch.next", "patch.prev"):
+                self._patch_action(event)
+            elif event.target == "tempo.tap":
+                self._tap(event)
+            elif event.target == "transport.stop":
+                self.request_stop()
+            elif event.target == "transport.play":
+                log.info("transport already playing")
+            else:
+                self.scheduler.submit(event)
+        except BacklineError as err:
+            log.error("%s from %s: %s", event.target, event.source, err)
+        self._wake.set()
+
+    def add_listener(self, fn: Callable[[str, object, str], None]) -> None:
+        self.scheduler.add_listener(fn)
+
+    def load_patch(self, path: str | Path, *, quantize: str = "bar", source: str = "internal") -> Patch:
+        """Validate and embed a patch off the audio path; it takes over at the boundary.
+
+        A broken file raises PatchError and the playing patch stays.
+        """
+        patch = load_patch(path)
+        bank = StyleBank.for_patch(patch, self.embedder)
+        self.scheduler.submit_patch(patch, bank, quantize=quantize, source=source)
+        log.info("patch %s queued for the next %s", patch.name, quantize)
+        return patch
+
+    def _patch_action(self, event: ControlEvent) -> None:
+        if event.target == "patch.load":
+            name = str(event.value)
+            candidates = [p for p in self.patch_set if p.stem == name] or [Path(name)]
+            self.load_patch(candidates[0], quantize=event.quantize or "bar", source=event.source)
+            return
+        if not self.patch_set:
+            raise BacklineError("no patch set to step through")
+        current = self.scheduler.patch.path
+        index = self.patch_set.index(current) if current in self.patch_set else -1
+        step = 1 if event.target == "patch.next" else -1
+        self.load_patch(self.patch_set[(index + step) % len(self.patch_set)], quantize=event.quantize or "bar", source=event.source)
+
+    def _tap(self, event: ControlEvent) -> None:
+        """Tap tempo: average of the last four intervals, applied at the next bar."""
+        now = time.monotonic()
+        if self._taps and now - self._taps[-1] > 2.0:
+            self._taps.clear()
+        self._taps = (self._taps + [now])[-5:]
+        if len(self._taps) >= 3:
+            interval = (self._taps[-1] - self._taps[0]) / (len(self._taps) - 1)
+            bpm = min(max(60.0 / interval, 20.0), 400.0)
+            self.scheduler.submit(ControlEvent("tempo.bpm", round(bpm, 2), source=event.source, quantize="bar"))
+
+    def request_stop(self) -> None:
+        """Fade out, then let `run` return."""
+        self._fade_requested = True
+        self._wake.set()
+
+    # -- status --------------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        """A consistent-enough snapshot for status lines, OSC and health checks."""
+        sched = self.scheduler
+        playhead = self.sink.playhead
+        timeline = sched.timeline
+        bar = timeline.bar_at(playhead)
+        beat = timeline.beat_at(playhead) - timeline.bar_first_beat(bar)
+        return {
+            "bar": bar + 1,
+            "beat": beat + 1,
+            "tempo": float(timeline.tempo_at(playhead)),
+            "meter": timeline.beats_in_bar(bar),
+            "patch": sched.patch.name,
+            "lookahead_ms": round((self.ring.written - playhead) * 1000 / SAMPLE_RATE, 1),
+            "xruns": self.sink.xruns,
+            "server_xruns": self.sink.server_xruns,
+            "underruns": self.ring.underruns,
+            "rejoins": self.ring.rejoins,
+            "generator": sched.generator.name,
+            "speed": round(sched.speed(), 2),
+            "fallback_frames": sched.fallback_frames,
+            "rejected": sched.errors,
+            "frozen": sched.state.freeze,
+            "output": self.sink.name,
+            "clock": "internal",
+            "playhead": playhead,
+        }
+
+    def snapshot_state(self) -> dict[str, object]:
+        """What crash recovery needs to resume with the same sound."""
+        sched = self.scheduler
+        return {
+            "patch": str(sched.patch.path) if sched.patch.path else None,
+            "tempo": float(sched.timeline.segments[-1].bpm),
+            "meter": sched.timeline.segments[-1].beats_per_bar,
+            "style_weights": list(sched.state.style_weights),
+            "centroid_weights": list(sched.state.centroid_weights),
+            "mean_weight": sched.state.mean_weight,
+            "sampling": {k: getattr(sched.state.sampling, k) for k in ("temperature", "top_k", "cfg_style", "cfg_notes", "cfg_drums")},
+            "gain": sched.state.gain,
+        }
+
+    def restore_state(self, data: dict[str, object]) -> None:
+        """Re-apply saved values as control events (validated like any other input)."""
+        events = [ControlEvent("tempo.bpm", data["tempo"], source="restore", quantize="now")]
+        events.append(ControlEvent("meter.beats_per_bar", int(data["meter"]), source="restore", quantize="now"))
+        events += [ControlEvent(f"style.{i}.weight", w, source="restore", quantize="now") for i, w in enumerate(data.get("style_weights", []))]
+        events += [ControlEvent(f"centroid.{i}.weight", w, source="restore", quantize="now") for i, w in enumerate(data.get("centroid_weights", []))]
+        events.append(ControlEvent("mean.weight", data.get("mean_weight", 0.0), source="restore", quantize="now"))
+        events += [ControlEvent(f"sampling.{k}", v, source="restore", quantize="now") for k, v in dict(data.get("sampling", {})).items()]
+        events.append(ControlEvent("master.gain", data.get("gain", 1.0), source="restore", quantize="now"))
+        for event in events:
+            self.scheduler.submit(event)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None, *, duration_s: float | None = None) -> None:
+        """Scheduling loop: fill ahead of the playhead until stopped, then fade out."""
+        stop = stop or self._stop
+        self.scheduler.fill(0)  # the first look-ahead is ready before audio starts
+        self.sink.start()
+        log.info("playing %s on %s (look-ahead %.0f ms)", self.scheduler.patch.name, self.sink.name,
+                 self.scheduler.lookahead * 1000 / SAMPLE_RATE)
+        next_status = time.monotonic() + STATUS_EVERY_S
+        end_at = None if duration_s is None else round(duration_s * SAMPLE_RATE)
+        try:
+            while not stop.is_set() and not self._fade_requested:
+                if self.stall_s:
+                    time.sleep(self.stall_s)
+                self.scheduler.fill(self.sink.playhead)
+                if not self._ready and self.sink.playhead > 0:
+                    self._ready = True
+                    if self.on_ready:
+                        self.on_ready()
+                if self.on_tick:
+                    self.on_tick()
+                if end_at is not None and self.sink.playhead >= end_at:
+                    break
+                if self._status_line and time.monotonic() >= next_status:
+                    next_status += STATUS_EVERY_S
+                    log.info(format_status(self.status()))
+                if self.sink.finished.is_set():
+                    log.error("the audio stream ended unexpectedly")
+                    break
+                self._wake.wait(LOOP_WAIT_S)
+                self._wake.clear()
+            self.sink.fade_out()
+            while not self.sink.finished.wait(LOOP_WAIT_S):
+                self.scheduler.fill(self.sink.playhead)
+        finally:
+            self.sink.close()
+            self.scheduler.close()
+            log.info("stopped: %s", format_status(self.status()))
+
+
+def format_status(s: dict[str, object]) -> str:
+    return (
+        f"bar {s['bar']} beat {s['beat']} | {s['tempo']:.2f} BPM | {s['patch']} | look-ahead {s['lookahead_ms']} ms | "
+        f"xruns {s['xruns']} (server {s['server_xruns']}) | underruns {s['underruns']} | {s['generator']} {s['speed']}x"
+    )

@@ -1,0 +1,451 @@
+"""The look-ahead scheduler: conditioning per frame, generation ahead of the playhead.
+
+It owns the timeline, the parameter state, the generator, the fitter and the writer
+side of the playback ring, and runs on one thread (the scheduling loop, or the offline
+render). Other threads talk to it only through `submit`, a queue it drains.
+
+Per bar it plans a whole number of frames (see `fitter.py`), so a change quantized to a
+bar starts exactly on that bar's first sample. A change applies from the first frame at
+or after its boundary (`now`, `beat` or `bar`) that is not generated yet. Tempo and
+meter changes start a new timeline segment at the first bar line not yet planned.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import queue
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from engine.audio.ring import PlaybackRing
+from engine.conditioning import (
+    DRUM_HIT,
+    DRUM_MASK,
+    DRUM_NONE,
+    FRAME_SAMPLES,
+    NOTE_HELD,
+    NOTE_MASK,
+    NOTE_OFF,
+    NOTE_ONSET,
+    NUM_NOTES,
+    SAMPLE_RATE,
+    FrameConditioning,
+)
+from engine.errors import GeneratorError
+from engine.generator.base import Generator
+from engine.params import ControlEvent, ParameterState
+from engine.patch import Patch
+from engine.schedule.fitter import DEFAULT_MAX_CENTS, BarFitter, BarPlan, plan_bar
+from engine.style.bank import StyleBank
+from engine.style.embedder import Embedder
+from engine.timeline import Timeline
+
+log = logging.getLogger(__name__)
+Listener = Callable[[str, object, str], None]
+_STYLE_TARGETS = ("style.", "centroid.", "mean.")
+
+
+@dataclass(frozen=True, slots=True)
+class _PatchChange:
+    patch: Patch
+    bank: StyleBank
+    quantize: str
+    source: str
+
+
+@dataclass(slots=True)
+class _Ramp:
+    start: int
+    length: int
+    old: np.ndarray
+    new: np.ndarray
+    curve: str
+
+    def at(self, sample: int) -> np.ndarray:
+        x = 1.0 if self.length <= 0 else min(max((sample - self.start) / self.length, 0.0), 1.0)
+        if self.curve == "equal_power":
+            a, b = math.cos(x * math.pi / 2), math.sin(x * math.pi / 2)
+        else:
+            a, b = 1.0 - x, x
+        return (a * self.old + b * self.new).astype(np.float32)
+
+    def done(self, sample: int) -> bool:
+        return sample >= self.start + self.length
+
+
+class NoteTracker:
+    """Keyboard notes as MRT2 note states: onset on the first frame, then held, off on release."""
+
+    def __init__(self) -> None:
+        self._held: set[int] = set()
+        self._onsets: set[int] = set()
+        self._released: set[int] = set()
+        self._pads = 0
+
+    def press(self, pitch: int) -> None:
+        self._held.add(pitch)
+        self._onsets.add(pitch)
+        self._released.discard(pitch)
+
+    def release(self, pitch: int) -> None:
+        self._held.discard(pitch)
+        self._onsets.discard(pitch)
+        self._released.add(pitch)
+
+    def hit(self) -> None:
+        self._pads += 1
+
+    def take_pad_hit(self) -> bool:
+        if self._pads:
+            self._pads -= 1
+            return True
+        return False
+
+    def frame_states(self) -> np.ndarray | None:
+        """States for the next frame, or None when no key is down (notes masked)."""
+        if not self._held:
+            self._released.clear()
+            return None
+        notes = np.full(NUM_NOTES, NOTE_MASK, dtype=np.int8)
+        notes[list(self._released)] = NOTE_OFF
+        notes[list(self._held)] = NOTE_HELD
+        notes[list(self._onsets)] = NOTE_ONSET
+        self._onsets.clear()
+        return notes
+
+
+class Scheduler:
+    """Generates bar-fitted audio ahead of the playhead into the playback ring."""
+
+    def __init__(
+        self,
+        *,
+        generator: Generator,
+        patch: Patch,
+        bank: StyleBank,
+        embedder: Embedder,
+        ring: PlaybackRing,
+        lookahead: int,
+        frames_per_call: int = 2,
+        max_cents: float = DEFAULT_MAX_CENTS,
+        fallback: Generator | None = None,
+        origin: int = 0,
+    ) -> None:
+        if lookahead < 0:
+            raise ValueError(f"look-ahead must be >= 0 samples, got {lookahead}")
+        if frames_per_call < 1:
+            raise ValueError(f"frames per call must be >= 1, got {frames_per_call}")
+        self.generator = generator
+        self.fallback = fallback
+        self.ring = ring
+        self.lookahead = lookahead
+        self.frames_per_call = frames_per_call
+        self.max_cents = max_cents
+        self.embedder = embedder
+        self.patch = patch
+        self.bank = bank
+        self.timeline = Timeline.start(patch.bpm, patch.beats_per_bar, origin=origin)
+        self.state = patch.initial_state()
+        self.fitter = BarFitter()
+        self.notes = NoteTracker()
+        self._inbox: queue.SimpleQueue[ControlEvent | _PatchChange] = queue.SimpleQueue()
+        self._pending: list[tuple[int, int, ControlEvent | _PatchChange]] = []
+        self._seq = itertools.count()
+        self._listeners: list[Listener] = []
+        self._embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._embeds: list[tuple[int, Future[np.ndarray], str]] = []
+        self._next_bar = 0
+        self._plan: BarPlan | None = None
+        self._frame_in_bar = 0
+        self._beat_frames: set[int] = set()
+        self._style = bank.mix(self.state)
+        self._ramp: _Ramp | None = None
+        self._gain = self.state.gain
+        self.frames_generated = 0
+        self.fallback_frames = 0
+        self.generate_seconds = 0.0
+        self.errors = 0
+        generator.reset(patch.seed)
+        if fallback is not None:
+            fallback.reset(patch.seed)
+        ring.reset(origin)
+
+    # -- other threads ------------------------------------------------------------------
+    def submit(self, event: ControlEvent) -> None:
+        """Queue a control event. Thread-safe and never blocks."""
+        self._inbox.put(event)
+
+    def submit_patch(self, patch: Patch, bank: StyleBank, *, quantize: str = "bar", source: str = "internal") -> None:
+        """Queue a loaded, validated patch (and its embeddings) to take over at a boundary."""
+        self._inbox.put(_PatchChange(patch, bank, quantize, source))
+
+    def add_listener(self, fn: Listener) -> None:
+        """`fn(path, value, source)` runs on the scheduler thread after a change applies."""
+        self._listeners.append(fn)
+
+    # -- positions -----------------------------------------------------------------------
+    def next_frame_time(self) -> int:
+        """Output sample where the next frame to be generated starts."""
+        if self._plan is not None and self._frame_in_bar < self._plan.frames:
+            return round(self._plan.frame_out_start(self._frame_in_bar))
+        return self.timeline.bar_start(self._next_bar)
+
+    # -- the loop body -----------------------------------------------------------------------
+    def fill(self, playhead: int) -> int:
+        """Generate until the ring holds `lookahead` samples past `playhead`. Returns frames made."""
+        made = 0
+        self._drain_inbox()
+        self._collect_embeddings()
+        while self.ring.written < playhead + self.lookahead + 1 and self.ring.space(playhead) > 2 * FRAME_SAMPLES * self.frames_per_call:
+            made += self._generate_chunk()
+            self._drain_inbox()
+        return made
+
+    def render_until(self, end: int) -> None:
+        """Offline: generate and fit until output sample `end` is in the ring."""
+        while self.ring.written < end:
+            self._drain_inbox()
+            self._collect_embeddings()
+            self._generate_chunk(flush_to=end)
+
+    def close(self) -> None:
+        self._embed_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- events -------------------------------------------------------------------------------
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._schedule(item)
+            except (ValueError, GeneratorError) as err:
+                self.errors += 1
+                log.warning("control change %s rejected: %s", getattr(item, "target", "patch"), err)
+
+    def _schedule(self, item: ControlEvent | _PatchChange) -> None:
+        """Decide the sample an event applies at, and queue it in time order."""
+        if isinstance(item, ControlEvent) and item.target == "safety.freeze":
+            self._apply(item, self.next_frame_time())  # safety acts at once, even while frozen
+            return
+        if isinstance(item, ControlEvent) and item.target.startswith(("note.", "drum.")):
+            self._apply(item, self.next_frame_time())
+            return
+        if isinstance(item, ControlEvent) and item.target.startswith("style.") and item.target.endswith(".text"):
+            self._start_embedding(item)
+            return
+        earliest = self.next_frame_time()
+        if _is_timeline(item):
+            earliest = max(earliest, self.timeline.bar_start(self._next_bar))  # not planned yet
+        quantize = item.quantize
+        at = item.at if isinstance(item, ControlEvent) and item.at is not None else earliest
+        at = self.timeline.next_boundary(max(at, earliest), quantize)
+        heapq.heappush(self._pending, (at, next(self._seq), item))
+
+    def _start_embedding(self, event: ControlEvent) -> None:
+        _, index = event.spec, int(event.target.split(".")[1])
+        if index >= len(self.bank.slots):
+            raise ValueError(f"style slot {index} does not exist in this patch (it has {len(self.bank.slots)})")
+        future = self._embed_pool.submit(self.embedder.embed_text, str(event.value))
+        self._embeds.append((index, future, str(event.value)))
+
+    def _collect_embeddings(self) -> None:
+        """Swap in prompt embeddings that finished off the audio path; the old mix plays until then."""
+        still = []
+        for index, future, text in self._embeds:
+            if not future.done():
+                still.append((index, future, text))
+                continue
+            try:
+                embedding = future.result()
+            except Exception as err:  # noqa: BLE001 - any embedder failure keeps the old prompt
+                self.errors += 1
+                log.warning("style slot %d: could not embed %r: %s; keeping the old prompt", index, text, err)
+                continue
+            self.bank = self.bank.with_slot(index, embedding)
+            self.state = self.state.with_event(ControlEvent(f"style.{index}.text", text))
+            self._restyle(self.next_frame_time())
+            self._notify(f"style.{index}.text", text, "embedder")
+        self._embeds = still
+
+    def _apply_due(self, sample: int, *, timeline_only: bool = False) -> None:
+        """Apply queued events whose boundary is at or before `sample`, in time order.
+
+        `timeline_only` (when a bar is planned) applies just the tempo/meter/patch
+        changes; while frozen, other changes wait until release.
+        """
+        skip_params = timeline_only or self.state.freeze
+        due = [entry for entry in self._pending if entry[0] <= sample and not (skip_params and not _is_timeline(entry[2]))]
+        if not due:
+            return
+        taken = {entry[1] for entry in due}
+        self._pending = [entry for entry in self._pending if entry[1] not in taken]
+        heapq.heapify(self._pending)
+        for at, _, item in sorted(due, key=lambda e: (e[0], e[1])):
+            try:
+                self._apply(item, at)
+            except ValueError as err:
+                self.errors += 1
+                log.warning("control change rejected when applied: %s", err)
+
+    def _apply(self, item: ControlEvent | _PatchChange, at: int) -> None:
+        if isinstance(item, _PatchChange):
+            self._apply_patch(item, at)
+            return
+        target, value = item.target, item.value
+        if target == "tempo.bpm":
+            self.timeline = self.timeline.with_change(at_bar=self.timeline.bar_at(at), bpm=value)
+        elif target == "meter.beats_per_bar":
+            self.timeline = self.timeline.with_change(at_bar=self.timeline.bar_at(at), beats_per_bar=int(value))
+        elif target.startswith("note."):
+            pitch = int(target.split(".")[1])
+            self.notes.press(pitch) if float(value) > 0 else self.notes.release(pitch)
+        elif target == "drum.hit":
+            self.notes.hit()
+        elif target == "safety.freeze":
+            self.state = self.state.with_event(item)
+            self.ring.freeze = bool(value)
+        elif target.startswith(("transport.", "patch.", "tempo.tap")):
+            raise ValueError(f"{target} is handled by the engine, not the scheduler")
+        else:
+            old = self.state
+            self.state = self.state.with_event(item)
+            if target.startswith(_STYLE_TARGETS) and self.state != old:
+                self._restyle(at)
+        self._notify(target, value, item.source)
+
+    def _apply_patch(self, change: _PatchChange, at: int) -> None:
+        patch = change.patch
+        bar = self.timeline.bar_at(at)
+        self.timeline = self.timeline.with_change(at_bar=bar, bpm=patch.bpm, beats_per_bar=patch.beats_per_bar)
+        self.patch, self.bank = patch, change.bank
+        self.state = replace(patch.initial_state(), freeze=self.state.freeze)
+        self._restyle(at)
+        self._notify("patch.load", patch.name, change.source)
+
+    def _restyle(self, at: int) -> None:
+        """Move to the style mix of the current state, ramping if the patch asks to."""
+        current = self._ramp.at(at) if self._ramp is not None else self._style
+        target = self.bank.mix(self.state)
+        seg = self.timeline.segment_at(at)
+        length = round(float(self.state.ramp_beats * seg.beat_length))
+        if length > 0:
+            self._ramp = _Ramp(at, length, current, target, self.state.ramp_curve)
+        else:
+            self._ramp = None
+            self._style = target
+
+    def _notify(self, path: str, value: object, source: str) -> None:
+        for fn in self._listeners:
+            try:
+                fn(path, value, source)
+            except Exception:  # noqa: BLE001 - a failing listener must not stop the music
+                log.exception("listener %r failed for %s", fn, path)
+
+    # -- generation ------------------------------------------------------------------------------
+    def _plan_next_bar(self) -> BarPlan:
+        start = self.timeline.bar_start(self._next_bar)
+        self._apply_due(start, timeline_only=True)  # tempo/meter/patch changes land on this line
+        bar = self._next_bar
+        start = self.timeline.bar_start(bar)
+        plan = plan_bar(
+            bar,
+            out_start=start,
+            out_length=self.timeline.bar_length(bar),
+            gen_start=self.fitter.planned_gen_end,
+            max_cents=self.max_cents,
+        )
+        self.fitter.add_bar(plan)
+        self.ring.publish_bar(start)
+        first_beat = self.timeline.bar_first_beat(bar)
+        self._beat_frames = {
+            plan.frame_for(self.timeline.beat_start(b)) for b in range(first_beat, first_beat + self.timeline.beats_in_bar(bar))
+        }
+        self._next_bar += 1
+        self._frame_in_bar = 0
+        self._plan = plan
+        return plan
+
+    def _conditioning(self, plan: BarPlan, frame: int) -> FrameConditioning:
+        t = round(plan.frame_out_start(frame))
+        self._apply_due(t)
+        if self._ramp is not None:
+            self._style = self._ramp.at(t)
+            if self._ramp.done(t):
+                self._ramp = None
+        notes = self.notes.frame_states()
+        lock = self.state.tempo_lock
+        if lock == "beats":
+            drum = DRUM_HIT if frame in self._beat_frames else DRUM_MASK
+        else:
+            drum = DRUM_NONE if lock == "none" else DRUM_MASK
+        if self.notes.take_pad_hit():
+            drum = DRUM_HIT
+        return FrameConditioning(
+            style=self._style,
+            notes=notes if notes is not None else _MASKED,
+            drum=drum,
+            sampling=self.state.sampling,
+        )
+
+    def _generate_chunk(self, *, flush_to: int | None = None) -> int:
+        plan = self._plan
+        if plan is None or self._frame_in_bar >= plan.frames:
+            plan = self._plan_next_bar()
+        count = min(self.frames_per_call, plan.frames - self._frame_in_bar)
+        conds = [self._conditioning(plan, self._frame_in_bar + i) for i in range(count)]
+        audio = self._run_generator(conds)
+        self._frame_in_bar += count
+        self.frames_generated += count
+        self.fitter.push(audio)
+        flush = flush_to is not None and self.fitter.generated_end >= plan.gen_end and plan.out_end >= flush_to
+        start, fitted = self.fitter.pull(flush=flush)
+        if len(fitted):
+            self.ring.write(start, self._apply_gain(fitted))
+        return count
+
+    def _run_generator(self, conds: list[FrameConditioning]) -> np.ndarray:
+        """Run the generator; on failure use the fallback (or silence) so the ring keeps filling."""
+        t0 = time.perf_counter()
+        try:
+            audio = self.generator.generate(conds)
+        except GeneratorError as err:
+            self.fallback_frames += len(conds)
+            if self.fallback_frames == len(conds) or self.fallback_frames % 250 < len(conds):
+                log.warning("generator %s unavailable (%s); playing %s", self.generator.name, err,
+                            self.fallback.name if self.fallback else "silence")
+            audio = self.fallback.generate(conds) if self.fallback else np.zeros((len(conds) * FRAME_SAMPLES, 2), np.float32)
+        self.generate_seconds += time.perf_counter() - t0
+        return audio
+
+    def _apply_gain(self, audio: np.ndarray) -> np.ndarray:
+        target = self.state.gain
+        if target == self._gain == 1.0:
+            return audio
+        ramp = np.linspace(self._gain, target, len(audio), dtype=np.float32)[:, None]
+        self._gain = target
+        return audio * ramp
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def speed(self) -> float:
+        """Generator real-time factor so far (audio seconds per compute second)."""
+        if self.generate_seconds <= 0:
+            return 0.0
+        return self.frames_generated * FRAME_SAMPLES / SAMPLE_RATE / self.generate_seconds
+
+
+def _is_timeline(item: ControlEvent | _PatchChange) -> bool:
+    """Changes that start a new timeline segment, so they land on an unplanned bar line."""
+    return isinstance(item, _PatchChange) or item.target in ("tempo.bpm", "meter.beats_per_bar")
+
+
+_MASKED = np.full(NUM_NOTES, NOTE_MASK, dtype=np.int8)
+_MASKED.flags.writeable = False

@@ -1,0 +1,263 @@
+"""The stage-box config file (`/etc/backline/config.yaml`, or `--config`).
+
+Validated like patches: YAML syntax, then a jsonschema, and every error names the file
+(or the environment variable), the key path and the reason. Relative paths are taken
+from the config file's folder.
+
+Environment overrides (for `systemd/backline.env`): `BACKLINE_<KEY>` sets one top-level
+key and `__` steps into a section, e.g. `BACKLINE_OUTPUT=jack`, `BACKLINE_OSC__PORT=9001`,
+`BACKLINE_MIDI__INPUTS='["nanoKONTROL*"]'`. The value is read as a YAML scalar or flow
+list, so numbers, booleans and lists keep their type. `BACKLINE_CONFIG` names the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import yaml
+
+from engine.errors import ConfigFileError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = Path("/etc/backline/config.yaml")
+ENV_PREFIX = "BACKLINE_"
+ENV_CONFIG = "BACKLINE_CONFIG"
+
+ClockSource = Literal["internal", "midi", "link"]
+MidiApi = Literal["alsa", "jack"]
+
+
+class ServiceConfigError(ConfigFileError):
+    kind = "config"
+
+
+_PATH = {"type": "string", "minLength": 1}
+_PORT = {"type": "integer", "minimum": 0, "maximum": 65535}
+
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "output": {"type": "string", "pattern": "^(jack|alsa|wav:.+)$"},
+        "device": {"type": ["string", "integer"]},
+        "blocksize": {"type": "integer", "minimum": 16, "maximum": 8192},
+        "latency": {"oneOf": [{"enum": ["low", "high"]}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1}]},
+        "connect": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 2, "maxItems": 2},
+        "autoconnect": {"type": "boolean"},
+        "clock": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "source": {"enum": ["internal", "midi", "link"]},
+                "port": {"type": "string", "minLength": 1},
+            },
+        },
+        "osc": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "host": {"type": "string", "minLength": 1},
+                "port": _PORT,
+                "allow": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            },
+        },
+        "midi": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "api": {"enum": ["alsa", "jack"]},
+                "inputs": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            },
+        },
+        "mappings": {"type": "array", "items": _PATH},
+        "patch": _PATH,
+        "patches": _PATH,
+        "generator": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {
+                "name": {"enum": ["synth", "magenta"]},
+                "options": {"type": "object"},
+            },
+        },
+        "fallback": {"enum": ["synth", None]},
+        "lookahead_ms": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000},
+        "cache_dir": _PATH,
+        "state_file": _PATH,
+        "fade_s": {"type": "number", "minimum": 0, "maximum": 30},
+        "status_http": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"host": {"type": "string", "minLength": 1}, "port": _PORT},
+        },
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """The whole config with defaults filled in; paths are absolute."""
+
+    file: Path | None
+    output: str = "jack"
+    device: str | int | None = None
+    blocksize: int = 256
+    latency: str | float = "low"
+    connect: tuple[str, ...] | None = None
+    autoconnect: bool = True
+    clock_source: ClockSource = "internal"
+    clock_port: str | None = None
+    osc_enabled: bool = True
+    osc_host: str = "127.0.0.1"
+    osc_port: int = 9000
+    osc_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    midi_api: MidiApi = "alsa"
+    midi_inputs: tuple[str, ...] = ("*",)
+    mappings: tuple[Path, ...] = ()
+    patch: Path = Path("/etc/backline/patches/default.yaml")
+    patches: Path | None = None
+    generator: str = "synth"
+    generator_options: Mapping[str, Any] = field(default_factory=dict)
+    fallback: str | None = "synth"
+    lookahead_ms: float = 200.0
+    cache_dir: Path = Path("/var/cache/backline")
+    state_file: Path = Path("/var/lib/backline/state.json")
+    fade_s: float = 2.0
+    status_http_host: str = "127.0.0.1"
+    status_http_port: int | None = None
+
+    def differences(self, other: ServiceConfig) -> list[str]:
+        """Names of the fields that differ (what a reload changed)."""
+        return [name for name in self.__slots__ if name != "file" and getattr(self, name) != getattr(other, name)]
+
+
+# Fields a SIGHUP can apply to a running engine; everything else needs a restart.
+LIVE_FIELDS = frozenset({"mappings", "patches", "midi_inputs"})
+
+
+def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] = os.environ) -> ServiceConfig:
+    """Read, override from the environment, validate and build the config.
+
+    `path=None` takes `$BACKLINE_CONFIG`, then `/etc/backline/config.yaml`; a missing
+    default file means "all defaults", a missing named file is an error.
+    """
+    named = path is not None or ENV_CONFIG in environ
+    file = Path(path if path is not None else environ.get(ENV_CONFIG, DEFAULT_PATH))
+    data = _read(file, required=named)
+    sources = _apply_environment(data, environ)
+    errors = sorted(jsonschema.Draft202012Validator(CONFIG_SCHEMA).iter_errors(data), key=lambda e: list(map(str, e.path)))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        key = _key_path(error.absolute_path)
+        origin = next((var for var, parts in sources.items() if _within(key, ".".join(parts))), None)
+        raise ServiceConfigError(f"${origin}" if origin else file, key, error.message)
+    return _build(data, file=file if file.exists() else None, base=file.resolve().parent)
+
+
+def _read(file: Path, *, required: bool) -> dict[str, Any]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        if required:
+            raise ServiceConfigError(file, "<file>", "no such file") from err
+        log.info("no config file at %s: using defaults", file)
+        return {}
+    except OSError as err:
+        raise ServiceConfigError(file, "<file>", f"cannot read: {err.strerror or err}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
+        raise ServiceConfigError(file, where, f"invalid YAML: {getattr(err, 'problem', err)}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ServiceConfigError(file, "<top>", f"expected a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """Set `BACKLINE_A__B=value` as data[a][b]; returns {variable: key parts} for error messages."""
+    sources: dict[str, tuple[str, ...]] = {}
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
+            continue
+        parts = tuple(p.lower() for p in var[len(ENV_PREFIX):].split("__"))
+        schema: dict[str, Any] = CONFIG_SCHEMA
+        for part in parts:
+            schema = schema.get("properties", {}).get(part) if isinstance(schema, dict) else None
+            if schema is None:
+                log.warning("ignoring $%s: %s is not a config key", var, ".".join(parts))
+                break
+        else:
+            try:
+                value = yaml.safe_load(environ[var]) if environ[var] else ""
+            except yaml.YAMLError as err:
+                raise ServiceConfigError(f"${var}", ".".join(parts), f"invalid YAML value: {err}") from err
+            node = data
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    node[part] = {}
+                node = node[part]
+            node[parts[-1]] = value
+            sources[var] = parts
+    return sources
+
+
+def _within(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith((prefix + ".", prefix + "["))
+
+
+def _key_path(parts: Any) -> str:
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceConfig:
+    def path(value: str) -> Path:
+        return (base / Path(value).expanduser()).resolve()
+
+    default = ServiceConfig(file=file)
+    clock, osc, midi = data.get("clock", {}), data.get("osc", {}), data.get("midi", {})
+    generator, http = data.get("generator", {}), data.get("status_http", {})
+    return ServiceConfig(
+        file=file,
+        output=data.get("output", default.output),
+        device=data.get("device"),
+        blocksize=data.get("blocksize", default.blocksize),
+        latency=data.get("latency", default.latency),
+        connect=tuple(data["connect"]) if "connect" in data else None,
+        autoconnect=data.get("autoconnect", default.autoconnect),
+        clock_source=clock.get("source", default.clock_source),
+        clock_port=clock.get("port"),
+        osc_enabled=osc.get("enabled", default.osc_enabled),
+        osc_host=osc.get("host", default.osc_host),
+        osc_port=osc.get("port", default.osc_port),
+        osc_allow=tuple(osc.get("allow", default.osc_allow)),
+        midi_api=midi.get("api", default.midi_api),
+        midi_inputs=tuple(midi.get("inputs", default.midi_inputs)),
+        mappings=tuple(path(m) for m in data.get("mappings", ())),
+        patch=path(data["patch"]) if "patch" in data else default.patch,
+        patches=path(data["patches"]) if "patches" in data else None,
+        generator=generator.get("name", default.generator),
+        generator_options=dict(generator.get("options", {})),
+        fallback=data.get("fallback", default.fallback),
+        lookahead_ms=float(data.get("lookahead_ms", default.lookahead_ms)),
+        cache_dir=path(data["cache_dir"]) if "cache_dir" in data else default.cache_dir,
+        state_file=path(data["state_file"]) if "state_file" in data else default.state_file,
+        fade_s=float(data.get("fade_s", default.fade_s)),
+        status_http_host=http.get("host", default.status_http_host),
+        status_http_port=http.get("port"),
+    )

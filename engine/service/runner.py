@@ -1,0 +1,239 @@
+"""`backline serve`: one engine under a service manager, from start-up to a faded stop.
+
+Start-up reports each step as a `STATUS=` line and sends `READY=1` from the engine's
+`on_ready` (audio is flowing and the generator has filled the first look-ahead). The
+scheduling loop feeds the watchdog from `on_tick`. Every applied change marks the crash
+state dirty; after a restart the saved patch, parameters and tempo are restored.
+SIGHUP reloads what can change live; SIGTERM fades out and exits 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from engine.audio.sinks import OutputSpec, open_sink
+from engine.engine import Engine, format_status
+from engine.errors import BacklineError
+from engine.generator import Generator, create_generator
+from engine.patch import Patch, load_patch
+from engine.service.config import LIVE_FIELDS, ServiceConfig, load_config
+from engine.service.control import Control
+from engine.service.health import HealthServer
+from engine.service.notify import Notifier
+from engine.service.signals import SignalThread
+from engine.service.state import StateStore
+
+log = logging.getLogger(__name__)
+
+STATUS_EVERY_S = 5.0
+MAGENTA_START_S = 600.0  # a cold compile on a small GPU; systemd's TimeoutStartSec is extended by this
+
+
+class Service:
+    """Builds the engine from the config and keeps the service manager informed."""
+
+    def __init__(self, config: ServiceConfig, *, notifier: Notifier, config_path: str | Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier
+        self.store = StateStore(config.state_file, snapshot=self._snapshot)
+        self.engine: Engine | None = None
+        self.control: Control | None = None
+        self.health: HealthServer | None = None
+        self._generators: list[Generator] = []
+        self._stop = threading.Event()
+        self._digests: dict[Path, str] = {}
+        self._next_status = 0.0
+
+    # -- start-up (main thread) ---------------------------------------------------------------
+    def start(self) -> Engine:
+        config, notify = self.config, self.notifier
+        saved = self.store.load()
+        patch = self._start_patch(saved)
+        if config.generator == "magenta":
+            os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(config.cache_dir / "jax"))
+            notify.extend_timeout(MAGENTA_START_S)
+        notify.status(f"starting the {config.generator} generator")
+        generator = create_generator(config.generator, **config.generator_options)
+        self._generators.append(generator)
+        fallback = None
+        if config.fallback and config.fallback != config.generator:
+            fallback = create_generator(config.fallback)
+            self._generators.append(fallback)
+        spec = OutputSpec.parse(config.output, device=config.device, blocksize=config.blocksize,
+                                latency=config.latency, connect=config.connect, autoconnect=config.autoconnect)
+        notify.status(f"opening output {config.output}")
+        engine = Engine(patch=patch, generator=generator, fallback=fallback, lookahead_ms=config.lookahead_ms,
+                        sink_factory=lambda ring: open_sink(ring, spec, fade_s=config.fade_s),
+                        patch_set=self._patch_set(config) or None)
+        if saved is not None and saved.get("patch") == (str(patch.path) if patch.path else None):
+            try:
+                engine.restore_state(saved)
+            except (BacklineError, ValueError, KeyError, TypeError) as err:
+                log.error("cannot restore the saved parameters (%s): playing the patch as written", err)
+            else:
+                log.info("restored patch %s at %s BPM with its saved parameters", patch.name, saved.get("tempo"))
+        engine.on_ready = self._on_ready
+        engine.on_tick = self._on_tick
+        engine.add_listener(self._on_change)
+        self.engine = engine
+        self.control = Control.start(config, engine)
+        if config.status_http_port is not None:
+            self.health = HealthServer(engine.status, host=config.status_http_host, port=config.status_http_port)
+            self.health.start()
+        self.store.start()
+        self.store.mark_dirty()  # a crash before the first change still resumes this patch
+        notify.status(f"filling {config.lookahead_ms:g} ms of look-ahead")
+        return engine
+
+    def _start_patch(self, saved: dict[str, Any] | None) -> Patch:
+        """The saved patch if it still loads, else the configured one."""
+        if saved is not None and saved.get("patch"):
+            try:
+                return self._load(Path(str(saved["patch"])))
+            except BacklineError as err:
+                log.error("cannot resume the saved patch (%s): starting %s", err, self.config.patch)
+        return self._load(self.config.patch)
+
+    def _load(self, path: Path) -> Patch:
+        self.notifier.status(f"loading patch {path}")
+        patch = load_patch(path)
+        self._digests[path.resolve()] = _digest(path)
+        return patch
+
+    @staticmethod
+    def _patch_set(config: ServiceConfig) -> list[Path]:
+        return sorted(config.patches.glob("*.yaml")) if config.patches else []
+
+    # -- engine callbacks (scheduling-loop thread) ----------------------------------------------
+    def _on_ready(self) -> None:
+        """Loop thread, once: audio flows and the first look-ahead was generated."""
+        assert self.engine is not None
+        status = self.engine.status()
+        self.notifier.ready(f"playing {status['patch']} on {status['output']} at {status['tempo']:g} BPM")
+
+    def _on_tick(self) -> None:
+        """Loop thread, every iteration: watchdog, control input, a STATUS line every few seconds."""
+        self.notifier.watchdog_tick()
+        if self.control is not None:
+            self.control.drain()
+        now = time.monotonic()
+        if now >= self._next_status and self.engine is not None:
+            self._next_status = now + STATUS_EVERY_S
+            self.notifier.status(format_status(self.engine.status()))
+
+    def _on_change(self, path: str, value: object, source: str) -> None:
+        """Loop thread, after a change applies: schedule a state save (coalesced by the store)."""
+        self.store.mark_dirty()
+
+    def _snapshot(self) -> dict[str, Any]:
+        """State-writer thread: the engine's own snapshot (immutable values it swaps whole)."""
+        assert self.engine is not None
+        return self.engine.snapshot_state()
+
+    # -- running and stopping ------------------------------------------------------------------
+    def run(self) -> int:
+        """Main thread: the scheduling loop until SIGTERM (0), or until the audio stream dies (1)."""
+        assert self.engine is not None
+        if not self._stop.is_set():
+            self.engine.run(self._stop)
+        if self._stop.is_set():
+            return 0
+        log.error("the engine stopped without being asked to; exiting 1 so that systemd restarts it")
+        return 1
+
+    def terminate(self) -> None:
+        """`signals` thread (SIGTERM, SIGINT): tell the manager, fade out, let `run` return."""
+        if self._stop.is_set():
+            log.info("already stopping")
+            return
+        log.info("stopping: fading out over %g s", self.config.fade_s)
+        self.notifier.stopping(f"fading out over {self.config.fade_s:g} s")
+        if self.engine is not None:
+            self.engine.request_stop()
+        self._stop.set()
+
+    def close(self) -> None:
+        for part in (self.control, self.health):
+            if part is not None:
+                part.close()
+        if self.engine is not None:
+            self.store.close()
+        for generator in self._generators:
+            generator.close()
+        self.notifier.close()
+
+    # -- reload (`signals` thread, SIGHUP) -----------------------------------------------------
+    def reload(self) -> None:
+        """Re-read what can change live. A file with an error is reported; the running version stays."""
+        self.notifier.reloading()
+        try:
+            self._reload_config()
+            self._reload_patch()
+        finally:
+            self.notifier.ready("reloaded")
+
+    def _reload_config(self) -> None:
+        try:
+            new = load_config(self.config_path)
+        except BacklineError as err:
+            log.error("%s (keeping the running config)", err)
+            return
+        changed = self.config.differences(new)
+        later = sorted(set(changed) - LIVE_FIELDS)
+        if later:
+            log.warning("config changes that need a restart (systemctl restart backline): %s", ", ".join(later))
+        if self.engine is not None and "patches" in changed:
+            self.engine.patch_set = self._patch_set(new)
+        if self.control is not None:
+            self.control.reload(new)
+        self.config = replace(self.config, **{name: getattr(new, name) for name in LIVE_FIELDS})
+
+    def _reload_patch(self) -> None:
+        """Reload the playing patch only if its file changed (a reload resets its parameters)."""
+        if self.engine is None:
+            return
+        current = self.engine.snapshot_state().get("patch")
+        if not current:
+            return
+        path = Path(str(current)).resolve()
+        try:
+            digest = _digest(path)
+        except OSError as err:
+            log.error("cannot read the playing patch %s: %s (it keeps playing)", path, err)
+            return
+        if digest == self._digests.get(path):
+            return
+        try:
+            self.engine.load_patch(path, quantize="bar", source="reload")
+        except BacklineError as err:
+            log.error("%s (the running patch keeps playing)", err)
+            return
+        self._digests[path] = digest
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def serve(config_path: str | Path | None = None) -> int:
+    """Main thread: config, signals, start-up, the loop, and a clean stop. Returns the exit status."""
+    notifier = Notifier()
+    notifier.status("reading config")
+    config = load_config(config_path)
+    service = Service(config, notifier=notifier, config_path=config_path)
+    handlers = {signal.SIGHUP: service.reload, signal.SIGTERM: service.terminate, signal.SIGINT: service.terminate}
+    with SignalThread(handlers):
+        try:
+            service.start()
+            return service.run()
+        finally:
+            service.close()

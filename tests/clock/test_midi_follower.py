@@ -1,0 +1,209 @@
+"""The MIDI clock follower against synthetic streams whose true beat times are known."""
+
+from __future__ import annotations
+
+import logging
+
+import mido
+import numpy as np
+import pytest
+
+from engine.clock import FollowerConfig, MidiClockFollower
+from engine.clock.synthetic import ClockStream, clock_stream, jump, ramp
+
+
+def feed_all(stream: ClockStream, follower: MidiClockFollower | None = None) -> MidiClockFollower:
+    follower = follower or MidiClockFollower()
+    for t, msg in stream.events:
+        follower.feed(msg, t)
+    return follower
+
+
+def next_beat_errors(stream: ClockStream, *, from_beat: int, every: int = 1, ahead: int = 1) -> list[float]:
+    """At each whole beat as it arrives, predict beat + `ahead` and compare with the truth (s)."""
+    follower = MidiClockFollower()
+    errors = []
+    clocks = 0
+    for t, msg in stream.events:
+        follower.feed(msg, t)
+        if msg.type != "clock":
+            continue
+        tick = clocks
+        clocks += 1
+        beat, sub = divmod(tick, 24)
+        if sub == 0 and beat >= from_beat and beat % every == 0 and (beat + ahead) * 24 < len(stream.tick_times):
+            est = follower.estimate(t)
+            assert est is not None and est.state == "running"
+            errors.append(est.beat_time(beat + ahead) - stream.beat_time(beat + ahead))
+    return errors
+
+
+@pytest.mark.parametrize("bpm", [72.0, 120.0, 133.0, 174.0])
+def test_steady_tempo_within_a_tenth_of_a_bpm_after_two_beats(bpm: float) -> None:
+    stream = clock_stream(bpm=bpm, ticks=2 * 24)
+    follower = feed_all(stream)
+    est = follower.estimate(stream.events[-1][0])
+    assert est is not None
+    assert abs(est.tempo_bpm - bpm) < 0.1
+    assert abs(est.beat_time(4) - stream.tick_times[0] - 4 * 60 / bpm) < 1e-4
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bar_line_phase_under_2ms_jitter_stays_within_5ms(seed: int) -> None:
+    stream = clock_stream(bpm=133.0, ticks=24 * 64, jitter=0.002, seed=seed)
+    errors = next_beat_errors(stream, from_beat=2, every=4, ahead=4)
+    assert len(errors) >= 14
+    assert max(abs(e) for e in errors) < 0.005
+    est = feed_all(stream).estimate(stream.events[-1][0])
+    assert est is not None and abs(est.tempo_bpm - 133.0) < 0.1
+
+
+def test_tempo_ramp_is_followed() -> None:
+    tempo = ramp(110.0, 140.0, over_ticks=24 * 32, after=24 * 8)
+    stream = clock_stream(bpm=tempo, ticks=24 * 56, jitter=0.001, seed=7)
+    errors = np.abs(next_beat_errors(stream, from_beat=4))
+    # The next beat is predicted half a second ahead on a line, so an accelerating tempo is
+    # a little late; the worst case is the ramp's first bar, before its curvature is clear.
+    assert np.median(errors) < 0.003
+    assert errors.max() < 0.010
+    est = feed_all(stream).estimate(stream.events[-1][0])
+    assert est is not None and abs(est.tempo_bpm - 140.0) < 0.2
+
+
+@pytest.mark.parametrize("after", [90.0, 150.0])
+def test_sudden_tempo_jump_is_followed_within_a_beat(after: float) -> None:
+    stream = clock_stream(bpm=jump(120.0, after, at=24 * 16), ticks=24 * 32, jitter=0.001, seed=3)
+    follower = MidiClockFollower()
+    clocks = 0
+    for t, msg in stream.events:
+        follower.feed(msg, t)
+        clocks += msg.type == "clock"
+        if clocks == 24 * 17 + 1:  # one beat after the jump
+            est = follower.estimate(t)
+            assert est is not None
+            assert abs(est.tempo_bpm - after) < 1.0
+            assert abs(est.beat_time(18) - stream.beat_time(18)) < 0.005
+    assert follower.counters["jumps"] >= 1
+    est = follower.estimate(stream.events[-1][0])
+    assert est is not None and abs(est.tempo_bpm - after) < 0.1
+
+
+def test_a_single_late_clock_is_rejected_as_jitter() -> None:
+    stream = clock_stream(bpm=120.0, ticks=24 * 8)
+    events = list(stream.events)
+    index = next(i for i, (_, m) in enumerate(events) if m.type == "clock" and i > 24 * 6)
+    events[index] = (events[index][0] + 0.008, events[index][1])
+    follower = feed_all(ClockStream(events, stream.tick_times))
+    est = follower.estimate(events[-1][0])
+    assert est is not None
+    assert follower.counters["rejected"] == 1
+    assert abs(est.tempo_bpm - 120.0) < 0.01
+    assert abs(est.beat_time(8) - stream.beat_time(7) - 0.5) < 1e-4
+
+
+def test_start_makes_the_first_clock_after_it_beat_zero() -> None:
+    stream = clock_stream(bpm=100.0, ticks=24 * 8 + 1, preroll_ticks=30)
+    follower = MidiClockFollower()
+    start_index = next(i for i, (_, m) in enumerate(stream.events) if m.type == "start")
+    for t, msg in stream.events[:start_index]:
+        follower.feed(msg, t)
+    before = follower.estimate(stream.events[start_index - 1][0])
+    assert before is not None and before.state == "stopped"
+    assert abs(before.tempo_bpm - 100.0) < 0.01  # tempo is known from the pre-roll already
+    for t, msg in stream.events[start_index:]:
+        follower.feed(msg, t)
+    est = follower.estimate(stream.events[-1][0])
+    assert est is not None and est.state == "running" and est.epoch == 1
+    for beat in (0, 4, 8):  # bar lines 0, 1, 2
+        assert abs(est.beat_time(beat) - stream.beat_time(beat)) < 1e-4
+
+
+def _steady_ticks(t0: float, n: int, period: float) -> list[tuple[float, mido.Message]]:
+    return [(t0 + i * period, mido.Message("clock")) for i in range(n)]
+
+
+def test_stop_and_continue_resume_where_it_stopped() -> None:
+    period = 60 / (120 * 24)
+    follower = MidiClockFollower()
+    events = [(0.0, mido.Message("start"))] + _steady_ticks(0.01, 24 * 6, period)  # beats 0..5
+    t = 0.01 + 24 * 6 * period
+    events.append((t - period / 2, mido.Message("stop")))
+    events += _steady_ticks(t, 24 * 3, period)  # clock keeps running while stopped
+    t += 24 * 3 * period
+    events.append((t - period / 2, mido.Message("continue")))
+    for when, msg in events:
+        follower.feed(msg, when)
+    stopped = follower.estimate(t - period)
+    assert stopped is not None and stopped.state == "stopped"
+    follower.feed(mido.Message("clock"), t)
+    est = follower.estimate(t)
+    assert est is not None and est.state == "running" and est.epoch == 2
+    assert abs(est.beat_time(6) - t) < 1e-6  # the next clock after Continue is song beat 6
+    assert abs(est.beat_time(8) - (t + 1.0)) < 1e-6  # bar 2 starts two beats later
+
+
+@pytest.mark.parametrize(("spp", "beat"), [(32, 8), (64, 16), (18, 4.5)])
+def test_song_position_pointer_then_continue_lands_on_that_position(spp: int, beat: float) -> None:
+    period = 60 / (90 * 24)
+    follower = MidiClockFollower()
+    for when, msg in _steady_ticks(0.0, 48, period):
+        follower.feed(msg, when)
+    t = 48 * period
+    follower.feed(mido.Message("songpos", pos=spp), t - 0.6 * period)
+    follower.feed(mido.Message("continue"), t - 0.3 * period)
+    for when, msg in _steady_ticks(t, 24 * 4, period):
+        follower.feed(msg, when)
+    est = follower.estimate(t + 24 * 4 * period)
+    assert est is not None and est.state == "running"
+    assert abs(est.beat_time(beat) - t) < 1e-6
+    bar_line = (int(beat) // 4 + 1) * 4  # the next bar line of the song's grid
+    assert abs(est.beat_time(bar_line) - (t + (bar_line - beat) * 60 / 90)) < 1e-6
+
+
+def test_dropout_coasts_then_holds_then_recovers() -> None:
+    config = FollowerConfig(grace=0.5)
+    stream = clock_stream(bpm=120.0, ticks=24 * 16, dropout=(24 * 4, 24 * 7), jitter=0.001, seed=2)
+    follower = MidiClockFollower(config=config)
+    last_before = stream.tick_times[24 * 4 - 1]
+    for t, msg in stream.events:
+        if t > last_before + 0.01:
+            break
+        follower.feed(msg, t)
+    coasting = follower.estimate(last_before + 0.2)
+    held = follower.estimate(last_before + 0.6)
+    assert coasting is not None and coasting.state == "coasting"
+    assert held is not None and held.state == "held" and not held.running
+    assert abs(held.last_clock_age - 0.6) < 0.002
+    follower = feed_all(stream, MidiClockFollower(config=config))
+    est = follower.estimate(stream.events[-1][0])
+    assert est is not None and est.state == "running"
+    assert follower.counters["dropouts"] == 1
+    assert abs(est.beat_time(16) - stream.beat_time(15) - 0.5) < 0.005  # the song position kept its count
+
+
+def test_bad_input_is_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    follower = MidiClockFollower()
+    caplog.set_level(logging.WARNING)
+    follower.feed(mido.Message("clock"), 1.0)
+    follower.feed(mido.Message("clock"), 0.5)
+    follower.feed("clock", 1.1)  # type: ignore[arg-type]
+    assert follower.counters["ignored"] == 2
+    assert "older than the last" in caplog.text and "expected a mido.Message" in caplog.text
+    fast = MidiClockFollower()
+    for i in range(10):  # 1000 BPM: outside the timeline's range
+        fast.feed(mido.Message("clock"), i * 0.0025)
+    assert fast.estimate(0.03) is None
+    assert "outside" in caplog.text
+
+
+def test_config_out_of_range_names_the_field() -> None:
+    with pytest.raises(ValueError, match="grace must be in"):
+        FollowerConfig(grace=-1.0)
+    with pytest.raises(ValueError, match="window_beats"):
+        FollowerConfig(window_beats=0)
+
+
+def test_phase_errors_have_no_hidden_bias() -> None:
+    errors = np.array([e for seed in range(3) for e in next_beat_errors(
+        clock_stream(bpm=128.0, ticks=24 * 40, jitter=0.002, seed=seed), from_beat=8)])
+    assert abs(errors.mean()) < 0.0005

@@ -1,0 +1,62 @@
+"""Estimates turned into Timeline re-fits: only ungenerated bars move, bar lines land on beats."""
+
+from __future__ import annotations
+
+from engine.clock import ClockEstimate, MidiClockFollower, SampleClock, TimelineFollower
+from engine.clock.synthetic import clock_stream, jump
+from engine.timeline import Timeline
+
+SR = 48_000
+SINK = SampleClock(sample=0, time=10.0)  # sample 0 of the output plays at monotonic 10.0 s
+
+
+def estimate(bpm: float, *, beat0: float = 10.0, epoch: int = 1, state: str = "running") -> ClockEstimate:
+    return ClockEstimate(tempo_bpm=bpm, ref_time=beat0, ref_tick=0.0, state=state, last_clock_age=0.0, epoch=epoch)  # type: ignore[arg-type]
+
+
+def test_first_estimate_of_an_epoch_starts_a_song_grid() -> None:
+    follower = TimelineFollower(beats_per_bar=4)
+    new = follower.update(estimate(120.0, beat0=10.5), Timeline.start(100), generated_until=0, time_to_sample=SINK.sample_at)
+    assert new is not None
+    assert new.bar_start(0) == 24_000 and new.bar_start(3) == 24_000 + 3 * 96_000
+    assert follower.update(estimate(120.0, beat0=10.5), new, generated_until=0, time_to_sample=SINK.sample_at) is None
+
+
+def test_a_moved_estimate_refits_from_the_first_ungenerated_bar_only() -> None:
+    follower = TimelineFollower(beats_per_bar=4)
+    grid = follower.update(estimate(120.0), Timeline.start(120), generated_until=0, time_to_sample=SINK.sample_at)
+    assert grid is not None
+    moved = estimate(121.0, beat0=10.0)
+    new = follower.update(moved, grid, generated_until=100_000, time_to_sample=SINK.sample_at)
+    assert new is not None
+    assert new.bar_start(1) == grid.bar_start(1)  # generated: untouched
+    assert new.bar_start(2) == round(SINK.sample_at(moved.beat_time(8)))
+    assert new.bar_start(3) - new.bar_start(2) == round(4 * 60 / 121 * SR)
+    assert new.bar_at(new.bar_start(2)) == 2  # the bar count is the song's
+
+
+def test_small_moves_within_tolerance_leave_the_timeline_alone() -> None:
+    follower = TimelineFollower(beats_per_bar=4, phase_tolerance=0.002, tempo_tolerance=0.05)
+    grid = follower.update(estimate(120.0), Timeline.start(120), generated_until=0, time_to_sample=SINK.sample_at)
+    assert grid is not None
+    nudged = estimate(120.01, beat0=10.0005)
+    assert follower.update(nudged, grid, generated_until=50_000, time_to_sample=SINK.sample_at) is None
+    assert follower.update(estimate(120.0, state="held"), grid, generated_until=0, time_to_sample=SINK.sample_at) is None
+
+
+def test_following_a_tempo_jump_keeps_bar_lines_on_the_clock() -> None:
+    """End to end: clock stream -> follower -> re-fitted timeline; bar starts vs true beats."""
+    stream = clock_stream(bpm=jump(120.0, 140.0, at=24 * 32), ticks=24 * 64 + 1, jitter=0.002, seed=5)
+    clock, follower = MidiClockFollower(), TimelineFollower(beats_per_bar=4)
+    timeline = Timeline.start(120)
+    lookahead = 0.5
+    for t, msg in stream.events:
+        clock.feed(msg, t)
+        new = follower.update(clock.estimate(t), timeline, generated_until=round(SINK.sample_at(t + lookahead)),
+                              time_to_sample=SINK.sample_at)
+        timeline = new or timeline
+    for bar in range(2, 16):
+        if bar in (8, 9):  # the jump is at bar 8: audio generated before it was known keeps the old grid
+            continue
+        err = timeline.bar_start(bar) / SR + SINK.time - stream.beat_time(4 * bar)
+        assert abs(err) < 0.005, f"bar {bar} off by {err * 1e3:.2f} ms"

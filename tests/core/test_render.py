@@ -1,0 +1,116 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from engine.automation import load_automation
+from engine.generator.synth import SynthGenerator
+from engine.patch import load_patch, parse_patch
+from engine.render import render
+from engine.timeline import Timeline
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def patch(tempo="120", meter=4, **extra):
+    data = {"tempo": float(tempo), "meter": meter, "seed": 1, "style": [{"text": "test groove"}], **extra}
+    return parse_patch(data)
+
+
+def do_render(tmp_path, p, bars, automation_yaml=None, name="out.wav"):
+    events = []
+    if automation_yaml:
+        auto = tmp_path / f"{name}.auto.yaml"
+        auto.write_text(automation_yaml)
+        events = load_automation(auto)
+    result = render(p, bars=bars, output=tmp_path / name, generator=SynthGenerator(), automation=events)
+    audio, rate = soundfile.read(tmp_path / name, dtype="float32")
+    assert rate == 48000
+    return result, audio
+
+
+def onsets(mono: np.ndarray) -> np.ndarray:
+    """Sample indices where the level rises from quiet to loud (1 ms hops, 5 ms memory, 150 ms apart)."""
+    hop = 48
+    env = np.concatenate([[0.0] * 5, np.abs(mono[: len(mono) // hop * hop]).reshape(-1, hop).max(axis=1)])
+    hits: list[int] = []
+    for f in range(5, len(env)):
+        quiet = env[f - 5 : f].min()
+        if env[f] > 0.25 and env[f] > 3 * quiet + 0.05 and (not hits or (f - 5) * hop - hits[-1] > 7200):
+            start = (f - 5 - 4) * hop
+            region = np.abs(mono[max(start, 0) : (f - 4) * hop])
+            hits.append(max(start, 0) + int(np.argmax(region > quiet + 0.02)))
+    return np.array(hits)
+
+
+@pytest.mark.parametrize("tempo", ["120", "91.3", "133.33"])
+def test_render_length_is_exactly_bars_times_bar_length(tmp_path, tempo) -> None:
+    result, audio = do_render(tmp_path, patch(tempo), 6)
+    expected = Timeline.start(tempo, 4).bar_start(6)
+    assert len(audio) == result.samples == expected
+    assert result.underruns == 0
+
+
+@pytest.mark.parametrize("tempo", ["91.3", "133.33", "174"])
+def test_synth_onsets_land_within_20ms_of_the_beat_grid(tmp_path, tempo) -> None:
+    _, audio = do_render(tmp_path, patch(tempo, sampling={"temperature": 0.0}), 8)
+    timeline = Timeline.start(tempo, 4)
+    found = onsets(audio[:, 0])
+    beats = np.array([timeline.beat_start(b) for b in range(32)])
+    assert len(found) == len(beats)
+    errors_ms = np.abs(found - beats) / 48
+    assert errors_ms.max() <= 20.5  # a frame is 40 ms: the nearest frame is at most 20 ms off
+    assert np.abs(found[::4] - beats[::4]).max() <= 96  # downbeats start on the bar line (5 ms splice fade at most)
+
+
+def test_tempo_change_mid_render_lands_on_a_bar_line(tmp_path) -> None:
+    automation = "events:\n  - {bar: 3, beat: 2, target: tempo.bpm, value: 150}\n"
+    result, audio = do_render(tmp_path, patch("120", sampling={"temperature": 0.0}), 6, automation)
+    # Issued in bar 3, it applies at the next bar line: bar 4 (engine bar 3) starts the new tempo.
+    assert result.bar_starts[:4] == (0, 96000, 192000, 288000)
+    assert result.bar_starts[4] - result.bar_starts[3] == 76800  # a 150 BPM bar
+    assert len(audio) == result.bar_starts[6]
+    found = onsets(audio[:, 0])
+    assert 288000 in range(found[12] - 48, found[12] + 48)  # first beat of the new tempo on the line
+    assert abs(np.diff(found[12:16]).mean() - 19200) < 960
+
+
+def test_bar_quantized_change_is_audible_from_exactly_that_bar(tmp_path) -> None:
+    for tempo in ("120", "91.3"):
+        p = patch(tempo, style=[{"text": "a"}, {"text": "b", "weight": 0.0}])
+        _, plain = do_render(tmp_path, p, 6, name=f"plain{tempo}.wav")
+        automation = "events:\n  - {bar: 3, beat: 3, target: style.1.weight, value: 3.0, quantize: bar}\n"
+        _, changed = do_render(tmp_path, p, 6, automation, name=f"changed{tempo}.wav")
+        bar4 = Timeline.start(tempo, 4).bar_start(3)
+        assert np.array_equal(plain[:bar4], changed[:bar4]), "the change was audible before its bar"
+        diff = np.abs(plain[bar4:] - changed[bar4:]).max(axis=1)
+        assert diff[:48].max() > 1e-3, "the change was not audible in the bar's first millisecond"
+        assert np.flatnonzero(diff > 1e-6)[0] < 8
+
+
+def test_style_ramp_moves_gradually_over_the_given_beats(tmp_path) -> None:
+    p = patch("120", style=[{"text": "a"}, {"text": "b", "weight": 0.0}], ramp={"bars": 2}, tempo_lock="none")
+    _, plain = do_render(tmp_path, p, 6, name="p.wav")
+    _, ramped = do_render(tmp_path, p, 6, "events:\n  - {bar: 2, target: style.1.weight, value: 4.0, quantize: bar}\n", name="r.wav")
+    assert np.array_equal(plain[:96000], ramped[:96000])
+
+
+def test_cli_render_follows_the_readme(tmp_path) -> None:
+    out = tmp_path / "demo.wav"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "render", "--patch", "patches/default.yaml", "--bars", "4", "-o", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert soundfile.info(str(out)).frames == 4 * 96000
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "patches").glob("*.yaml")))
+def test_every_shipped_patch_loads_and_renders(tmp_path, name) -> None:
+    p = load_patch(REPO / "patches" / name)
+    result, audio = do_render(tmp_path, p, 2)
+    assert len(audio) == Timeline.start(p.bpm, p.beats_per_bar).bar_start(2)
+    assert np.abs(audio).max() > 0.05

@@ -1,0 +1,288 @@
+"""The service end to end: the real runner and engine, a fake `$NOTIFY_SOCKET` the test reads.
+
+Output goes to `wav:FILE` (the real-time WAV sink) since this machine has no sound card;
+the notify protocol, signals, state file and HTTP status are all real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import soundfile
+from notify_fake import NotifySocket, notify_socket  # noqa: F401  (fixture)
+
+from engine.params import ControlEvent
+from engine.service.config import load_config
+from engine.service.notify import Notifier
+from engine.service.runner import Service
+
+REPO = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("serve_driver.py")
+WATCHDOG_USEC = 200_000  # a ping every 0.1 s
+
+
+def make_config(tmp_path: Path, **extra: str) -> Path:
+    patch = tmp_path / "show.yaml"
+    if not patch.exists():
+        patch.write_text((REPO / "patches/default.yaml").read_text())
+    lines = {
+        "output": f"wav:{tmp_path / 'out.wav'}",
+        "patch": str(patch),
+        "state_file": str(tmp_path / "state" / "state.json"),
+        "cache_dir": str(tmp_path / "cache"),
+        "lookahead_ms": "120",
+        "fade_s": "0.3",
+        "status_http": "{port: 0}",
+        "osc": "{port: 0}",
+        **extra,
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
+    return config
+
+
+class ServeProcess:
+    """`backline serve` (or the stdin driver) as a child process; stderr is collected."""
+
+    def __init__(self, config: Path, notify: NotifySocket, *, driver: bool = False) -> None:
+        env = {**os.environ, "NOTIFY_SOCKET": notify.name, "WATCHDOG_USEC": str(WATCHDOG_USEC),
+               "PYTHONPATH": str(REPO), "BACKLINE_CONFIG": str(config)}
+        args = [sys.executable, str(DRIVER), str(config)] if driver else [sys.executable, "-m", "engine", "serve", "--config", str(config)]
+        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip())
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_log(self, pattern: str, timeout_s: float = 10.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            time.sleep(0.05)
+        raise AssertionError(f"no log line matching {pattern!r}:\n{self.log}")
+
+    def status(self) -> dict[str, object]:
+        port = self.wait_log(r"status endpoint on http://127\.0\.0\.1:(\d+)/status").group(1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as reply:
+            return json.loads(reply.read())
+
+    def command(self, line: str) -> str:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline() if line == "dump" else ""
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@pytest.fixture
+def serve(tmp_path: Path, notify_socket: NotifySocket) -> Iterator[callable]:
+    started: list[ServeProcess] = []
+
+    def start(config: Path, *, driver: bool = False) -> ServeProcess:
+        process = ServeProcess(config, notify_socket, driver=driver)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def until(notify: NotifySocket, key: str, timeout_s: float = 20.0) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Read datagrams until one has `key`; returns it and those before it."""
+    before: list[dict[str, str]] = []
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        message = notify.receive(timeout_s=left)
+        if message is None:
+            break
+        if key in message:
+            return message, before
+        before.append(message)
+    raise AssertionError(f"no {key} within {timeout_s} s; got {before}")
+
+
+def drain(notify: NotifySocket, seconds: float) -> list[dict[str, str]]:
+    messages, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        message = notify.receive(timeout_s=left)
+        if message is not None:
+            messages.append(message)
+    return messages
+
+
+def test_ready_watchdog_and_stopping_on_sigterm(tmp_path: Path, serve, notify_socket: NotifySocket) -> None:
+    process = serve(make_config(tmp_path))
+    ready, before = until(notify_socket, "READY")
+    assert ready["READY"] == "1" and ready["STATUS"].startswith("playing default on wav at 120 BPM")
+    assert any(m.get("STATUS", "").startswith("loading patch") for m in before)
+    pings = [m for m in drain(notify_socket, 1.0) if m.get("WATCHDOG") == "1"]
+    assert len(pings) >= 5  # 0.1 s apart; the exact number depends on load
+    process.proc.send_signal(signal.SIGTERM)
+    stopping, _ = until(notify_socket, "STOPPING")
+    assert stopping["STOPPING"] == "1"
+    assert process.proc.wait(timeout=15) == 0
+    audio, rate = soundfile.read(tmp_path / "out.wav")
+    assert rate == 48000 and len(audio) > rate * 0.5
+    fade = audio[-round(0.3 * rate):]  # fade_s: 0.3
+    assert abs(audio[-32:]).max() == 0.0 < abs(fade[: len(fade) // 2]).max()  # sound in the fade, silence at its end
+
+
+@pytest.fixture
+def in_process(tmp_path: Path, notify_socket: NotifySocket) -> Iterator[Service]:
+    """The runner in this process (no signals), so a test can reach into the engine."""
+    notifier = Notifier(environ={"NOTIFY_SOCKET": notify_socket.name, "WATCHDOG_USEC": str(WATCHDOG_USEC)})
+    service = Service(load_config(make_config(tmp_path), environ={}), notifier=notifier)
+    yield service
+    service.terminate()
+    service.close()
+
+
+def test_ready_only_after_audio_starts(in_process: Service, notify_socket: NotifySocket) -> None:
+    engine = in_process.start()
+    gate = threading.Event()
+    real_start = engine.sink.start
+
+    def held_start() -> None:  # the real sink starts only when the test opens the gate
+        gate.wait()
+        real_start()
+
+    engine.sink.start = held_start
+    runner = threading.Thread(target=in_process.run)
+    runner.start()
+    assert not any("READY" in m for m in drain(notify_socket, 1.0))
+    assert engine.sink.playhead == 0
+    gate.set()
+    until(notify_socket, "READY", timeout_s=5)
+    assert engine.sink.playhead > 0
+    in_process.terminate()
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+
+
+def test_watchdog_stops_while_the_loop_stalls(in_process: Service, notify_socket: NotifySocket) -> None:
+    engine = in_process.start()
+    runner = threading.Thread(target=in_process.run)
+    runner.start()
+    until(notify_socket, "READY")
+    assert sum(m.get("WATCHDOG") == "1" for m in drain(notify_socket, 0.6)) >= 3
+    engine.stall_s = 2.5  # the scheduling loop now sleeps 2.5 s per iteration
+    drain(notify_socket, 0.3)  # the iteration in progress may still ping once
+    assert not any("WATCHDOG" in m for m in drain(notify_socket, 1.5))
+    engine.stall_s = 0.0
+    until(notify_socket, "WATCHDOG", timeout_s=4)
+    in_process.terminate()
+    runner.join(timeout=10)
+
+
+def test_sighup_keeps_a_broken_patch_out_and_applies_the_fixed_one(tmp_path: Path, serve, notify_socket) -> None:
+    config = make_config(tmp_path)
+    process = serve(config)
+    until(notify_socket, "READY")
+    patch = tmp_path / "show.yaml"
+    original = patch.read_text()
+    patch.write_text(original.replace("tempo: 120", "tempo: fast"))
+    process.proc.send_signal(signal.SIGHUP)
+    until(notify_socket, "RELOADING")
+    until(notify_socket, "READY")
+    process.wait_log(rf"patch {re.escape(str(patch))}: at tempo: 'fast' is not of type 'number'.*running patch keeps playing")
+    assert process.status()["tempo"] == 120.0
+    patch.write_text(original.replace("tempo: 120", "tempo: 90"))
+    process.proc.send_signal(signal.SIGHUP)
+    until(notify_socket, "RELOADING")
+    deadline = time.monotonic() + 10
+    while process.status()["tempo"] != 90.0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.status()["tempo"] == 90.0
+    assert process.stop() == 0
+
+
+def test_sighup_reports_a_config_change_that_needs_a_restart(tmp_path: Path, serve, notify_socket) -> None:
+    config = make_config(tmp_path)
+    process = serve(config)
+    until(notify_socket, "READY")
+    config.write_text(config.read_text().replace("lookahead_ms: 120", "lookahead_ms: 300"))
+    process.proc.send_signal(signal.SIGHUP)
+    process.wait_log(r"config changes that need a restart .*: lookahead_ms")
+    config.write_text(config.read_text() + "bogus: 1\n")
+    process.proc.send_signal(signal.SIGHUP)
+    process.wait_log(r"config .*config\.yaml: at <top>: .*'bogus' was unexpected\) \(keeping the running config\)")
+    assert process.proc.poll() is None
+
+
+def test_sigkill_then_restart_resumes_patch_parameters_and_tempo(tmp_path: Path, serve, notify_socket) -> None:
+    config = make_config(tmp_path)
+    first = serve(config, driver=True)
+    until(notify_socket, "READY")
+    for line in ("set tempo.bpm 97", "set style.1.weight 0.75", "set sampling.temperature 0.9", "set master.gain 0.5"):
+        first.command(line)
+    state_file = tmp_path / "state/state.json"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        saved = json.loads(state_file.read_text())["engine"] if state_file.exists() else {}
+        if saved.get("tempo") == 97.0 and saved.get("gain") == 0.5 and saved.get("style_weights", [0, 0])[1] == 0.75:
+            break
+        time.sleep(0.05)
+    before = json.loads(first.command("dump"))
+    assert before["tempo"] == 97.0 and before["sampling"]["temperature"] == 0.9
+    first.proc.kill()  # SIGKILL mid-performance: no clean-up at all
+    assert first.proc.wait(timeout=5) == -signal.SIGKILL
+    second = serve(config, driver=True)
+    until(notify_socket, "READY")
+    assert json.loads(second.command("dump")) == before
+    assert second.status()["tempo"] == 97.0 and before["patch"] == str(tmp_path / "show.yaml")
+    assert second.stop() == 0
+
+
+def test_a_corrupt_state_file_is_set_aside_and_the_show_starts(tmp_path: Path, serve, notify_socket) -> None:
+    state = tmp_path / "state/state.json"
+    state.parent.mkdir()
+    state.write_text('{"version": 1, "engine": {"tempo": 9')
+    process = serve(make_config(tmp_path))
+    until(notify_socket, "READY")
+    aside = list(state.parent.glob("state.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text() == '{"version": 1, "engine": {"tempo": 9'
+    process.wait_log(r"state file .* is corrupt .*moved to .*state\.json\.corrupt-")
+    assert process.status()["tempo"] == 120.0
+
+
+def test_a_control_event_in_process_reaches_the_state_file(in_process: Service, notify_socket) -> None:
+    engine = in_process.start()
+    runner = threading.Thread(target=in_process.run)
+    runner.start()
+    until(notify_socket, "READY")
+    engine.submit(ControlEvent("mean.weight", 0.25, source="test", quantize="now"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (in_process.store.load() or {}).get("mean_weight") != 0.25:
+        time.sleep(0.05)
+    assert in_process.store.load()["mean_weight"] == 0.25
+    in_process.terminate()
+    runner.join(timeout=10)
