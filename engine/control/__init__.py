@@ -6,8 +6,10 @@ from engine.control.mapping import MappingError, MappingSet, load_dir, load_file
 from engine.control.midi_io import MidiHub
 from engine.control.osc_server import OscServer
 from engine.control.rejects import Rejects
+from engine.control.surfaces import ControlSurfaces
 
 __all__ = [
+    "ControlSurfaces",
     "ControlTarget",
     "Dispatcher",
     "Learner",

@@ -11,7 +11,7 @@ from pathlib import Path
 from engine.control.dispatcher import Dispatcher
 from engine.control.learn import Learner
 from engine.control.mapping import MappingError, load_file
-from engine.control.midi_io import MidiHub
+from engine.control.midi_io import MidiHub, list_ports
 from engine.control.osc_space import describe_osc
 from engine.params import ControlEvent, describe_parameters
 
@@ -81,7 +81,9 @@ def _learn(args: argparse.Namespace) -> int:
         return 2
     with MidiHub(dispatcher, api=args.api, inputs=[args.port]) as hub:
         if not hub.inputs:
-            print(f"waiting for a MIDI input matching {args.port!r} ({args.api})", file=sys.stderr)
+            inputs, _ = list_ports(api=args.api)
+            print(f"waiting for a MIDI input matching {args.port!r} ({args.api}); inputs now: "
+                  f"{', '.join(inputs) or 'none'}", file=sys.stderr)
         print(f"move a control to bind it to {args.target}", file=sys.stderr)
         if not learner.done.wait(args.timeout):
             print(f"no control moved within {args.timeout:g} s", file=sys.stderr)

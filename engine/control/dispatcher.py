@@ -33,7 +33,7 @@ from engine.control.shaping import (
     normalise_7bit,
     normalise_14bit,
 )
-from engine.params import ControlEvent, lookup
+from engine.params import ControlEvent
 
 log = logging.getLogger(__name__)
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
@@ -86,7 +86,7 @@ class Dispatcher:
         self.target = target
         self.rejects = rejects or Rejects()
         self.frame_s = frame_s
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # input threads and the engine's listener thread share rule state
         self._mappings = mappings or MappingSet()
         self._pending: dict[str, ControlEvent] = {}
         self._queue: deque[ControlEvent] = deque()
@@ -158,6 +158,7 @@ class Dispatcher:
         ms = self._mappings
         ch = getattr(msg, "channel", None)
         hits: list[tuple[Rule, float | int | None]] = []
+        matched = False
         if msg.type == "control_change":
             ps = self._ports.setdefault(port, _PortState())
             if ms.has_nrpn() and NrpnAssembler.is_nrpn_cc(msg.control):
@@ -176,6 +177,7 @@ class Dispatcher:
             for r in ms.midi_rules("notes", None):
                 if r.midi.notes[0] <= msg.note <= r.midi.notes[1] and self._channel_ok(r, ch) and r.midi.port_matches(port):
                     self._keyboard(r, msg.note, velocity, port)
+                    matched = True
         elif msg.type == "program_change":
             hits += [(r, None) for r in ms.midi_rules("program", msg.program)]
             hits += [(r, msg.program) for r in ms.midi_rules("program", None)]
@@ -183,7 +185,6 @@ class Dispatcher:
             hits += [(r, normalise_14bit(msg.pitch + 8192)) for r in ms.midi_rules("pitchbend", None)]
         elif msg.type == "aftertouch":
             hits += [(r, normalise_7bit(msg.value)) for r in ms.midi_rules("aftertouch", None)]
-        matched = False
         for rule, value in hits:
             if self._channel_ok(rule, ch) and rule.midi.port_matches(port):
                 matched = True
@@ -216,7 +217,7 @@ class Dispatcher:
             return
         if clamped:
             self.rejects.reject("clamped", f"{address} {args!r} clamped to {event.value}", source)
-        self._submit_later(event, continuous=event.spec.kind in ("float", "int", "bool") and not event.target.startswith("note."))
+        self._submit_later(event, continuous=osc_space.continuous(event.target))
 
     # --- shaping --------------------------------------------------------------------
     def _state(self, rule: Rule) -> _RuleState:
@@ -237,6 +238,10 @@ class Dispatcher:
         return st
 
     def _apply(self, rule: Rule, value: float | int | None, source: str, *, raw_cc: bool = False) -> None:
+        with self._lock:
+            self._apply_locked(rule, value, source, raw_cc=raw_cc)
+
+    def _apply_locked(self, rule: Rule, value: float | int | None, source: str, *, raw_cc: bool) -> None:
         o = rule.options
         st = self._state(rule)
         st.last_source = source
@@ -267,8 +272,7 @@ class Dispatcher:
             self._queue_event(ControlEvent(rule.target, x if o.velocity else float(x > 0), source, o.quantize))
             return
         if st.ramp is not None:
-            with self._lock:
-                st.ramp.set_target(native)
+            st.ramp.set_target(native)
             return
         self._submit_later(ControlEvent(rule.target, native, source, o.quantize), continuous=True)
 
@@ -336,9 +340,4 @@ class Dispatcher:
                         st.switch.set_state(bool(value))
                     if st.ramp is not None:
                         st.ramp.current = float(value)
-
-    def value_of(self, path: str) -> object:
-        """Last value the engine reported for `path` (None if none yet)."""
-        lookup(path)
-        return self._values.get(path)
 

@@ -250,6 +250,7 @@ class MappingSet:
         return MappingSet.of([f for f in self.files if f.path != new.path] + [new])
 
     def without_file(self, path: str | Path) -> MappingSet:
+        """A new set without `path` (a file dropped from the config)."""
         return MappingSet.of(f for f in self.files if f.path != str(Path(path)))
 
     def midi_rules(self, kind: MidiKind, number: int | None) -> tuple[Rule, ...]:

@@ -77,7 +77,7 @@ class MidiHub:
                     out.send_message(mido.Message("control_change", channel=ch, control=123, value=0).bytes())
                 out.close_port()
             for port in self._inputs.values():
-                port.close_port()
+                _close_input(port)
             self._inputs.clear()
             self._outputs.clear()
         self._probe_in.close_port()
@@ -112,7 +112,7 @@ class MidiHub:
         out_names = self._foreign(self._probe_out.get_ports())
         with self._lock:
             for name in [n for n in self._inputs if n not in in_names]:
-                self._inputs.pop(name).close_port()
+                _close_input(self._inputs.pop(name))
                 self._lost.add(name)
                 log.warning("MIDI input %r disappeared; it will be rebound when it returns", name)
             for name in [n for n in self._outputs if n not in out_names]:
@@ -170,6 +170,13 @@ class MidiHub:
             return False
         return any(r.target == out.target and r.midi is not None and r.midi.port_matches(port)
                    for f in self.dispatcher.mappings.files if f.path == out.file for r in f.rules)
+
+
+def _close_input(port: rtmidi.MidiIn) -> None:
+    """Cancel the Python callback before closing: closing while JACK's process thread waits for
+    the GIL to run the callback can deadlock."""
+    port.cancel_callback()
+    port.close_port()
 
 
 def _feedback_message(out: Output, value: int) -> mido.Message:

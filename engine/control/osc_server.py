@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import struct
 import threading
 from collections.abc import Callable, Sequence
@@ -34,17 +35,20 @@ class OscServer:
 
     def __init__(self, dispatcher: Dispatcher, *, host: str = "127.0.0.1", port: int = 9000,
                  allow: Sequence[str] = LOOPBACK, feedback: FeedbackMode = "registered",
-                 learn: Callable[[str], str | None] | None = None) -> None:
+                 learn: Callable[[str], str | None] | None = None, recv_buffer: int = 1 << 22) -> None:
         if feedback not in ("registered", "sender", "none"):
             raise ValueError(f"OSC feedback must be registered, sender or none, got {feedback!r}")
         self.dispatcher = dispatcher
         self.rejects = dispatcher.rejects
         self.feedback = feedback
         self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in allow)
+        self._allowed: dict[str, bool] = {}
         self._learn = learn
         self._clients: dict[Address, Address] = {}  # feedback destination -> the sender that registered it
         self._clients_lock = threading.Lock()
         self._server = _Server((host, port), _Packets(self))
+        # a deep receive buffer absorbs bursts; the kernel caps it at net.core.rmem_max
+        self._server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
         self._thread: threading.Thread | None = None
         self.handled = 0
         dispatcher.target.add_listener(self._on_change)
@@ -64,7 +68,9 @@ class OscServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="osc-server", daemon=True)
         self._thread.start()
-        log.info("OSC server on %s:%d (clients from %s)", *self.address, ", ".join(map(str, self.networks)))
+        rcvbuf = self._server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        log.info("OSC server on %s:%d (clients from %s; receive buffer %d KiB)", *self.address,
+                 ", ".join(map(str, self.networks)), rcvbuf // 1024)
 
     def close(self) -> None:
         self._server.shutdown()
@@ -73,11 +79,17 @@ class OscServer:
             self._thread.join()
 
     def allowed(self, host: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(host.split("%")[0])
-        except ValueError:
-            return False
-        return any(ip in net for net in self.networks)
+        """Is `host` in an allowed network? Cached per host: a surface sends from one address."""
+        known = self._allowed.get(host)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(host.split("%")[0])
+                known = any(ip in net for net in self.networks)
+            except ValueError:
+                known = False
+            if len(self._allowed) < 4096:
+                self._allowed[host] = known
+        return known
 
     @property
     def clients(self) -> list[Address]:
@@ -118,7 +130,7 @@ class OscServer:
         st = self.dispatcher.target.status()
         return [int(st.get("bar", 0)), float(st.get("beat", 0.0)), float(st.get("tempo", 0.0)),
                 str(st.get("patch", "")), float(st.get("lookahead_ms", 0.0)), int(st.get("xruns", 0)),
-                float(st.get("gen_speed", 0.0))]
+                float(st.get("gen_speed", st.get("speed", 0.0)))]  # the Engine calls it "speed"
 
     def _on_change(self, path: str, value: object, source: str) -> None:
         """Engine listener, on its non-real-time notifier thread: feedback to clients.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from engine.params import PARAMETERS, QUANTIZE_VALUES, ControlEvent, ParameterSpec, lookup
 
@@ -47,15 +48,21 @@ def address_of(pattern: str) -> str:
     return PREFIX + pattern.replace(".", "/")
 
 
+@lru_cache(maxsize=1024)
+def _spec(address: str) -> tuple[ParameterSpec, str]:
+    """The spec and parameter path of an address, cached: a flood repeats a few addresses."""
+    path = address[len(PREFIX):].replace("/", ".") if address.startswith(PREFIX) else ""
+    return lookup(path)[0], path
+
+
 def to_event(address: str, args: tuple[object, ...], *, source: str) -> tuple[ControlEvent, bool]:
     """Turn one `/backline/<path>` message into an event; returns (event, was_clamped).
 
     Raises OscReject with reason `unknown_address`, `wrong_count`, `wrong_type`, `not_finite`
     or `bad_value`. Numbers out of range are clamped to the range (and reported as clamped).
     """
-    path = address[len(PREFIX):].replace("/", ".") if address.startswith(PREFIX) else ""
     try:
-        spec, _ = lookup(path)
+        spec, path = _spec(address)
     except ValueError as err:
         raise OscReject("unknown_address", f"{address}: {err}") from err
     quantize = None
@@ -66,6 +73,12 @@ def to_event(address: str, args: tuple[object, ...], *, source: str) -> tuple[Co
         return ControlEvent(path, value, source, quantize), clamped
     except ValueError as err:
         raise OscReject("bad_value", f"{address}: {err}") from err
+
+
+@lru_cache(maxsize=1024)
+def continuous(path: str) -> bool:
+    """Values that may be coalesced to the latest: numbers and switches, not notes or actions."""
+    return lookup(path)[0].kind in ("float", "int", "bool") and not path.startswith("note.")
 
 
 def _value(spec: ParameterSpec, address: str, args: tuple[object, ...]) -> tuple[object, bool]:

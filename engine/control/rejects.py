@@ -49,8 +49,3 @@ class Rejects:
     def counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
-
-    @property
-    def total(self) -> int:
-        with self._lock:
-            return sum(self._counts.values())

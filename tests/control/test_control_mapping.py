@@ -44,6 +44,13 @@ def test_all_shipped_files_active_at_once():
     assert s.osc_rules("/backline/surface/fader/3")[0].target == "style.2.weight"
 
 
+def test_without_file_drops_one_file():
+    s = load_dir(REPO / "mappings")
+    dropped = s.without_file(REPO / "mappings/osc-generic.yaml")
+    assert len(dropped.files) == len(s.files) - 1
+    assert dropped.osc_rules("/backline/surface/fader/3") == () and dropped.midi_rules("cc", 0)
+
+
 def test_open_stage_control_session_addresses_are_mapped():
     session = json.loads((REPO / "mappings/open-stage-control/backline.json").read_text())
     assert session["type"] == "session" and session["content"]["type"] == "root"

@@ -104,6 +104,14 @@ def status_round_trip(sock: socket.socket, dest, tries: int = 5) -> bool:
     return False
 
 
+def test_status_reads_the_engines_speed_key():
+    target = MemoryTarget({"bar": 3, "beat": 1.0, "tempo": 90.0, "patch": "p", "lookahead_ms": 80.0, "xruns": 0,
+                           "speed": 2.5})
+    with OscServer(Dispatcher(target), port=0) as server, client_socket() as s:
+        send(s, server.address, "/backline/status")
+        assert OscMessage(s.recv(65536)).params == [3, 1.0, 90.0, "p", 80.0, 0, 2.5]
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
