@@ -235,5 +235,8 @@ def serve(config_path: str | Path | None = None) -> int:
         try:
             service.start()
             return service.run()
+        except BacklineError as err:
+            notifier.status(f"failed: {err}")  # shown by `systemctl status` until the restart
+            raise
         finally:
             service.close()

@@ -346,3 +346,13 @@ def test_sighup_keeps_the_old_mapping_on_error_and_applies_a_fixed_one(tmp_path:
     assert reply.returncode == 0, reply.stderr
     assert json.loads(reply.stdout)["patch"] == "default"
     assert process.stop() == 0
+
+
+def test_a_start_failure_is_reported_and_exits_non_zero(tmp_path: Path, serve, notify_socket) -> None:
+    process = serve(make_config(tmp_path, output="alsa", device="no-such-device-backline-test"))
+    failed, before = until(notify_socket, "STATUS")
+    while not failed["STATUS"].startswith("failed"):
+        failed, _ = until(notify_socket, "STATUS")
+    assert "no-such-device-backline-test" in failed["STATUS"] or "ALSA" in failed["STATUS"]
+    assert process.proc.wait(timeout=15) == 1
+    assert not any("READY" in m for m in before)
