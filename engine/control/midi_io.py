@@ -1,0 +1,190 @@
+"""MIDI ports: every input matching a name pattern feeds the dispatcher; outputs get feedback.
+
+Ports are opened with python-rtmidi on a selectable API (ALSA sequencer or JACK MIDI)
+rather than through mido's port objects, because mido's parser drops malformed bytes
+silently; here raw bytes go to `Dispatcher.handle_bytes`, which parses them with mido and
+counts what it rejects. A watcher thread rescans the ports every `poll_s`: a device that
+disappears is closed, and when it comes back it is rebound (and the log says so).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Literal
+
+import mido
+import rtmidi
+
+from engine.control.dispatcher import Dispatcher
+from engine.control.mapping import Output
+
+log = logging.getLogger(__name__)
+
+Api = Literal["alsa", "jack"]
+RTMIDI_API: dict[str, int] = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK}
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name.lower(), p.lower()) for p in patterns)
+
+
+class MidiHub:
+    """Binds input ports by pattern, rebinds them on hotplug, and sends feedback to outputs."""
+
+    def __init__(self, dispatcher: Dispatcher, *, api: Api = "alsa", inputs: Sequence[str] = ("*",),
+                 client_name: str = "backline", poll_s: float = 0.25) -> None:
+        if api not in RTMIDI_API:
+            raise ValueError(f"MIDI api must be alsa or jack, got {api!r}")
+        self.dispatcher = dispatcher
+        self.api = api
+        self.patterns = tuple(inputs)
+        self.client_name = client_name
+        self.poll_s = poll_s
+        self._lock = threading.Lock()
+        self._inputs: dict[str, rtmidi.MidiIn] = {}
+        self._outputs: dict[str, rtmidi.MidiOut] = {}
+        self._lost: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._probe_in = rtmidi.MidiIn(RTMIDI_API[api], name=f"{client_name}-probe")
+        self._probe_out = rtmidi.MidiOut(RTMIDI_API[api], name=f"{client_name}-probe")
+        self.rebinds = 0
+        dispatcher.target.add_listener(self._on_change)
+
+    def __enter__(self) -> MidiHub:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        self.scan()
+        self._thread = threading.Thread(target=self._watch, name="midi-hotplug", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop watching, send All Notes Off to outputs, close every port."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            for out in self._outputs.values():
+                for ch in range(16):
+                    out.send_message(mido.Message("control_change", channel=ch, control=123, value=0).bytes())
+                out.close_port()
+            for port in self._inputs.values():
+                port.close_port()
+            self._inputs.clear()
+            self._outputs.clear()
+        self._probe_in.close_port()
+        self._probe_out.close_port()
+
+    @property
+    def inputs(self) -> list[str]:
+        with self._lock:
+            return sorted(self._inputs)
+
+    @property
+    def outputs(self) -> list[str]:
+        with self._lock:
+            return sorted(self._outputs)
+
+    def _foreign(self, names: list[str]) -> list[str]:
+        own = self.client_name.lower()
+        return [n for n in names if not n.lower().startswith(own)]
+
+    def _watch(self) -> None:
+        """Hotplug watcher thread: rescans until closed; waits on an event, never sleeps blindly."""
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.scan()
+            except Exception:  # a flaky MIDI API must not end hotplug handling
+                log.exception("MIDI port scan failed; retrying in %.2f s", self.poll_s)
+
+    def scan(self) -> None:
+        """Open new matching ports, close vanished ones. Runs on the watcher thread (or the caller's)."""
+        in_names = self._foreign(self._probe_in.get_ports())
+        out_patterns = [o.midi.port for o in self.dispatcher.mappings.outputs if o.midi is not None]
+        out_names = self._foreign(self._probe_out.get_ports())
+        with self._lock:
+            for name in [n for n in self._inputs if n not in in_names]:
+                self._inputs.pop(name).close_port()
+                self._lost.add(name)
+                log.warning("MIDI input %r disappeared; it will be rebound when it returns", name)
+            for name in [n for n in self._outputs if n not in out_names]:
+                self._outputs.pop(name).close_port()
+            for name in in_names:
+                if name not in self._inputs and _matches(name, self.patterns):
+                    self._open_input(name, in_names.index(name))
+            for name in out_names:
+                if name not in self._outputs and _matches(name, out_patterns):
+                    out = rtmidi.MidiOut(RTMIDI_API[self.api], name=self.client_name)
+                    out.open_port(out_names.index(name), name=f"feedback {len(self._outputs)}")
+                    self._outputs[name] = out
+                    log.info("MIDI feedback output %r opened", name)
+
+    def _open_input(self, name: str, index: int) -> None:
+        port = rtmidi.MidiIn(RTMIDI_API[self.api], name=self.client_name)
+        port.ignore_types(sysex=False, timing=True, active_sense=True)
+        port.open_port(index, name=f"in {len(self._inputs)}")
+        port.set_callback(self._on_midi, name)
+        self._inputs[name] = port
+        if name in self._lost:
+            self._lost.discard(name)
+            self.rebinds += 1
+            log.warning("MIDI input %r is back: rebound", name)
+        else:
+            log.info("MIDI input %r opened (%s)", name, self.api)
+
+    def _on_midi(self, event: tuple[list[int], float], name: str) -> None:
+        """rtmidi callback, on rtmidi's input thread: hand the raw bytes to the dispatcher."""
+        self.dispatcher.handle_bytes(event[0], name)
+
+    def _on_change(self, path: str, value: object, source: str) -> None:
+        """Engine listener, on its non-real-time notifier thread: send feedback to outputs.
+
+        An output is skipped when the change came from a control of the same mapping file
+        driving the same target from a port that file matches (no echo to the moving fader).
+        """
+        if not isinstance(value, (int, float)):
+            return
+        port = source[5:] if source.startswith("midi:") else None
+        for out in self.dispatcher.mappings.outputs:
+            if out.target != path or out.midi is None or self._is_echo(out, port):
+                continue
+            x = out.shaper.to_control(float(value))
+            if x is None:
+                continue
+            data = _feedback_message(out, round(x * 127)).bytes()
+            with self._lock:
+                for name, port_out in self._outputs.items():
+                    if out.midi.port_matches(name):
+                        port_out.send_message(data)
+
+    def _is_echo(self, out: Output, port: str | None) -> bool:
+        if port is None:
+            return False
+        return any(r.target == out.target and r.midi is not None and r.midi.port_matches(port)
+                   for f in self.dispatcher.mappings.files if f.path == out.file for r in f.rules)
+
+
+def _feedback_message(out: Output, value: int) -> mido.Message:
+    channel = out.midi.channel or 0
+    if out.midi.kind == "note":
+        return mido.Message("note_on", channel=channel, note=out.midi.number, velocity=value)
+    return mido.Message("control_change", channel=channel, control=out.midi.number, value=value)
+
+
+def list_ports(*, api: Api = "alsa") -> tuple[list[str], list[str]]:
+    """(input names, output names) on an API, for `backline learn --list` and diagnostics."""
+    probe_in = rtmidi.MidiIn(RTMIDI_API[api], name="backline-list")
+    probe_out = rtmidi.MidiOut(RTMIDI_API[api], name="backline-list")
+    try:
+        return probe_in.get_ports(), probe_out.get_ports()
+    finally:
+        probe_in.delete()
+        probe_out.delete()
