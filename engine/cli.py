@@ -18,6 +18,7 @@ log = logging.getLogger("backline")
 _COMMAND_MODULES = (
     "engine.control.commands",
     "engine.generator.magenta.commands",
+    "engine.style.centroids",
     "engine.audio.commands",
     "engine.service.commands",
 )
@@ -77,13 +78,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failures or not files else 0
 
 
-def _cmd_params(args: argparse.Namespace) -> int:
-    from engine.params import describe_parameters
-
-    print(describe_parameters())
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backline", description="Live-performance engine for Magenta RealTime 2.")
     parser.add_argument("--version", action="version", version=f"backline {__version__}")
@@ -103,9 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate patch files (exit 1 on any error)")
     check.add_argument("paths", nargs="*", default=["patches"], help="files or folders (default: patches)")
     check.set_defaults(func=_cmd_check)
-
-    params = sub.add_parser("params", help="print the parameter space")
-    params.set_defaults(func=_cmd_params)
 
     for name in _COMMAND_MODULES:
         try:

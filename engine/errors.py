@@ -37,5 +37,13 @@ class GeneratorError(BacklineError):
     """The generator could not be built, loaded or run."""
 
 
+class GeneratorUnavailable(GeneratorError):
+    """No audio now: the generator's process is starting, loading, restarting or hung.
+
+    Raised at once (never after a long wait, except the configured hang deadline), so the
+    scheduler can cover the gap with its underrun policy or a fallback generator.
+    """
+
+
 class OutputError(BacklineError):
     """The audio output could not be opened or configured."""

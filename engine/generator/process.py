@@ -1,0 +1,263 @@
+"""Any generator in its own process, so a crash, hang or out-of-memory there never stops the audio.
+
+The child is started with the 'spawn' method (never fork: JAX and CUDA do not survive a
+fork), builds the generator from an importable factory (`"package.module:callable"` plus
+keyword arguments) and reloads it after every restart. Conditioning goes to the child over a
+pipe (a few kB per frame, pickled); audio comes back through one preallocated shared-memory
+block, so a frame's samples are copied once.
+
+Contract for the scheduler: `generate()` returns audio, or raises `GeneratorUnavailable`
+at once while the child is starting, loading or restarting, and after `deadline_s` if the
+child hangs. The child is restarted automatically; `health()` says how things stand.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing import shared_memory
+from typing import Any, Literal
+
+import numpy as np
+
+from engine.conditioning import CHANNELS, FRAME_SAMPLES, FrameConditioning
+from engine.errors import GeneratorError, GeneratorUnavailable
+from engine.generator.base import Generator
+
+log = logging.getLogger(__name__)
+
+State = Literal["starting", "ready", "restarting", "closed"]
+_MAX_BACKOFF_S = 30.0
+
+
+def build(factory: str, kwargs: dict[str, Any]) -> Generator:
+    """Import `module:callable` and call it with `kwargs`."""
+    module_name, _, attribute = factory.partition(":")
+    try:
+        target: Callable[..., Generator] = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise GeneratorError(f"generator factory {factory!r} cannot be imported: {err}") from err
+    return target(**kwargs)
+
+
+def _child_main(conn: multiprocessing.connection.Connection, factory: str, kwargs: dict, shm_name: str, seed: int) -> None:
+    """Entry point of the child process: build, then serve requests until told to stop or the pipe closes."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s generator-child %(levelname)s %(name)s: %(message)s")
+    shm = shared_memory.SharedMemory(name=shm_name)
+    out = np.ndarray((shm.size // (4 * CHANNELS), CHANNELS), dtype=np.float32, buffer=shm.buf)
+    try:
+        started = time.perf_counter()
+        generator = build(factory, kwargs)
+        generator.reset(seed)
+        conn.send(("ready", time.perf_counter() - started))
+        while True:
+            try:
+                request, seq, payload = conn.recv()
+            except EOFError:
+                break
+            if request == "close":
+                break
+            try:
+                began = time.perf_counter()
+                if request == "reset":
+                    generator.reset(payload)
+                    frames = 0
+                else:
+                    audio = generator.generate(payload)
+                    frames = len(audio) // FRAME_SAMPLES
+                    out[: len(audio)] = audio
+                conn.send(("done", seq, frames, time.perf_counter() - began))
+            except MemoryError as err:
+                conn.send(("fatal", seq, f"out of memory: {err}", 0.0))
+                break
+            except Exception as err:  # noqa: BLE001  a failing generate is reported, the child lives on
+                conn.send(("error", seq, f"{type(err).__name__}: {err}", 0.0))
+        generator.close()
+    except Exception as err:  # noqa: BLE001  loading failed: tell the parent why, then exit
+        conn.send(("failed", f"{type(err).__name__}: {err}"))
+    finally:
+        del out
+        shm.close()
+
+
+class ProcessGenerator(Generator):
+    """Runs the generator built by `factory(**kwargs)` in a spawned child. Used from one thread.
+
+    `health()` may be read from any thread (it only reads plain attributes).
+    """
+
+    def __init__(
+        self,
+        factory: str,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        seed: int = 0,
+        max_frames: int = 64,
+        deadline_s: float = 2.0,
+        restart_backoff_s: float = 0.5,
+    ) -> None:
+        self.factory = factory
+        self.kwargs = dict(kwargs or {})
+        self.name = name or factory.rpartition(":")[2]
+        self.max_frames = max_frames
+        self.deadline_s = deadline_s
+        self._seed = seed
+        self._shm = shared_memory.SharedMemory(create=True, size=max_frames * FRAME_SAMPLES * CHANNELS * 4)
+        self._audio = np.ndarray((max_frames * FRAME_SAMPLES, CHANNELS), dtype=np.float32, buffer=self._shm.buf)
+        self._context = multiprocessing.get_context("spawn")
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: multiprocessing.connection.Connection | None = None
+        self._seq = 0
+        self._backoff = restart_backoff_s
+        self._base_backoff = restart_backoff_s
+        self._next_start = 0.0
+        self.state: State = "starting"
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.ms_per_frame: float | None = None
+        self.load_s: float | None = None
+        self._start()
+
+    # --- child lifecycle ---------------------------------------------------------
+    def _start(self) -> None:
+        parent, child = self._context.Pipe()
+        self._process = self._context.Process(
+            target=_child_main,
+            args=(child, self.factory, self.kwargs, self._shm.name, self._seed),
+            name=f"backline-{self.name}",
+            daemon=True,
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+        log.info("generator %s: child pid %d started, loading", self.name, self._process.pid)
+
+    def _fail(self, why: str) -> GeneratorUnavailable:
+        """Kill the child (if alive), schedule its restart and return the error to raise."""
+        self.last_error = why
+        self.state = "restarting"
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(timeout=5)
+            code = self._process.exitcode
+            why = f"{why} (exit code {code})"
+            self.last_error = why
+        if self._conn is not None:
+            self._conn.close()
+        self._process = self._conn = None
+        self._next_start = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, _MAX_BACKOFF_S)
+        log.warning("generator %s: %s; restarting (restart %d)", self.name, why, self.restarts + 1)
+        return GeneratorUnavailable(f"generator {self.name}: {why}; restarting")
+
+    def _check_ready(self, timeout: float = 0.0) -> bool:
+        """Advance starting/restarting -> ready if the child said so; restart a dead child."""
+        if self.state == "ready":
+            return True
+        if self._process is None:
+            if time.monotonic() < self._next_start:
+                return False
+            self.restarts += 1
+            self._start()
+        assert self._conn is not None
+        try:
+            if not self._conn.poll(timeout):
+                if not self._process.is_alive():
+                    raise EOFError
+                return False
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            self._fail("child died while loading")
+            return False
+        if message[0] == "failed":
+            self._fail(f"child failed to load: {message[1]}")
+            return False
+        self.load_s = message[1]
+        self.state = "ready"
+        self._backoff = self._base_backoff
+        log.info("generator %s: ready after %.1f s (pid %d)", self.name, self.load_s, self._process.pid)
+        return True
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the child is ready or `timeout` passes (start-up and tests only)."""
+        deadline = time.monotonic() + timeout
+        while not self._check_ready(timeout=min(0.2, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return False
+            if self._process is None:  # waiting out a restart backoff
+                time.sleep(min(0.05, max(0.0, self._next_start - time.monotonic())))
+        return True
+
+    # --- requests --------------------------------------------------------------------
+    def _request(self, request: str, payload: Any) -> tuple[int, float]:
+        if self.state == "closed":
+            raise GeneratorError(f"generator {self.name} is closed")
+        if not self._check_ready():
+            raise GeneratorUnavailable(f"generator {self.name} is {self.state}")
+        assert self._conn is not None
+        self._seq += 1
+        try:
+            self._conn.send((request, self._seq, payload))
+            if not self._conn.poll(self.deadline_s):
+                raise self._fail(f"no answer within {self.deadline_s} s (hung)")
+            kind, seq, value, seconds = self._conn.recv()
+        except (EOFError, OSError, BrokenPipeError) as err:
+            raise self._fail(f"child died ({type(err).__name__})") from err
+        if kind == "fatal":
+            raise self._fail(value)
+        if kind == "error":
+            raise GeneratorError(f"generator {self.name}: {value}")
+        if seq != self._seq:
+            raise self._fail(f"answer {seq} to request {self._seq}")
+        return value, seconds
+
+    def reset(self, seed: int) -> None:
+        """Reset the child to `seed`; a restarted child starts from the latest seed too."""
+        self._seed = seed
+        self._request("reset", seed)
+
+    def generate(self, conditioning: Sequence[FrameConditioning]) -> np.ndarray:
+        n = len(conditioning)
+        if n > self.max_frames:
+            raise ValueError(f"at most {self.max_frames} frames per call, got {n}")
+        frames, seconds = self._request("generate", list(conditioning))
+        if frames != n:
+            raise GeneratorError(f"generator {self.name}: returned {frames} frames for {n}")
+        if n:
+            self.ms_per_frame = 1000.0 * seconds / n
+        return self._audio[: n * FRAME_SAMPLES].copy()
+
+    def health(self) -> dict[str, Any]:
+        """state (starting|ready|restarting|closed), restarts, last_error, ms_per_frame, pid."""
+        return {
+            "state": self.state,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "ms_per_frame": self.ms_per_frame,
+            "load_s": self.load_s,
+            "pid": self._process.pid if self._process is not None else None,
+        }
+
+    def close(self) -> None:
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        if self._conn is not None and self._process is not None:
+            try:
+                self._conn.send(("close", 0, None))
+            except OSError:
+                pass  # the child is already gone; join below still reaps it
+            self._process.join(timeout=5)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            self._conn.close()
+        del self._audio
+        self._shm.close()
+        self._shm.unlink()
