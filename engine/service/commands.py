@@ -54,7 +54,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, default=str))
     else:
-        print(" ".join(f"{key}={value}" for key, value in status.items()))
+        # OSC floats are 32-bit: print them to 6 significant digits, not their binary noise
+        print(" ".join(f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={value}" for key, value in status.items()))
     return 0
 
 

@@ -45,7 +45,8 @@ class Notifier:
         """One datagram with `KEY=VALUE` lines; a failure is logged (once per kind), never raised."""
         if self._socket is None:
             return
-        text = "\n".join(f"{key}={value}" for key, value in fields.items())
+        # one line per field: a newline inside a value (an error message) would start a bogus field
+        text = "\n".join(f"{key}={' '.join(str(value).splitlines())}" for key, value in fields.items())
         try:
             self._socket.sendto(text.encode("utf-8"), self._address)
         except OSError as err:

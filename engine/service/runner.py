@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import signal
 import threading
 import time
@@ -58,11 +57,12 @@ class Service:
         config, notify = self.config, self.notifier
         saved = self.store.load()
         patch = self._start_patch(saved)
+        options = dict(config.generator_options)
         if config.generator == "magenta":
-            os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(config.cache_dir / "jax"))
+            options.setdefault("compilation_cache_dir", str(config.cache_dir / "jax"))
             notify.extend_timeout(MAGENTA_START_S)
         notify.status(f"starting the {config.generator} generator")
-        generator = create_generator(config.generator, **config.generator_options)
+        generator = create_generator(config.generator, **options)
         self._generators.append(generator)
         fallback = None
         if config.fallback and config.fallback != config.generator:
@@ -235,5 +235,8 @@ def serve(config_path: str | Path | None = None) -> int:
         try:
             service.start()
             return service.run()
+        except BacklineError as err:
+            notifier.status(f"failed: {err}")  # shown by `systemctl status` until the restart
+            raise
         finally:
             service.close()

@@ -286,3 +286,73 @@ def test_a_control_event_in_process_reaches_the_state_file(in_process: Service, 
     assert in_process.store.load()["mean_weight"] == 0.25
     in_process.terminate()
     runner.join(timeout=10)
+
+
+def mapping(address: str) -> str:
+    return f"""info: {{name: test surface}}
+controls:
+- name: fader
+  match: {{osc: {address}}}
+  target: style.1.weight
+  options: {{range: [0.0, 1.0]}}
+"""
+
+
+def osc_send(port: int, address: str, value: float) -> None:
+    from pythonosc.udp_client import SimpleUDPClient
+
+    SimpleUDPClient("127.0.0.1", port).send_message(address, value)
+
+
+def saved_weight(state_file: Path, want: float, timeout_s: float = 5.0) -> float | None:
+    deadline, weight = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        if state_file.exists():
+            weight = json.loads(state_file.read_text())["engine"]["style_weights"][1]
+            if weight == pytest.approx(want):
+                break
+        time.sleep(0.05)
+    return weight
+
+
+@pytest.mark.skipif(not (REPO / "engine/control").is_dir(),
+                    reason="the control layer (engine/control, OSC and mappings) is not merged into this branch yet")
+def test_sighup_keeps_the_old_mapping_on_error_and_applies_a_fixed_one(tmp_path: Path, serve, notify_socket) -> None:
+    surface = tmp_path / "surface.yaml"
+    surface.write_text(mapping("/test/fader"))
+    process = serve(make_config(tmp_path, mappings=f"[{surface}]"))
+    until(notify_socket, "READY")
+    port = int(process.wait_log(r"OSC server on 127\.0\.0\.1:(\d+)").group(1))
+    state_file = tmp_path / "state/state.json"
+    osc_send(port, "/test/fader", 0.25)
+    assert saved_weight(state_file, 0.25) == pytest.approx(0.25)
+
+    surface.write_text(mapping("/test/fader").replace("style.1.weight", "style.1.wieght"))  # no such parameter
+    process.proc.send_signal(signal.SIGHUP)
+    process.wait_log(rf"mapping {re.escape(str(surface))}: .*keeping the running mappings")
+    osc_send(port, "/test/fader", 0.5)  # the old mapping still works
+    assert saved_weight(state_file, 0.5) == pytest.approx(0.5)
+
+    surface.write_text(mapping("/test/other"))
+    process.proc.send_signal(signal.SIGHUP)
+    process.wait_log(r"mappings reloaded: 1 files, 0 kept")
+    osc_send(port, "/test/other", 0.75)
+    assert saved_weight(state_file, 0.75) == pytest.approx(0.75)
+    osc_send(port, "/test/fader", 0.1)  # the old address is gone with the old mapping
+    assert saved_weight(state_file, 0.1, timeout_s=1.0) == pytest.approx(0.75)
+
+    reply = subprocess.run([sys.executable, "-m", "engine", "status", "--port", str(port), "--json"], cwd=REPO,
+                           capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert reply.returncode == 0, reply.stderr
+    assert json.loads(reply.stdout)["patch"] == "default"
+    assert process.stop() == 0
+
+
+def test_a_start_failure_is_reported_and_exits_non_zero(tmp_path: Path, serve, notify_socket) -> None:
+    process = serve(make_config(tmp_path, output="alsa", device="no-such-device-backline-test"))
+    failed, before = until(notify_socket, "STATUS")
+    while not failed["STATUS"].startswith("failed"):
+        failed, _ = until(notify_socket, "STATUS")
+    assert "no-such-device-backline-test" in failed["STATUS"] or "ALSA" in failed["STATUS"]
+    assert process.proc.wait(timeout=15) == 1
+    assert not any("READY" in m for m in before)

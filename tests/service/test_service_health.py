@@ -89,3 +89,18 @@ def test_query_osc_without_an_engine_says_so() -> None:
 def test_query_http_without_an_endpoint_says_so() -> None:
     with pytest.raises(StatusUnavailable, match="no status from"):
         query_http("http://127.0.0.1:9/status", timeout_s=0.5)
+
+
+def test_backline_status_command_prints_the_reply(osc_engine: tuple[str, int], tmp_path, capsys) -> None:
+    import argparse
+
+    from engine.service.commands import add_commands
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"osc: {{host: 0.0.0.0, port: {osc_engine[1]}}}\n")  # listening on all: ask loopback
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["status", "--config", str(config)])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.split() == ["bar=17", "beat=2.5", "tempo=124", "patch=night-drive", "lookahead_ms=180",
+                                               "xruns=0", "gen_speed=3.2"]

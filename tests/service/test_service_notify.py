@@ -79,3 +79,8 @@ def test_a_vanished_manager_is_logged_once_not_raised(tmp_path, caplog) -> None:
         notifier.status("still here")
     warnings = [r for r in caplog.records if "cannot notify" in r.getMessage()]
     assert len(warnings) == 1 and "gone.sock" in warnings[0].getMessage()
+
+
+def test_a_multi_line_value_is_sent_as_one_line(notify_socket: NotifySocket) -> None:
+    Notifier(environ={"NOTIFY_SOCKET": notify_socket.name}).status("failed: no device\navailable: none\nSTOPPING=1")
+    assert notify_socket.receive() == {"STATUS": "failed: no device available: none STOPPING=1"}
