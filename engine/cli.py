@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine import __version__
 from engine.errors import BacklineError
+from engine.generator.options import add_generator_arguments
 
 log = logging.getLogger("backline")
 
@@ -37,12 +38,13 @@ def setup_logging(verbose: bool = False) -> None:
 def _cmd_render(args: argparse.Namespace) -> int:
     from engine.automation import load_automation
     from engine.generator import create_generator
+    from engine.generator.options import generator_options
     from engine.patch import load_patch
     from engine.render import render
 
     patch = load_patch(args.patch)
     automation = load_automation(args.automation) if args.automation else []
-    generator = create_generator(args.generator)
+    generator = create_generator(args.generator, **generator_options(args))
     try:
         result = render(
             patch,
@@ -89,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--bars", type=int, default=16, help="number of bars (default 16)")
     render.add_argument("--automation", help="YAML file of timed control events")
     render.add_argument("-o", "--output", required=True, help="output WAV file")
-    render.add_argument("--generator", default="synth", help="synth (default) or magenta")
     render.add_argument("--lookahead-ms", type=float, default=200.0, help="look-ahead (default 200 ms)")
-    render.add_argument("--frames-per-call", type=int, default=2, help="frames per generator call")
+    render.add_argument("--frames-per-call", type=int, default=2, help="frames per generator call (magenta: its T)")
+    add_generator_arguments(render)
     render.set_defaults(func=_cmd_render)
 
     check = sub.add_parser("check", help="validate patch files (exit 1 on any error)")

@@ -14,6 +14,7 @@ from engine.audio.file_sink import FileSink
 from engine.audio.ring import PlaybackRing
 from engine.automation import TimedEvent
 from engine.conditioning import SAMPLE_RATE
+from engine.errors import GeneratorError
 from engine.generator.base import Generator
 from engine.patch import Patch
 from engine.schedule.scheduler import Scheduler
@@ -45,10 +46,17 @@ def render(
     lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
     block: int = 256,
     frames_per_call: int = 2,
+    ready_timeout_s: float = 900.0,
 ) -> RenderResult:
-    """Render `bars` bars of `patch` to a WAV file of exactly those bars' length."""
+    """Render `bars` bars of `patch` to a WAV file of exactly those bars' length.
+
+    Waits up to `ready_timeout_s` for the generator to load (a generator in a child
+    process is not ready at once), so every frame of the file is the generator's own.
+    """
     if bars < 1:
         raise ValueError(f"bars must be >= 1, got {bars}")
+    if not generator.wait_ready(ready_timeout_s):
+        raise GeneratorError(f"generator {generator.name} was not ready after {ready_timeout_s:g} s")
     embedder = embedder or HashEmbedder()
     ring = PlaybackRing()
     scheduler = Scheduler(

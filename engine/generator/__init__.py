@@ -1,7 +1,14 @@
-"""Generators by name: `synth` (built in) and `magenta` (magenta-rt, imported lazily)."""
+"""Generators by name: `synth` (built in) and `magenta` (magenta-rt, imported lazily).
+
+`create_generator(name, process=True, ...)` runs the generator in a spawned child process
+(see `process.py`): the engine gets audio, or GeneratorUnavailable at once while the
+child loads, compiles or restarts, and plays its fallback meanwhile.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from typing import Any, Literal
 
 from engine.errors import GeneratorError
@@ -9,22 +16,71 @@ from engine.generator.base import Generator
 
 GeneratorName = Literal["synth", "magenta"]
 GENERATOR_NAMES: tuple[str, ...] = ("synth", "magenta")
+OnMissingAssets = Literal["refuse", "synth"]
+# What a child process builds, as "module:callable" (it imports the module itself).
+FACTORIES = {
+    "synth": "engine.generator.synth:SynthGenerator",
+    "magenta": "engine.generator.magenta.generator:MagentaGenerator",
+}
 
-__all__ = ["GENERATOR_NAMES", "Generator", "GeneratorName", "create_generator"]
+log = logging.getLogger(__name__)
+
+__all__ = ["FACTORIES", "GENERATOR_NAMES", "Generator", "GeneratorName", "OnMissingAssets", "create_generator"]
 
 
-def create_generator(name: str, **options: Any) -> Generator:
-    """Build a generator by name; backends are imported only when chosen."""
+def create_generator(
+    name: str,
+    *,
+    process: bool = False,
+    on_missing_assets: OnMissingAssets = "refuse",
+    deadline_s: float = 2.0,
+    restart_backoff_s: float = 0.5,
+    **options: Any,
+) -> Generator:
+    """Build a generator by name; backends are imported only when chosen.
+
+    `options` go to the generator's constructor. `process` runs it in its own child
+    (`deadline_s`: longest wait for one answer before the child counts as hung). For
+    `magenta`, weights and MusicCoCa files are checked here, before any child starts: a
+    missing or corrupt file raises GeneratorError naming the file and the command that
+    fetches it (`on_missing_assets="refuse"`), or logs that error loudly and returns the
+    `synth` generator instead (`on_missing_assets="synth"`).
+    """
+    if name not in FACTORIES:
+        raise GeneratorError(f"unknown generator {name!r}; choose one of {', '.join(GENERATOR_NAMES)}")
+    if on_missing_assets not in ("refuse", "synth"):
+        raise GeneratorError(f"on_missing_assets must be 'refuse' or 'synth', got {on_missing_assets!r}")
+    if name == "magenta":
+        try:
+            _check_magenta(options)
+        except GeneratorError as err:
+            if on_missing_assets == "refuse":
+                raise
+            log.error("MAGENTA CANNOT START, PLAYING THE SYNTH INSTEAD (on_missing_assets: synth): %s", err)
+            name, options = "synth", {}
+    if process:
+        from engine.generator.process import ProcessGenerator
+
+        return ProcessGenerator(FACTORIES[name], options, name=name, seed=options.get("seed", 0),
+                                deadline_s=deadline_s, restart_backoff_s=restart_backoff_s)
     if name == "synth":
         from engine.generator.synth import SynthGenerator
 
         return SynthGenerator(**options)
-    if name == "magenta":
-        try:
-            from engine.generator.magenta.generator import MagentaGenerator
-        except ImportError as err:
-            raise GeneratorError(
-                f"the magenta generator needs magenta-rt: pip install 'backline[magenta]' ({err})"
-            ) from err
-        return MagentaGenerator(**options)
-    raise GeneratorError(f"unknown generator {name!r}; choose one of {', '.join(GENERATOR_NAMES)}")
+    from engine.generator.magenta.generator import MagentaGenerator
+
+    return MagentaGenerator(**options)
+
+
+def _check_magenta(options: dict[str, Any]) -> None:
+    """magenta-rt importable and the assets the options point at usable; without importing JAX."""
+    if importlib.util.find_spec("magenta_rt") is None:
+        raise GeneratorError("the magenta generator needs magenta-rt: pip install 'backline[magenta]'")
+    from engine.generator.magenta import assets
+
+    assets.require_magenta(
+        checkpoint=options.get("checkpoint"),
+        size=options.get("size", "mrt2_small"),
+        magenta_home=options.get("magenta_home"),
+        musiccoca=options.get("style_model", "musiccoca") == "musiccoca",
+    )

@@ -29,5 +29,13 @@ class Generator(ABC):
     def generate(self, conditioning: Sequence[FrameConditioning]) -> np.ndarray:
         """Return (len(conditioning) * 1920, 2) float32 audio, frame i shaped by record i."""
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until generate() can make audio, at most `timeout` s (offline render, start-up).
+
+        In-process generators are ready once built; a generator in a child process is
+        not until the child has loaded, and raises GeneratorUnavailable meanwhile.
+        """
+        return True
+
     def close(self) -> None:
         """Release resources (processes, devices). Safe to call twice."""

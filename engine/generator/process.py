@@ -8,7 +8,9 @@ block, so a frame's samples are copied once.
 
 Contract for the scheduler: `generate()` returns audio, or raises `GeneratorUnavailable`
 at once while the child is starting, loading or restarting, and after `deadline_s` if the
-child hangs. The child is restarted automatically; `health()` says how things stand.
+child hangs, so the scheduler plays its fallback instead of waiting for a load. `reset()`
+never waits either: the seed goes to the child with its next request. The child is
+restarted automatically; `health()` says how things stand.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class ProcessGenerator(Generator):
         self.max_frames = max_frames
         self.deadline_s = deadline_s
         self._seed = seed
+        self._seed_pending = False  # reset() since the child last got the seed
         self._shm = shared_memory.SharedMemory(create=True, size=max_frames * FRAME_SAMPLES * CHANNELS * 4)
         self._audio = np.ndarray((max_frames * FRAME_SAMPLES, CHANNELS), dtype=np.float32, buffer=self._shm.buf)
         self._context = multiprocessing.get_context("spawn")
@@ -133,6 +136,7 @@ class ProcessGenerator(Generator):
             daemon=True,
         )
         self._process.start()
+        self._seed_pending = False  # the child resets to self._seed when it has loaded
         child.close()
         self._conn = parent
         log.info("generator %s: child pid %d started, loading", self.name, self._process.pid)
@@ -218,14 +222,20 @@ class ProcessGenerator(Generator):
         return value, seconds
 
     def reset(self, seed: int) -> None:
-        """Reset the child to `seed`; a restarted child starts from the latest seed too."""
+        """Start again from `seed` with the next generate(); a restarted child starts from it too.
+
+        Does not wait: the child may still be loading (the scheduler resets at start-up).
+        """
         self._seed = seed
-        self._request("reset", seed)
+        self._seed_pending = True
 
     def generate(self, conditioning: Sequence[FrameConditioning]) -> np.ndarray:
         n = len(conditioning)
         if n > self.max_frames:
             raise ValueError(f"at most {self.max_frames} frames per call, got {n}")
+        if self._seed_pending:
+            self._request("reset", self._seed)
+            self._seed_pending = False
         frames, seconds = self._request("generate", list(conditioning))
         if frames != n:
             raise GeneratorError(f"generator {self.name}: returned {frames} frames for {n}")

@@ -25,7 +25,6 @@ from magenta_rt.musiccoca import MockMusicCoCa
 from engine.conditioning import FRAME_SAMPLES, NOTE_HELD, NOTE_ONSET, FrameConditioning, Sampling, masked_notes
 from engine.errors import GeneratorError
 from engine.generator.magenta.generator import MagentaGenerator
-from engine.generator.magenta.random_weights import make_random_checkpoint
 from engine.generator.magenta.tokens import CFG_SLICE, DRUM_INDEX, NOTES_SLICE, STYLE_SLICE
 
 pytestmark = pytest.mark.magenta
@@ -35,15 +34,10 @@ STYLE_B = np.random.default_rng(2).standard_normal(768).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    return make_random_checkpoint(tmp_path_factory.mktemp("weights"), size="tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
-def generator(checkpoint, tmp_path_factory: pytest.TempPathFactory) -> MagentaGenerator:
-    cache = tmp_path_factory.getbasetemp().parent / "backline-jax-cache"  # survives between runs
+def generator(tiny_checkpoint, jax_cache_dir) -> MagentaGenerator:
     gen = MagentaGenerator(
-        checkpoint=checkpoint, style_model="mock", frames_per_call=2, compilation_cache_dir=cache, log_tokens=True
+        checkpoint=tiny_checkpoint, style_model="mock", frames_per_call=2, compilation_cache_dir=jax_cache_dir,
+        log_tokens=True,
     )
     yield gen
     gen.close()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
 import struct
 
 import pytest
 
 from engine.errors import GeneratorError
+from engine.generator import create_generator
 from engine.generator.magenta import assets
+from engine.generator.synth import SynthGenerator
 
 
 def safetensors_bytes(payload: int, claimed: int) -> bytes:
@@ -40,3 +44,34 @@ def test_bad_checkpoint_names_file_problem_and_fetch_command(tmp_path, content, 
         assets.require_checkpoint(path)
     assert str(path) in str(info.value) and problem in str(info.value)
     assert "backline models fetch small" in str(info.value)
+
+
+def test_create_generator_refuses_missing_weights_before_any_child_starts(magenta_rt, tmp_path) -> None:
+    missing = tmp_path / "mrt2_base.safetensors"
+    with pytest.raises(GeneratorError) as info:
+        create_generator("magenta", process=True, checkpoint=missing, style_model="mock")
+    assert str(missing) in str(info.value) and "backline models fetch base" in str(info.value)
+    assert not multiprocessing.active_children()
+
+
+def test_create_generator_names_a_missing_musiccoca_file(magenta_rt, tmp_path) -> None:
+    checkpoint = tmp_path / "mrt2_small.safetensors"
+    checkpoint.write_bytes(safetensors_bytes(64, 64))
+    with pytest.raises(GeneratorError) as info:
+        create_generator("magenta", checkpoint=checkpoint, style_model="musiccoca", magenta_home=tmp_path)
+    expected = tmp_path / "magenta-rt-v2" / "resources" / "musiccoca" / "spm.model"
+    assert str(expected) in str(info.value) and "backline models fetch small" in str(info.value)
+
+
+def test_missing_weights_fall_back_to_synth_loudly_when_configured(magenta_rt, tmp_path, caplog) -> None:
+    corrupt = tmp_path / "mrt2_small.safetensors"
+    corrupt.write_bytes(b"\xff" * 64)
+    with caplog.at_level(logging.ERROR, logger="engine.generator"):
+        generator = create_generator("magenta", checkpoint=corrupt, style_model="mock", on_missing_assets="synth")
+    try:
+        assert isinstance(generator, SynthGenerator)
+        [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert "PLAYING THE SYNTH" in record.getMessage() and str(corrupt) in record.getMessage()
+        assert "backline models fetch small" in record.getMessage()
+    finally:
+        generator.close()

@@ -134,3 +134,18 @@ def require_musiccoca(folder: Path) -> Path:
         if not row.ok:
             raise GeneratorError(f"MusicCoCa file {row.path}: {row.problem}. Fetch it with `{FETCH_COMMAND['musiccoca']}`.")
     return folder
+
+
+def require_magenta(
+    *, checkpoint: str | Path | None = None, size: ReleasedSize = "mrt2_small", magenta_home: str | Path | None = None,
+    musiccoca: bool = True,
+) -> Path:
+    """The checkpoint the magenta generator loads (and MusicCoCa's files when it uses them), checked.
+
+    Needs no JAX, so the engine can check before it spawns a child that would fail to load.
+    """
+    path = Path(checkpoint) if checkpoint else checkpoint_path(size, home=magenta_home)
+    require_checkpoint(path, fetch=FETCH_COMMAND.get(path.stem, FETCH_COMMAND["mrt2_small"]))
+    if musiccoca:
+        require_musiccoca(musiccoca_dir(home=magenta_home))
+    return path

@@ -104,9 +104,8 @@ class MagentaGenerator(Generator):
             raise ValueError(f"frames_per_call must be at least 1, got {frames_per_call}")
         if use_compilation_cache:
             enable_compilation_cache(Path(compilation_cache_dir) if compilation_cache_dir else default_cache_dir())
-        path = Path(checkpoint) if checkpoint else assets.checkpoint_path(size, home=magenta_home)
-        fetch = assets.FETCH_COMMAND.get(path.stem, assets.FETCH_COMMAND["mrt2_small"])
-        assets.require_checkpoint(path, fetch=fetch)
+        path = assets.require_magenta(checkpoint=checkpoint, size=size, magenta_home=magenta_home,
+                                      musiccoca=style_model == "musiccoca")
         started = time.perf_counter()
         self._params, self.size, self.codec = load_checkpoint(path)
         self._sampler = model.sampler_config(self.size, self.codec).make()
@@ -125,10 +124,17 @@ class MagentaGenerator(Generator):
 
     # --- jitted pieces -------------------------------------------------------------
     def _initial_state(self, params: dict, key: jax.Array) -> Any:
+        """The sampler's initial state with weak types made strong.
+
+        A few leaves start weakly typed and come out of a step strongly typed; without
+        this, the first 1-frame step from a stepped state (a wrong guess) would retrace
+        and recompile mid-performance: seconds, past the child's hang deadline.
+        """
         spec = jax.ShapeDtypeStruct([CHANNELS], jnp.int32)
-        return self._sampler.apply(
+        state = self._sampler.apply(
             params, 1, spec, constants={}, training=False, rngs={"random": key}, method=self._sampler.get_initial_state
         )
+        return jax.tree.map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), state)
 
     def _run_steps(self, params: dict, tokens: jax.Array, temperature: jax.Array, top_k: jax.Array, state: Any):
         """k frames, one `step_with_emits` each: audio (k*1920, 2) int16, state before the last step, final state.

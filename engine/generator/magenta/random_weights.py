@@ -36,7 +36,11 @@ def init_params(size: model.Size, codec: model.Codec, *, seed: int = 0) -> dict:
         return module.step_with_emits(x, state, training=False, constants=constants)
 
     rngs = {"params": jax.random.PRNGKey(seed), "random": jax.random.PRNGKey(seed + 1)}
-    boxed = jax.jit(lambda r: sampler.init(r, x, constants, method=first_step))(rngs)
+    lowered = jax.jit(lambda r: sampler.init(r, x, constants, method=first_step)).lower(rngs)
+    # Init runs once, so its speed is irrelevant; XLA's optimisation passes are not: on a
+    # 2-core CPU the tiny sampler's init compiles in about 9 s unoptimised against 31 s.
+    fast = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+    boxed = lowered.compile(compiler_options=fast if jax.default_backend() == "cpu" else None)(rngs)
     return meta.unbox(boxed)
 
 

@@ -1,0 +1,40 @@
+"""Command-line options that choose and configure a generator, shared by the commands that play one."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from engine.generator import GENERATOR_NAMES
+
+_SIZES = {"small": "mrt2_small", "base": "mrt2_base"}
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    """--generator and the magenta options (ignored by the synth)."""
+    parser.add_argument("--generator", default="synth", choices=GENERATOR_NAMES, help="synth (default) or magenta")
+    group = parser.add_argument_group("magenta generator")
+    group.add_argument("--checkpoint", type=Path, default=None,
+                       help="MRT2 checkpoint (.safetensors); default $MAGENTA_HOME/magenta-rt-v2/checkpoints/<size>. "
+                            "Random tiny weights: backline models make-random --size tiny -o DIR")
+    group.add_argument("--size", choices=sorted(_SIZES), default="small", help="released model under $MAGENTA_HOME")
+    group.add_argument("--magenta-home", type=Path, default=None, help="instead of $MAGENTA_HOME")
+    group.add_argument("--style-model", choices=("musiccoca", "mock"), default="musiccoca",
+                       help="style tokenizer: MusicCoCa's files, or magenta-rt's MockMusicCoCa (no files; tests)")
+    group.add_argument("--compilation-cache-dir", type=Path, default=None,
+                       help="JAX compilation cache (default ~/.cache/backline/jax)")
+
+
+def generator_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword options for `create_generator(args.generator, **options)`."""
+    if args.generator != "magenta":
+        return {}
+    return {
+        "checkpoint": args.checkpoint,
+        "size": _SIZES[args.size],
+        "magenta_home": args.magenta_home,
+        "style_model": args.style_model,
+        "frames_per_call": args.frames_per_call,
+        "compilation_cache_dir": args.compilation_cache_dir,
+    }
