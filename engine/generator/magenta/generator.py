@@ -42,6 +42,17 @@ log = logging.getLogger(__name__)
 
 StyleModel = Literal["musiccoca", "mock"]
 
+# T, frames per jitted step call, chosen by bench/magenta_bench.py (tiny weights, 2 shared
+# CPU cores, 3 runs x 96 frames, 2026-11-22): ms per frame p50 59.9 / 65.4 / 76.4 / 65.8
+# for T = 1 / 2 / 4 / 8, equal within the noise of a shared machine, because per-frame
+# compute, not dispatch, bounds a CPU. Compile time grows with T (unrolled scan): load
+# took 27 / 62 / 66 / 268 s (the T=1 step cached after the first) on that machine. T=2
+# halves the dispatches and host round trips, which weigh more on a GPU (the RTX 5090
+# figures in MRT2.md use 2-frame calls), at a modest compile cost, and matches the
+# scheduler's 2 frames per call. Not measured on a GPU yet (none was lent): run
+# `bench/magenta_bench.py --size small` there before changing it.
+DEFAULT_FRAMES_PER_CALL = 2
+
 
 def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/backline/jax` (or ~/.cache/backline/jax)."""
@@ -93,7 +104,7 @@ class MagentaGenerator(Generator):
         size: assets.ReleasedSize = "mrt2_small",
         style_model: StyleModel | StyleTokenizer = "musiccoca",
         magenta_home: str | Path | None = None,
-        frames_per_call: int = 2,
+        frames_per_call: int = DEFAULT_FRAMES_PER_CALL,
         seed: int = 0,
         compilation_cache_dir: str | Path | None = None,
         use_compilation_cache: bool = True,
