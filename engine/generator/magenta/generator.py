@@ -42,15 +42,15 @@ log = logging.getLogger(__name__)
 
 StyleModel = Literal["musiccoca", "mock"]
 
-# T, frames per jitted step call, chosen by bench/magenta_bench.py (tiny weights, 2 shared
-# CPU cores, 3 runs x 96 frames, 2026-11-22): ms per frame p50 59.9 / 65.4 / 76.4 / 65.8
-# for T = 1 / 2 / 4 / 8, equal within the noise of a shared machine, because per-frame
-# compute, not dispatch, bounds a CPU. Compile time grows with T (unrolled scan): load
-# took 27 / 62 / 66 / 268 s (the T=1 step cached after the first) on that machine. T=2
-# halves the dispatches and host round trips, which weigh more on a GPU (the RTX 5090
-# figures in MRT2.md use 2-frame calls), at a modest compile cost, and matches the
-# scheduler's 2 frames per call. Not measured on a GPU yet (none was lent): run
-# `bench/magenta_bench.py --size small` there before changing it.
+# T, frames per jitted step call, chosen by bench/magenta_bench.py (tiny random weights,
+# 2 shared CPU cores, 3 runs x 96 frames per T, 2026-11-22; bench/RESULTS.md). p50 ms per
+# frame for T = 1 / 2 / 4 / 8 over three bench runs: 60 / 65 / 76 / 66 and 65 / 61 / 64 /
+# 58 (load average 3 to 4), 48 / 49 / 47 / 43 (load 0.6). Per-frame compute, not dispatch,
+# bounds a CPU: T=8 gains about 10% on a quiet machine, but compile time grows with T
+# (unrolled scan) and its cold load took 268 s against 62 s for T=2. T=2 halves the
+# dispatches and host round trips, which weigh more on a GPU (the RTX 5090 figures in
+# MRT2.md use 2-frame calls), and matches the scheduler's 2 frames per call. Not measured
+# on a GPU yet (none was lent): run `bench/magenta_bench.py --size small` there first.
 DEFAULT_FRAMES_PER_CALL = 2
 
 
