@@ -66,8 +66,10 @@ def measure_rows(size: BenchSize, *, t_values: Sequence[int], runs: int, frames:
 
     from engine.generator.magenta.random_weights import make_random_checkpoint
 
-    if checkpoint is None:
-        checkpoint = make_random_checkpoint(tempfile.mkdtemp(prefix="backline-bench-"), size=_MODEL[size])  # type: ignore[arg-type]
+    if checkpoint is None:  # random weights in a folder removed afterwards (base is about 10 GB)
+        with tempfile.TemporaryDirectory(prefix="backline-bench-") as folder:
+            made = make_random_checkpoint(folder, size=_MODEL[size])  # type: ignore[arg-type]
+            return measure_rows(size, t_values=t_values, runs=runs, frames=frames, checkpoint=made)
     where = f"{jax.devices()[0].device_kind} ({jax.default_backend()}), load avg {os.getloadavg()[0]:.1f}"
     rows = []
     for t in t_values:
