@@ -67,6 +67,7 @@ class Engine:
         self._wake = threading.Event()
         self._fade_requested = False
         self._ready = False
+        self.stream_died = False  # the audio stream ended without being asked to (a service exits 1)
         self._taps: list[float] = []
         self.stall_s = 0.0  # test hook: make the loop stall (a stuck scheduler)
 
@@ -214,6 +215,7 @@ class Engine:
                     log.info(format_status(self.status()))
                 if self.sink.finished.is_set():
                     log.error("the audio stream ended unexpectedly")
+                    self.stream_died = True
                     break
                 self._wake.wait(LOOP_WAIT_S)
                 self._wake.clear()
