@@ -79,10 +79,6 @@ class Engine:
                 self._patch_action(event)
             elif event.target == "tempo.tap":
                 self._tap(event)
-            elif event.target == "transport.stop":
-                self.request_stop()
-            elif event.target == "transport.play":
-                log.info("transport already playing")
             else:
                 self.scheduler.submit(event)
         except BacklineError as err:
@@ -156,6 +152,7 @@ class Engine:
             "fallback_frames": sched.fallback_frames,
             "rejected": sched.errors,
             "frozen": sched.state.freeze,
+            "playing": sched.state.playing,
             "output": self.sink.name,
             "clock": "internal",
             "playhead": playhead,
@@ -173,6 +170,7 @@ class Engine:
             "mean_weight": sched.state.mean_weight,
             "sampling": {k: getattr(sched.state.sampling, k) for k in ("temperature", "top_k", "cfg_style", "cfg_notes", "cfg_drums")},
             "gain": sched.state.gain,
+            "playing": sched.state.playing,
         }
 
     def restore_state(self, data: dict[str, object]) -> None:
@@ -184,6 +182,7 @@ class Engine:
         events.append(ControlEvent("mean.weight", data.get("mean_weight", 0.0), source="restore", quantize="now"))
         events += [ControlEvent(f"sampling.{k}", v, source="restore", quantize="now") for k, v in dict(data.get("sampling", {})).items()]
         events.append(ControlEvent("master.gain", data.get("gain", 1.0), source="restore", quantize="now"))
+        events.append(ControlEvent("transport.playing", bool(data.get("playing", True)), source="restore", quantize="now"))
         for event in events:
             self.scheduler.submit(event)
 

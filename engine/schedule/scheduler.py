@@ -50,6 +50,7 @@ from engine.timeline import Timeline
 log = logging.getLogger(__name__)
 Listener = Callable[[str, object, str], None]
 _STYLE_TARGETS = ("style.", "centroid.", "mean.")
+GAIN_RAMP_SAMPLES = 2400  # 50 ms: gain moves and transport stop/play start on their sample and never click
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,7 @@ class Scheduler:
         self._beat_frames: set[int] = set()
         self._style = bank.mix(self.state)
         self._ramp: _Ramp | None = None
-        self._gain = self.state.gain
+        self._gain_points: list[tuple[int, float]] = [(0, self._output_gain())]
         self.frames_generated = 0
         self.fallback_frames = 0
         self.generate_seconds = 0.0
@@ -295,6 +296,7 @@ class Scheduler:
             except ValueError as err:
                 self.errors += 1
                 log.warning("control change rejected when applied: %s", err)
+            self._schedule_gain(at)
 
     def _apply(self, item: ControlEvent | _PatchChange, at: int) -> None:
         if isinstance(item, _PatchChange):
@@ -313,7 +315,7 @@ class Scheduler:
         elif target == "safety.freeze":
             self.state = self.state.with_event(item)
             self.ring.freeze = bool(value)
-        elif target.startswith(("transport.", "patch.", "tempo.tap")):
+        elif target.startswith(("patch.", "tempo.tap")):
             raise ValueError(f"{target} is handled by the engine, not the scheduler")
         else:
             old = self.state
@@ -327,7 +329,7 @@ class Scheduler:
         bar = self.timeline.bar_at(at)
         self.timeline = self.timeline.with_change(at_bar=bar, bpm=patch.bpm, beats_per_bar=patch.beats_per_bar)
         self.patch, self.bank = patch, change.bank
-        self.state = replace(patch.initial_state(), freeze=self.state.freeze)
+        self.state = replace(patch.initial_state(), freeze=self.state.freeze, playing=self.state.playing)
         self._restyle(at)
         self._notify("patch.load", patch.name, change.source)
 
@@ -409,7 +411,7 @@ class Scheduler:
         flush = flush_to is not None and self.fitter.generated_end >= plan.gen_end and plan.out_end >= flush_to
         start, fitted = self.fitter.pull(flush=flush)
         if len(fitted):
-            self.ring.write(start, self._apply_gain(fitted))
+            self.ring.write(start, self._apply_gain(start, fitted))
         return count
 
     def _run_generator(self, conds: list[FrameConditioning]) -> np.ndarray:
@@ -426,13 +428,29 @@ class Scheduler:
         self.generate_seconds += time.perf_counter() - t0
         return audio
 
-    def _apply_gain(self, audio: np.ndarray) -> np.ndarray:
-        target = self.state.gain
-        if target == self._gain == 1.0:
+    def _output_gain(self) -> float:
+        """Master gain times the transport (stopped = silent)."""
+        return self.state.gain if self.state.playing else 0.0
+
+    def _schedule_gain(self, at: int) -> None:
+        """After a change applied at output sample `at`: ramp to the new gain from exactly there."""
+        target = self._output_gain()
+        if target == self._gain_points[-1][1]:
+            return
+        now = float(self._gain_envelope(at, 1)[0])
+        self._gain_points = [p for p in self._gain_points if p[0] < at] + [(at, now), (at + GAIN_RAMP_SAMPLES, target)]
+
+    def _gain_envelope(self, start: int, length: int) -> np.ndarray:
+        xs, ys = zip(*self._gain_points)
+        return np.interp(np.arange(start, start + length), xs, ys).astype(np.float32)
+
+    def _apply_gain(self, start: int, audio: np.ndarray) -> np.ndarray:
+        """Gain by output position, so a bar-quantized stop or gain move starts on its sample."""
+        while len(self._gain_points) > 1 and self._gain_points[1][0] <= start:
+            self._gain_points.pop(0)
+        if len(self._gain_points) == 1 and self._gain_points[0][1] == 1.0:
             return audio
-        ramp = np.linspace(self._gain, target, len(audio), dtype=np.float32)[:, None]
-        self._gain = target
-        return audio * ramp
+        return audio * self._gain_envelope(start, len(audio))[:, None]
 
     # -- reporting ---------------------------------------------------------------------------------
     def speed(self) -> float:
