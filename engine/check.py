@@ -7,7 +7,7 @@ error the engine would log, with file, key path and reason. Exit status 1 on any
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import yaml
@@ -47,36 +47,37 @@ def _check_one(file: Path) -> str:
     return "patch"
 
 
+def _report(file: Path, load: Callable[[Path], str]) -> bool:
+    """Run one loader and print `ok: FILE (kind)` or `error: …` naming file, key and reason."""
+    try:
+        kind = load(file)
+    except BacklineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    print(f"ok: {file} ({kind})")
+    return True
+
+
 def check(paths: list[Path], *, config: Path | None) -> int:
-    """Print `ok:`/`error:` per file; returns the exit status (1 on any error or nothing checked)."""
+    """Check the config (then what it names) and `paths`; returns the exit status (1 on any error)."""
     files: list[Path] = []
-    failures = 0
+    ok = True
     if config is not None:
         from engine.service.config import load_config
 
-        try:
-            conf = load_config(config)
-        except BacklineError as err:
-            failures += 1
-            print(f"error: {err}", file=sys.stderr)
-        else:
-            print(f"ok: {config} (config)")
-            files += [conf.patch, *conf.mappings, *([conf.patches] if conf.patches else [])]
-            if conf.learn_file.exists():
-                files.append(conf.learn_file)
+        def load(file: Path) -> str:
+            conf = load_config(file)
+            files.extend([conf.patch, *conf.mappings, *([conf.patches] if conf.patches else [])])
+            files.extend([conf.learn_file] if conf.learn_file.exists() else [])
+            return "config"
+
+        ok = _report(config, load)
     seen: set[Path] = set()
     for file in _yaml_files([*files, *paths]):
-        if file.resolve() in seen:
-            continue
-        seen.add(file.resolve())
-        try:
-            kind = _check_one(file)
-        except BacklineError as err:
-            failures += 1
-            print(f"error: {err}", file=sys.stderr)
-        else:
-            print(f"ok: {file} ({kind})")
+        if file.resolve() not in seen:
+            seen.add(file.resolve())
+            ok = _report(file, _check_one) and ok
     if not seen and config is None:
         print("error: nothing to check (give files, folders or --config)", file=sys.stderr)
         return 1
-    return 1 if failures else 0
+    return 0 if ok else 1
