@@ -34,6 +34,7 @@ from engine.timeline import Timeline
 log = logging.getLogger(__name__)
 LOOP_WAIT_S = 0.005
 STATUS_EVERY_S = 5.0
+START_COMMIT_S = 0.1  # --start-on bar: the start bar is fixed this long before generation must begin
 CLOCK_OUT_LEAD_S = 0.1  # silence before bar 0 when sending MIDI clock, so Start goes out on bar 0's first sample
 StartOn = Literal["now", "bar"]
 
@@ -280,7 +281,7 @@ class Engine:
         sched = self.scheduler
         if self._waiting_for_bar:
             start = self.clock.song_start(after=playhead + sched.lookahead + self.sink.blocksize, clock=clock, t=now)
-            if start is not None:
+            if start is not None and start[0].bar_start(start[1]) <= playhead + sched.lookahead + round(START_COMMIT_S * SAMPLE_RATE):
                 sched.start_at(*start)
                 self._waiting_for_bar = False
                 log.info("clock %s runs: audio starts at its bar %d (sample %d)", self.clock.source, start[1] + 1,

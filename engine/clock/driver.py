@@ -24,6 +24,9 @@ from engine.clock.timeline_follow import TimelineFollower
 from engine.timeline import Timeline
 
 logger = logging.getLogger(__name__)
+SETTLE_BEATS = 1.0
+"""A new song grid is taken only after this many beats of a (re)started clock: a tempo
+from a few ticks is too rough to place bar lines seconds ahead."""
 
 
 class ClockDriver:
@@ -63,25 +66,37 @@ class ClockDriver:
 
     def estimate(self, t: float) -> ClockEstimate | None:
         """Take new clock input and return the source's view at monotonic `t` (None: internal or no tempo yet)."""
-        if self.midi_input is not None and self.follower is not None:
-            for message, stamp in self.midi_input.poll():
-                self.follower.feed(message, stamp)
+        if self.follower is not None:
+            if self.midi_input is not None:
+                for message, stamp in self.midi_input.poll():
+                    self.follower.feed(message, stamp)
             return self.follower.estimate(t)
         if self.link is not None:
             return self.link.estimate(t)
         return None
 
-    def follow(self, timeline: Timeline, *, planned_until: int, clock: SampleClock, t: float) -> Timeline | None:
-        """A timeline for the scheduler's unplanned bars when the clock moved, else None."""
-        est = self.estimate(t)
-        self._report(est)
-        return self.timeline_follower.update(est, timeline, planned_until=planned_until, time_to_sample=clock.sample_at)
-
-    def song_start(self, *, after: int, clock: SampleClock, t: float) -> tuple[Timeline, int] | None:
-        """(the clock's grid, its first bar starting at or after sample `after`) once the clock runs, else None."""
+    def _settled(self, t: float) -> ClockEstimate | None:
         est = self.estimate(t)
         self._report(est)
         if est is None or not est.running:
+            return None
+        if est.epoch != self.timeline_follower.epoch and est.beat_at(t) < SETTLE_BEATS:
+            return None
+        return est
+
+    def follow(self, timeline: Timeline, *, planned_until: int, clock: SampleClock, t: float) -> Timeline | None:
+        """A timeline for the scheduler's unplanned bars when the clock moved, else None."""
+        est = self._settled(t)
+        return self.timeline_follower.update(est, timeline, planned_until=planned_until, time_to_sample=clock.sample_at)
+
+    def song_start(self, *, after: int, clock: SampleClock, t: float) -> tuple[Timeline, int] | None:
+        """(the clock's grid, its first bar starting at or after sample `after`) once the clock runs, else None.
+
+        Called every loop iteration while waiting; the caller commits when that bar is close,
+        so its position comes from the freshest estimate.
+        """
+        est = self._settled(t)
+        if est is None:
             return None
         grid = self.timeline_follower.song_grid(est, time_to_sample=clock.sample_at)
         bar = grid.bar_at(after)

@@ -38,14 +38,15 @@ class TimelineFollower:
         self.sample_rate = sample_rate
         self.min_bar = min_bar
         """The shortest bar the absorbing bar may be cut to (one generator frame)."""
-        self._epoch: int | None = None
+        self.epoch: int | None = None
+        """The estimate epoch whose song grid the timeline follows."""
 
     def song_grid(self, estimate: ClockEstimate, *, time_to_sample: Callable[[float], float]) -> Timeline:
         """The clock's own bar grid: bar k starts at song beat k * beats_per_bar.
 
         Taking it marks the estimate's epoch as followed.
         """
-        self._epoch = estimate.epoch
+        self.epoch = estimate.epoch
         bpm = Fraction(round(estimate.tempo_bpm, 3)).limit_denominator(1000)
         origin = round(time_to_sample(estimate.beat_time(0)))
         return Timeline.start(bpm, self.beats_per_bar, origin=origin, sample_rate=self.sample_rate)
@@ -69,7 +70,7 @@ class TimelineFollower:
         """
         if estimate is None or not estimate.running:
             return None
-        if estimate.epoch != self._epoch:
+        if estimate.epoch != self.epoch:
             song = self.song_grid(estimate, time_to_sample=time_to_sample)
             return bridge(song, from_sample=planned_until, min_bar=self.min_bar)
         bpm = Fraction(round(estimate.tempo_bpm, 3)).limit_denominator(1000)
