@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from engine.clock.source import parse_clock_source
 from engine.errors import OutputError
 from engine.service.config import ServiceConfig, load_config
 
@@ -39,6 +40,10 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     connect = tuple(args.connect.split(",")) if args.connect else None
     if connect is not None and len(connect) != 2:
         raise OutputError(f"--connect takes two JACK ports separated by a comma, got {args.connect!r}")
+    try:
+        clock = parse_clock_source(args.clock) if args.clock else None
+    except ValueError as err:
+        raise OutputError(f"--clock: {err}") from err
     flags: dict[str, Any] = {
         "patch": Path(args.patch).resolve() if args.patch else None,
         "output": args.output,
@@ -56,6 +61,10 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         "midi_api": args.midi_api,
         "midi_inputs": tuple(args.midi_in) if args.midi_in else None,
         "midi_enabled": False if args.no_midi else None,
+        "clock_source": clock.kind if clock else None,
+        "clock_port": clock.port if clock else None,
+        "clock_out": args.clock_out,
+        "start_on": args.start_on,
     }
     return replace(base, **{key: value for key, value in flags.items() if value is not None})
 
@@ -86,6 +95,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--midi-api", choices=("alsa", "jack"), help="rtmidi API for MIDI input (default alsa)")
     run.add_argument("--midi-in", action="append", metavar="PATTERN", help="MIDI input port pattern (repeat; default *)")
     run.add_argument("--no-midi", action="store_true", help="no MIDI input")
+    run.add_argument("--clock", metavar="SOURCE",
+                     help="tempo clock: internal, midi:PORT (follow MIDI clock on a port pattern) or link "
+                          "(default: the config's clock.source, else the patch's clock:, else internal)")
+    run.add_argument("--clock-out", metavar="PORT", help="send MIDI clock (Start at play, Stop at stop) to this output port")
+    run.add_argument("--start-on", choices=("now", "bar"),
+                     help="with an external clock: start the audio now (default) or at the clock's next bar line")
     run.set_defaults(func=_cmd_run)
 
     devices = sub.add_parser("devices", help="list host APIs and output devices")

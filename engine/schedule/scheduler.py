@@ -198,6 +198,34 @@ class Scheduler:
             return round(self._plan.frame_out_start(self._frame_in_bar))
         return self.timeline.bar_start(self._next_bar)
 
+    @property
+    def planned_until(self) -> int:
+        """Output sample where audio not planned yet starts (always a bar line)."""
+        return self.timeline.bar_start(self._next_bar)
+
+    # -- external clocks (scheduler thread) ----------------------------------------------------
+    def retime(self, timeline: Timeline) -> None:
+        """Swap in an external clock's `timeline` for the bars not planned yet.
+
+        Its bar at `planned_until` must start exactly there, so the audio stays continuous;
+        bar numbers may change (they become the clock's song bars).
+        """
+        end = self.planned_until
+        bar = timeline.bar_at(end)
+        if timeline.bar_start(bar) != end:
+            raise ValueError(f"the new timeline has no bar line at sample {end}, where planning stands")
+        self.timeline, self._next_bar = timeline, bar
+
+    def start_at(self, timeline: Timeline, bar: int) -> None:
+        """Begin the stream at `bar` of `timeline` (an external clock's next bar line).
+
+        Only before any audio was generated; the sink plays silence until that bar.
+        """
+        if self._plan is not None or self.ring.written != self.ring.origin:
+            raise ValueError("start_at: audio has been generated already")
+        self.timeline, self._next_bar = timeline, bar
+        self.ring.reset(timeline.bar_start(bar))
+
     # -- the loop body -----------------------------------------------------------------------
     def fill(self, playhead: int) -> int:
         """Generate until the ring holds `lookahead` samples past `playhead`. Returns frames made."""

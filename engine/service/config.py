@@ -32,6 +32,7 @@ ENV_PREFIX = "BACKLINE_"
 ENV_CONFIG = "BACKLINE_CONFIG"
 
 ClockSource = Literal["internal", "midi", "link"]
+StartOn = Literal["now", "bar"]
 MidiApi = Literal["alsa", "jack"]
 OscFeedback = Literal["registered", "sender", "none"]
 
@@ -59,7 +60,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "properties": {
                 "source": {"enum": ["internal", "midi", "link"]},
                 "port": {"type": "string", "minLength": 1},
+                "out": {"type": "string", "minLength": 1},
+                "start_on": {"enum": ["now", "bar"]},
             },
+            "if": {"properties": {"source": {"const": "midi"}}, "required": ["source"]},
+            "then": {"required": ["port"]},
         },
         "osc": {
             "type": "object",
@@ -119,8 +124,10 @@ class ServiceConfig:
     latency: str | float = "low"
     connect: tuple[str, ...] | None = None
     autoconnect: bool = True
-    clock_source: ClockSource = "internal"
+    clock_source: ClockSource | None = None  # None: the start patch's `clock:`, else internal
     clock_port: str | None = None
+    clock_out: str | None = None  # MIDI output port (pattern) that gets our clock
+    start_on: StartOn = "now"
     osc_enabled: bool = True
     osc_host: str = "127.0.0.1"
     osc_port: int = 9000
@@ -234,6 +241,8 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
         autoconnect=data.get("autoconnect", default.autoconnect),
         clock_source=clock.get("source", default.clock_source),
         clock_port=clock.get("port"),
+        clock_out=clock.get("out"),
+        start_on=clock.get("start_on", default.start_on),
         osc_enabled=osc.get("enabled", default.osc_enabled),
         osc_host=osc.get("host", default.osc_host),
         osc_port=osc.get("port", default.osc_port),

@@ -20,6 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.audio.sinks import OutputSpec, open_sink
+from engine.clock.driver import ClockDriver
+from engine.clock.midi_clock_out import open_clock_output
+from engine.clock.source import ClockSource
 from engine.control.surfaces import ControlSurfaces
 from engine.engine import Engine, format_status
 from engine.errors import BacklineError
@@ -50,6 +53,8 @@ class Service:
         self.engine: Engine | None = None
         self.control: ControlSurfaces | None = None
         self.health: HealthServer | None = None
+        self.clock: ClockDriver | None = None
+        self.clock_out: Any = None
         self._generators: list[Generator] = []
         self._stop = threading.Event()
         self._digests: dict[Path, str] = {}
@@ -73,10 +78,16 @@ class Service:
             self._generators.append(fallback)
         spec = OutputSpec.parse(config.output, device=config.device, blocksize=config.blocksize,
                                 latency=config.latency, connect=config.connect, autoconnect=config.autoconnect)
+        source = clock_source(config, patch)
+        notify.status(f"opening clock {source}")
+        self.clock = ClockDriver.open(source, bpm=float(patch.bpm), beats_per_bar=patch.beats_per_bar, midi_api=config.midi_api)
+        if config.clock_out:
+            self.clock_out = open_clock_output(config.clock_out, api=config.midi_api)
         notify.status(f"opening output {config.output}")
         engine = Engine(patch=patch, generator=generator, fallback=fallback, lookahead_ms=config.lookahead_ms,
                         sink_factory=lambda ring: open_sink(ring, spec, fade_s=config.fade_s),
-                        patch_set=self._patch_set(config) or None)
+                        patch_set=self._patch_set(config) or None, clock=self.clock, start_on=config.start_on,
+                        clock_out=self.clock_out)
         if saved is not None and saved.get("patch") == (str(patch.path) if patch.path else None):
             try:
                 engine.restore_state(saved)
@@ -172,7 +183,7 @@ class Service:
         self._stop.set()
 
     def close(self) -> None:
-        for part in (self.control, self.health):
+        for part in (self.control, self.health, self.clock, self.clock_out):
             if part is not None:
                 part.close()
         if self.engine is not None and self.store:
@@ -232,6 +243,15 @@ class Service:
             log.error("%s (the running patch keeps playing)", err)
             return
         self._digests[path] = digest
+
+
+def clock_source(config: ServiceConfig, patch: Patch) -> ClockSource:
+    """The clock to follow: `--clock` or the config's clock.source (the CLI flag overrides the
+    config key), else the start patch's `clock:`, else internal. A patch loaded later never
+    switches the clock."""
+    if config.clock_source is not None:
+        return ClockSource(config.clock_source, config.clock_port if config.clock_source == "midi" else None)
+    return patch.clock or ClockSource("internal")
 
 
 def _digest(path: Path) -> str:
