@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import mido
 import pytest
 import yaml
 
+from control_helpers import wait_for
 from control_target import MemoryTarget
 from engine.control.dispatcher import Dispatcher
 from engine.control.learn import Learner
@@ -21,15 +21,6 @@ from engine.control.midi_io import MidiHub
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.jack
 JACK_BACKEND = "mido.backends.rtmidi/UNIX_JACK"
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
-    ev = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if pred():
-            return True
-        ev.wait(0.01)
-    return pred()
 
 
 @pytest.fixture
