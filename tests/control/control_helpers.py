@@ -11,8 +11,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from pathlib import Path
+
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
+
+from engine.service.config import load_config
+from engine.service.notify import Notifier
+from engine.service.runner import Service
 
 LIBLO = bool(shutil.which("oscsend") and shutil.which("oscdump"))
 
@@ -74,3 +80,26 @@ def dumped(line: str) -> tuple[str, tuple[object, ...]]:
     types, args = (rest[0], rest[1:]) if rest else ("", [])
     convert = {"f": float, "d": float, "i": int, "h": int, "s": str}
     return address, tuple(convert.get(t, str)(a) for t, a in zip(types, args))
+
+
+@contextmanager
+def serving(config: Path, *, listener: Callable[[Service], Callable[[str, object, str], None]] | None = None
+            ) -> Iterator[Service]:
+    """The engine as `backline run`/`serve` build it (the service runner), its loop on a thread.
+
+    `listener(service)` returns an engine listener, added before the loop starts. Stops with a
+    fade and closes everything (OSC, MIDI ports, the sink) on exit.
+    """
+    service = Service(load_config(config), notifier=Notifier())
+    service.start()
+    try:
+        if listener is not None:
+            service.engine.add_listener(listener(service))
+        loop = threading.Thread(target=service.run, name="test-engine-loop", daemon=True)
+        loop.start()
+        yield service
+    finally:
+        service.terminate()
+        if "loop" in locals():
+            loop.join(10)
+        service.close()

@@ -9,7 +9,6 @@ old patch to its last sample and bar N+1 the new patch from its first.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,13 @@ import pytest
 import soundfile
 from pythonosc.osc_message import OscMessage
 
-from control_helpers import LIBLO, client_socket, dumped, oscdump, send, wait_for
+from control_helpers import LIBLO, client_socket, dumped, oscdump, send, serving, wait_for
 from engine.audio.ring import PlaybackRing
 from engine.conditioning import SAMPLE_RATE
 from engine.engine import Engine
 from engine.generator.synth import SynthGenerator
 from engine.patch import Patch, load_patch
 from engine.schedule.scheduler import Scheduler
-from engine.service.config import load_config
-from engine.service.notify import Notifier
 from engine.service.runner import Service
 from engine.style.bank import StyleBank
 from engine.style.embedder import HashEmbedder
@@ -77,20 +74,15 @@ def running(tmp_path: Path) -> Iterator[Running]:
         f"state_file: null\nlookahead_ms: {LOOKAHEAD_MS}\nfade_s: 0.05\nosc: {{port: 0}}\nmidi: {{enabled: false}}\n"
         f"mappings: [{REPO / 'mappings/osc-generic.yaml'}]\nlearn_file: {tmp_path / 'learned.yaml'}\n"
     )
-    service = Service(load_config(config), notifier=Notifier())
-    engine = service.start()
     changes: list[tuple[str, object, str, int]] = []
-    # the listener runs on the scheduling thread, where next_frame_time() is the sample the change applies at
-    engine.add_listener(lambda p, v, s: changes.append((p, v, s, engine.scheduler.next_frame_time())))
-    loop = threading.Thread(target=service.run, name="test-engine-loop", daemon=True)
-    loop.start()
-    assert service.control is not None and service.control.osc is not None
-    try:
-        yield Running(service, engine, service.control.osc.address, tmp_path / "out.wav", changes, patches)
-    finally:
-        service.terminate()
-        loop.join(10)
-        service.close()
+
+    def record(service: Service):
+        # runs on the scheduling thread, where next_frame_time() is the sample the change applies at
+        return lambda p, v, s: changes.append((p, v, s, service.engine.scheduler.next_frame_time()))
+
+    with serving(config, listener=record) as service:
+        assert service.control is not None and service.control.osc is not None
+        yield Running(service, service.engine, service.control.osc.address, tmp_path / "out.wav", changes, patches)
 
 
 def offline(patch: Patch, *, end: int, switch: tuple[Patch, int] | None = None) -> np.ndarray:
