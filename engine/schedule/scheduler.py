@@ -354,12 +354,17 @@ class Scheduler:
 
     def _apply_patch(self, change: _PatchChange, at: int) -> None:
         patch = change.patch
+        before = _values(self.state, self.timeline, at)
         bar = self.timeline.bar_at(at)
         self.timeline = self.timeline.with_change(at_bar=bar, bpm=patch.bpm, beats_per_bar=patch.beats_per_bar)
         self.patch, self.bank = patch, change.bank
         self.state = replace(patch.initial_state(), freeze=self.state.freeze, playing=self.state.playing)
         self._restyle(at)
         self._notify("patch.load", patch.name, change.source)
+        # every value the patch changed, so surfaces follow (LEDs, motor faders, OSC) and soft takeover re-arms
+        for path, value in _values(self.state, self.timeline, at).items():
+            if before.get(path) != value:
+                self._notify(path, value, "patch")
 
     def _restyle(self, at: int) -> None:
         """Move to the style mix of the current state, ramping if the patch asks to."""
@@ -486,6 +491,18 @@ class Scheduler:
         if self.generate_seconds <= 0:
             return 0.0
         return self.frames_generated * FRAME_SAMPLES / SAMPLE_RATE / self.generate_seconds
+
+
+def _values(state: ParameterState, timeline: Timeline, at: int) -> dict[str, object]:
+    """Every concrete parameter path and its value at sample `at` (what a patch load can change)."""
+    seg = timeline.segment_at(at)
+    values: dict[str, object] = {"tempo.bpm": float(seg.bpm), "meter.beats_per_bar": seg.beats_per_bar}
+    paths = [f"style.{i}.{k}" for i in range(len(state.style_weights)) for k in ("weight", "text")]
+    paths += [f"centroid.{i}.weight" for i in range(len(state.centroid_weights))]
+    paths += ["mean.weight", "style.ramp_beats", "style.ramp_curve", "tempo.lock", "master.gain"]
+    paths += [f"sampling.{k}" for k in ("temperature", "top_k", "cfg_style", "cfg_notes", "cfg_drums")]
+    values.update((path, state.value_of(path)) for path in paths)
+    return values
 
 
 def _is_timeline(item: ControlEvent | _PatchChange) -> bool:
