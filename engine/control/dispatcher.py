@@ -46,7 +46,7 @@ class ControlTarget(Protocol):
         """Thread-safe, never blocks."""
 
     def status(self) -> dict[str, object]:
-        """bar, beat, tempo, patch, lookahead_ms, xruns, gen_speed."""
+        """The Engine's status dict (see Engine.status; `/backline/status` sends osc_space.STATUS_FIELDS)."""
 
     def add_listener(self, fn: Callable[[str, object, str], None]) -> None:
         """fn(path, value, source) after a change applies; called on a non-real-time thread."""

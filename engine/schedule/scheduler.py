@@ -358,7 +358,8 @@ class Scheduler:
         bar = self.timeline.bar_at(at)
         self.timeline = self.timeline.with_change(at_bar=bar, bpm=patch.bpm, beats_per_bar=patch.beats_per_bar)
         self.patch, self.bank = patch, change.bank
-        self.state = replace(patch.initial_state(), freeze=self.state.freeze, playing=self.state.playing)
+        # freeze, transport and master gain belong to the performer, not the patch
+        self.state = replace(patch.initial_state(), freeze=self.state.freeze, playing=self.state.playing, gain=self.state.gain)
         self._restyle(at)
         self._notify("patch.load", patch.name, change.source)
         # every value the patch changed, so surfaces follow (LEDs, motor faders, OSC) and soft takeover re-arms
