@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODULES: tuple[str, ...] = ("core",)
+MODULES: tuple[str, ...] = ("core", "control", "clock", "service")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Clock follower figures on synthetic MIDI clock streams: tempo error, phase error, time to lock.
 
-Run: python bench/clock_bench.py [--runs N]. Prints percentiles over N seeded runs per case.
+Run: python bench/clock_bench.py [--runs N] (a table), or through `python -m bench` (`rows`).
+Percentiles are over N seeded runs per case.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 
 import numpy as np
 
+from bench import Row
 from engine.clock import MidiClockFollower
 from engine.clock.synthetic import clock_stream, jump, ramp
 
@@ -35,27 +37,47 @@ def run(stream, *, ahead: int, every: int, from_beat: int):  # type: ignore[no-u
     return tempo_err, phase_err, lock_beats
 
 
+CASES = {
+    "steady 133, +/-2 ms jitter": dict(bpm=133.0, jitter=0.002),
+    "steady 133, +/-0.5 ms jitter": dict(bpm=133.0, jitter=0.0005),
+    "ramp 110->140 over 32 beats, +/-1 ms": dict(bpm=ramp(110, 140, over_ticks=24 * 32, after=24 * 8), jitter=0.001),
+    "jump 120->150 at beat 16, +/-1 ms": dict(bpm=jump(120, 150, at=24 * 16), jitter=0.001),
+}
+
+
+def measure(kw: dict, runs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+    """Tempo errors (BPM), next-bar phase errors (ms) and lock times (beats) over `runs` seeds."""
+    tempo, phase, locks = [], [], []
+    for seed in range(runs):
+        stream = clock_stream(ticks=24 * 48 + 1, seed=seed, **kw)
+        te, pe, lock = run(stream, ahead=4, every=4, from_beat=2)
+        tempo += te
+        phase += pe
+        locks.append(lock if lock is not None else float("nan"))
+    return np.array(tempo), np.array(phase), np.array(locks)
+
+
+def rows(quick: bool) -> list[Row]:
+    """Tempo and next-bar phase error under +/-2 ms jitter, and the time to lock after Start."""
+    runs = 3 if quick else 8
+    t, p, lk = measure(CASES["steady 133, +/-2 ms jitter"], runs)
+    where = f"synthetic 133 BPM, +/-2 ms jitter, {runs} seeds"
+    return [
+        Row("clock.tempo_error_p95@jitter2ms", round(float(np.percentile(t, 95)), 4), "BPM", where),
+        Row("clock.phase_error_p95@jitter2ms", round(float(np.percentile(p, 95)), 3), "ms", where + "; bar line predicted one bar ahead"),
+        Row("clock.lock_after_start_p50", round(float(np.nanmedian(lk)), 2), "beats", where + "; within 0.1 BPM and 2 ms"),
+        Row("clock.lock_after_start_max", round(float(np.nanmax(lk)), 2), "beats", where),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=8)
     args = parser.parse_args()
-    cases = {
-        "steady 133, +/-2 ms jitter": dict(bpm=133.0, jitter=0.002),
-        "steady 133, +/-0.5 ms jitter": dict(bpm=133.0, jitter=0.0005),
-        "ramp 110->140 over 32 beats, +/-1 ms": dict(bpm=ramp(110, 140, over_ticks=24 * 32, after=24 * 8), jitter=0.001),
-        "jump 120->150 at beat 16, +/-1 ms": dict(bpm=jump(120, 150, at=24 * 16), jitter=0.001),
-    }
     print("phase: each bar line predicted one bar ahead; a ramp's acceleration and a jump inside that bar count fully")
     print(f"{'case':40s} {'tempo err BPM p50/p95/max':>28s} {'next-bar phase err ms p50/p95/max':>36s} {'lock after Start (beats) p50/max':>34s}")
-    for name, kw in cases.items():
-        tempo, phase, locks = [], [], []
-        for seed in range(args.runs):
-            stream = clock_stream(ticks=24 * 48 + 1, seed=seed, **kw)  # type: ignore[arg-type]
-            te, pe, lock = run(stream, ahead=4, every=4, from_beat=2)
-            tempo += te
-            phase += pe
-            locks.append(lock if lock is not None else float("nan"))
-        t, p, lk = np.array(tempo), np.array(phase), np.array(locks)
+    for name, kw in CASES.items():
+        t, p, lk = measure(kw, args.runs)
         print(f"{name:40s} {np.median(t):8.3f}/{np.percentile(t, 95):6.3f}/{t.max():6.3f}       "
               f"{np.median(p):10.3f}/{np.percentile(p, 95):6.3f}/{p.max():6.3f}        "
               f"{np.nanmedian(lk):10.2f}/{np.nanmax(lk):5.2f}")

@@ -1,36 +1,59 @@
-"""Control-layer benchmarks: control -> parameter latency, and an OSC flood.
+"""Control-layer figures: control -> parameter and control -> sound latency, and an OSC flood.
 
-    python bench/control_bench.py [--runs 3] [--seconds 5] [--rate 5000]
-
-1. latency: OSC messages over real UDP (python-osc client in another process) into the
-   OscServer -> Dispatcher; a frame thread drains once per generated frame (40 ms), as the
-   engine does. Latency = message sent -> event submitted to the engine at the next frame.
-   This is the control -> parameter part; control -> sound adds the engine's look-ahead
-   (the lead's scheduler), which this bench does not include.
-2. flood: `--rate` messages/s for `--seconds` to 8 parameters and drum hits; reports the
-   drain time per frame (p50/p99/max), events submitted, peak pending, and memory growth
-   (tracemalloc of this process, which includes the bench's per-frame drain-time list,
-   about 80 bytes per frame). Audio xruns need the engine and are not measured here.
+1. control -> parameter (in-process): OSC over real UDP from another process into the
+   OscServer -> Dispatcher; a thread drains once per generated frame (40 ms), as the engine
+   does. Latency = message sent -> event submitted to the engine at the next frame.
+2. flood drain (in-process): 5,000 messages/s to 8 parameters and drum hits; drain time
+   per frame and memory growth of the control layer (tracemalloc).
+3. control -> sound, through the real engine: `backline serve`'s runner in its own process
+   on a dummy JACK server (tests/jackserver.py), PortAudio/JACK sink, default patch at
+   120 BPM, at a stated look-ahead. The generator does the synth's work but outputs a
+   constant level, so a `/backline/master/gain` change shows on the exact sample where it
+   starts. A JACK client of ours records the engine's output; latency = JACK frame time of
+   the first changed sample - JACK frame time when the message was sent (the device's own
+   output latency, one period, comes on top).
+4. flood through the engine: 5,000 OSC messages/s for 30 s (quick: 5 s) at the running
+   engine; PortAudio xruns, JACK server xruns (seen by our client), ring underruns, and
+   the engine process's RSS before and after.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
+import logging
 import multiprocessing as mp
-import statistics
+import os
+import signal
+import socket
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.udp_client import SimpleUDPClient
 
-from pythonosc.udp_client import SimpleUDPClient  # noqa: E402
+from bench import Row
+from engine.conditioning import SAMPLE_RATE, FrameConditioning
+from engine.control.dispatcher import FRAME_S, Dispatcher
+from engine.control.osc_server import OscServer
+from engine.generator.base import Generator
+from engine.generator.synth import SynthGenerator
+from engine.params import ControlEvent
 
-from engine.control.dispatcher import FRAME_S, Dispatcher  # noqa: E402
-from engine.control.osc_server import OscServer  # noqa: E402
-from engine.params import ControlEvent  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+LEVEL = 0.5
+FLOOD_RATE = 5000
+FLOOD_ADDRESSES = ("/backline/style/0/weight", "/backline/style/1/weight", "/backline/mean/weight",
+                   "/backline/sampling/temperature", "/backline/style/ramp_beats", "/backline/sampling/cfg_style",
+                   "/backline/sampling/cfg_notes", "/backline/sampling/cfg_drums")
 
 
 class TimedTarget:
@@ -84,7 +107,8 @@ def latency_sender(port: int, count: int, gap: float, sent) -> None:
         time.sleep(gap)  # pacing a load generator, not a deadline
 
 
-def flood_sender(port: int, rate: int, seconds: float, counter) -> None:
+def flood_sender(port: int, rate: int, seconds: float, counter, addresses: Sequence[str]) -> None:
+    """Another process: `rate` messages/s, every tenth a drum hit, the rest to `addresses` (values 0..0.99)."""
     client = SimpleUDPClient("127.0.0.1", port)
     start, n = time.perf_counter(), 0
     while (now := time.perf_counter()) - start < seconds:
@@ -93,9 +117,9 @@ def flood_sender(port: int, rate: int, seconds: float, counter) -> None:
             if n % 10 == 9:
                 client.send_message("/backline/drum/hit", [])
             else:
-                client.send_message(f"/backline/centroid/{n % 8}/weight", (n % 100) / 100)
+                client.send_message(addresses[n % len(addresses)], (n % 100) / 100)
             n += 1
-        time.sleep(0.001)
+        time.sleep(0.001)  # pacing a load generator, not a deadline
     counter.value = n
 
 
@@ -134,7 +158,8 @@ def run_flood(rate: int, seconds: float) -> dict[str, float]:
         ft = threading.Thread(target=frame_thread, args=(dispatcher, stop, drains), daemon=True)
         ft.start()
         counter = mp.Value("l", 0)
-        p = mp.Process(target=flood_sender, args=(server.address[1], rate, seconds, counter))
+        centroids = [f"/backline/centroid/{i}/weight" for i in range(8)]
+        p = mp.Process(target=flood_sender, args=(server.address[1], rate, seconds, counter, centroids))
         p.start()
         peak_pending = 0
         while p.is_alive():
@@ -152,26 +177,242 @@ def run_flood(rate: int, seconds: float) -> dict[str, float]:
             "mem_growth_kib": grown / 1024, "rejects": sum(dispatcher.rejects.counts().values())}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--count", type=int, default=300, help="latency messages per run")
-    ap.add_argument("--rate", type=int, default=5000)
-    ap.add_argument("--seconds", type=float, default=5.0)
-    args = ap.parse_args()
-    print(f"frame = {FRAME_S * 1e3:.0f} ms (drain period); look-ahead not included (engine side)")
-    for run in range(args.runs):
-        lat = run_latency(args.count)
-        print(f"latency run {run + 1}: n={len(lat)} control->parameter p50={pct(lat, 50):.1f} ms "
-              f"p99={pct(lat, 99):.1f} ms max={max(lat):.1f} ms mean={statistics.fmean(lat):.1f} ms")
-    for run in range(args.runs):
-        r = run_flood(args.rate, args.seconds)
-        print(f"flood run {run + 1}: {args.rate}/s for {args.seconds:g} s: sent={r['sent']} received={r['received']} "
-              f"events={r['events']} drain p50={r['drain_p50_us']:.0f} us p99={r['drain_p99_us']:.0f} us "
-              f"max={r['drain_max_us']:.0f} us peak_pending={r['peak_pending']} "
-              f"mem_growth={r['mem_growth_kib']:.0f} KiB rejects={r['rejects']}")
-    return 0
+class LevelGenerator(Generator):
+    """Does the synth's work, then outputs a constant level: a gain change starts on an exact sample."""
+
+    name = "synth-level"
+
+    def __init__(self) -> None:
+        self._synth = SynthGenerator()
+
+    def reset(self, seed: int) -> None:
+        self._synth.reset(seed)
+
+    def generate(self, conditioning: Sequence[FrameConditioning]) -> np.ndarray:
+        out = self._synth.generate(conditioning)
+        out[:] = LEVEL
+        return out
+
+
+def engine_main(config: str) -> None:
+    """The engine process: the service runner with the level generator (quiet log)."""
+    logging.basicConfig(level=logging.WARNING, format="engine %(levelname)s %(name)s: %(message)s")
+    from engine.service import runner
+    from engine.service.config import load_config
+
+    runner.create_generator = lambda name, **options: LevelGenerator()
+    sys.exit(runner.run_service(lambda: load_config(config)))
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Engine:
+    """Handles on the engine process: OSC, the HTTP status, its RSS."""
+
+    def __init__(self, proc: mp.Process, osc_port: int, http_port: int) -> None:
+        self.proc, self.osc_port, self.http_port = proc, osc_port, http_port
+        self.osc = SimpleUDPClient("127.0.0.1", osc_port)
+
+    def status(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/status", timeout=5) as reply:
+            return json.loads(reply.read())
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the engine process so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the engine answers /backline/status over OSC (audio is flowing by then)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(0.5)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.is_alive():
+                s.sendto(OscMessageBuilder("/backline/status").build().dgram, ("127.0.0.1", self.osc_port))
+                try:
+                    if OscMessage(s.recv(65536)).address == "/backline/status":
+                        return
+                except TimeoutError:
+                    continue
+        raise RuntimeError("the engine did not start")
+
+
+@contextmanager
+def running_engine(lookahead_ms: float) -> Iterator[Engine]:
+    """The runner in its own process on the current JACK server (JACK_DEFAULT_SERVER); stopped with SIGTERM."""
+    osc_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(
+            f"output: jack\npatch: {REPO / 'patches/default.yaml'}\nstate_file: null\nlookahead_ms: {lookahead_ms}\n"
+            f"fade_s: 0.05\nosc: {{port: {osc_port}}}\nmidi: {{enabled: false}}\nstatus_http: {{port: {http_port}}}\n"
+            f"learn_file: {Path(tmp) / 'learned.yaml'}\n")
+        proc = mp.get_context("spawn").Process(target=engine_main, args=(str(config),), name="engine")
+        proc.start()
+        engine = Engine(proc, osc_port, http_port)
+        try:
+            engine.wait_ready()
+            yield engine
+        finally:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+            proc.join(15)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+class Probe:
+    """Our JACK client: records the engine's left output and notices the first changed sample."""
+
+    def __init__(self) -> None:
+        import jack
+
+        self.client = jack.Client("bench-probe", no_start_server=True)
+        self.port = self.client.inports.register("in")
+        self.last = float("nan")
+        self.level = float("nan")
+        self.found: int | None = None
+        self.armed = False
+        self.xruns = 0
+        self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
+        self.client.activate()
+        source = self.client.get_ports("backline:", is_output=True, is_audio=True)[0]
+        self.client.connect(source, self.port)
+
+    def _process(self, frames: int) -> None:
+        """JACK's process thread: find the first sample that differs from the steady level."""
+        buf = self.port.get_array()
+        if self.armed and self.found is None:
+            changed = np.flatnonzero(buf != self.level)
+            if len(changed):
+                self.found = self.client.last_frame_time + int(changed[0])
+        self.last = float(buf[-1])
+
+    def _xrun(self, delay_usecs: float) -> None:
+        """JACK's notification thread: count the server's xruns."""
+        self.xruns += 1
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def sound_latencies(engine: Engine, probe: Probe, count: int) -> list[float]:
+    """Alternate master gain 1.0 / 0.5; each time: JACK frame time at send -> first changed output sample (ms)."""
+    wait = threading.Event()
+    out = []
+    for i in range(count):
+        gain = 0.5 if i % 2 == 0 else 1.0
+        steady = LEVEL * (1.0 if gain == 0.5 else 0.5)
+        deadline = time.monotonic() + 5
+        while probe.last != steady and time.monotonic() < deadline:
+            wait.wait(0.002)
+        probe.level, probe.found = steady, None
+        probe.armed = True
+        sent = probe.client.frame_time
+        engine.osc.send_message("/backline/master/gain", gain)
+        deadline = time.monotonic() + 5
+        while probe.found is None and time.monotonic() < deadline:
+            wait.wait(0.001)
+        probe.armed = False
+        if probe.found is not None:
+            out.append((probe.found - sent) * 1e3 / SAMPLE_RATE)
+        wait.wait(0.05 + (i % 7) * 0.0131)  # not locked to the frame or block grid
+    return out
+
+
+def engine_rows(quick: bool) -> list[Row]:
+    """Control -> sound latency and the flood, through the engine on a dummy JACK server."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from jackserver import jack_server
+
+    rows: list[Row] = []
+    cpus = len(os.sched_getaffinity(0))
+    with jack_server() as name:
+        for lookahead in (200,) if quick else (100, 200):
+            with running_engine(lookahead) as engine:
+                probe = Probe()
+                try:
+                    lat = sound_latencies(engine, probe, 10 if quick else 60)
+                    note = (f"n={len(lat)}, look-ahead {lookahead} ms, JACK dummy 48 kHz/256, engine in its own "
+                            f"process, {cpus} CPUs shared with other work")
+                    rows += [Row(f"control.sound_latency_p50@{lookahead}ms", pct(lat, 50), "ms", note),
+                             Row(f"control.sound_latency_p99@{lookahead}ms", pct(lat, 99), "ms", note)]
+                    if lookahead == 200:
+                        rows += flood_engine_rows(engine, probe, 5.0 if quick else 30.0)
+                finally:
+                    probe.close()
+    return rows
+
+
+def flood_engine_rows(engine: Engine, probe: Probe, seconds: float) -> list[Row]:
+    """The same span without and then with the flood, so the machine's own xruns show apart."""
+    idle0, idle_server0, idle_cpu0 = engine.status(), probe.xruns, engine.cpu_s()
+    time.sleep(seconds)
+    idle1, idle_server1, idle_cpu = engine.status(), probe.xruns, (engine.cpu_s() - idle_cpu0) / seconds * 100
+    idle = (f"the same {seconds:g} s with no OSC: {idle1['xruns'] - idle0['xruns']} PortAudio xruns, "
+            f"{idle_server1 - idle_server0} JACK xruns, {idle1['underruns'] - idle0['underruns']} underruns, "
+            f"engine CPU {idle_cpu:.0f}%")
+    before, rss0, server0 = engine.status(), engine.rss_kib(), probe.xruns
+    counter = mp.get_context("spawn").Value("l", 0)
+    sender = mp.get_context("spawn").Process(target=flood_sender, args=(engine.osc_port, FLOOD_RATE, seconds, counter, FLOOD_ADDRESSES))
+    cpu0 = engine.cpu_s()
+    sender.start()
+    rss = []
+    while sender.is_alive():
+        sender.join(0.5)
+        rss.append(engine.rss_kib())
+    cpu = (engine.cpu_s() - cpu0) / seconds * 100
+    time.sleep(1.0)
+    after, rss1 = engine.status(), engine.rss_kib()
+    half = rss[len(rss) // 2]
+    note = f"{counter.value} messages in {seconds:g} s ({counter.value / seconds:.0f}/s), look-ahead 200 ms"
+    return [
+        Row("control.flood_engine_cpu", cpu, "% of a core", f"engine process CPU time during the flood; {note}; {idle}"),
+        Row("control.flood_xruns", after["xruns"] - before["xruns"], "xruns", f"PortAudio underflows; {note}; {idle}"),
+        Row("control.flood_server_xruns", probe.xruns - server0, "xruns", "JACK server xruns seen by our client"),
+        Row("control.flood_underruns", after["underruns"] - before["underruns"], "underruns", "engine ring replays"),
+        Row("control.flood_rss_growth", rss1 - rss0, "KiB", f"engine process VmRSS {rss0} -> {half} (half-way) -> "
+            f"{rss1} KiB (1 s after)"),
+    ]
+
+
+def rows(quick: bool) -> list[Row]:
+    """Every control figure; the engine rows need jackd (skipped with the reason if it cannot start)."""
+    runs = 1 if quick else 3
+    param = [x for _ in range(runs) for x in run_latency(100 if quick else 300)]
+    note = f"n={len(param)} over {runs} runs, drained once per 40 ms frame; no look-ahead (engine side)"
+    out = [Row("control.param_latency_p50", pct(param, 50), "ms", note),
+           Row("control.param_latency_p99", pct(param, 99), "ms", note)]
+    seconds = 2.0 if quick else 5.0
+    flood = run_flood(FLOOD_RATE, seconds)
+    note = f"{flood['sent']} sent in {seconds:g} s, {flood['received']} received, {flood['events']} events"
+    out += [Row("control.flood_drain_p99", flood["drain_p99_us"], "us", note),
+            Row("control.flood_drain_max", flood["drain_max_us"], "us", note),
+            Row("control.flood_mem_growth", flood["mem_growth_kib"], "KiB", "tracemalloc, control layer in-process")]
+    try:
+        out += engine_rows(quick)
+    except Exception as err:  # noqa: BLE001 - no jackd here: the in-process rows still count
+        if os.environ.get("CI"):
+            raise
+        print(f"control bench: engine rows skipped: {type(err).__name__}: {err}", file=sys.stderr)
+    return out
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.__main__ import table
+
+    print(table(rows("--quick" in sys.argv), fmt="text"))

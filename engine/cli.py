@@ -65,19 +65,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from engine.patch import load_patch
+    from engine.check import check
 
-    failures = 0
-    files = [p for target in args.paths for p in (sorted(Path(target).glob("*.yaml")) if Path(target).is_dir() else [Path(target)])]
-    for file in files:
-        try:
-            load_patch(file)
-        except BacklineError as err:
-            failures += 1
-            print(f"error: {err}", file=sys.stderr)
-        else:
-            print(f"ok: {file}")
-    return 1 if failures or not files else 0
+    config = Path(args.config) if args.config else None
+    paths = [Path(p) for p in args.paths] or ([] if config else [Path("patches"), Path("mappings")])
+    return check(paths, config=config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_generator_arguments(render)
     render.set_defaults(func=_cmd_render)
 
-    check = sub.add_parser("check", help="validate patch files (exit 1 on any error)")
-    check.add_argument("paths", nargs="*", default=["patches"], help="files or folders (default: patches)")
+    check = sub.add_parser("check", help="validate config, mapping files and patches together (exit 1 on any error)")
+    check.add_argument("paths", nargs="*", help="patch or mapping files, or folders (default: patches mappings)")
+    check.add_argument("--config", help="a config file: checks it, then its patch, patches folder and mapping files")
     check.set_defaults(func=_cmd_check)
 
     for name in _COMMAND_MODULES:

@@ -13,9 +13,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
+
+import mido
 
 from engine.audio.ring import PlaybackRing
 from engine.audio.sinks import Sink
+from engine.clock import ClockSource, MidiClockOut, MidiClockSender, SampleClockTracker, TapTempo
+from engine.clock.driver import ClockDriver
 from engine.conditioning import SAMPLE_RATE
 from engine.errors import BacklineError
 from engine.generator.base import Generator
@@ -24,10 +29,14 @@ from engine.patch import Patch, load_patch
 from engine.schedule.scheduler import Scheduler
 from engine.style.bank import StyleBank
 from engine.style.embedder import Embedder, HashEmbedder
+from engine.timeline import Timeline
 
 log = logging.getLogger(__name__)
 LOOP_WAIT_S = 0.005
 STATUS_EVERY_S = 5.0
+START_COMMIT_S = 0.1  # --start-on bar: the start bar is fixed this long before generation must begin
+CLOCK_OUT_LEAD_S = 0.1  # silence before bar 0 when sending MIDI clock, so Start goes out on bar 0's first sample
+StartOn = Literal["now", "bar"]
 
 
 class Engine:
@@ -45,7 +54,13 @@ class Engine:
         frames_per_call: int = 2,
         patch_set: list[Path] | None = None,
         status_line: bool | None = None,
+        clock: ClockDriver | None = None,
+        start_on: StartOn = "now",
+        clock_out: mido.ports.BaseOutput | None = None,
     ) -> None:
+        """`clock` leads the timeline (None: internal). `start_on="bar"` waits for the next bar
+        line of an external clock before the audio starts. `clock_out` gets MIDI clock, Start
+        at play and Stop at stop, timed by the sink's sample clock."""
         self.embedder = embedder or HashEmbedder()
         self.ring = PlaybackRing()
         self.scheduler = Scheduler(
@@ -67,7 +82,17 @@ class Engine:
         self._wake = threading.Event()
         self._fade_requested = False
         self._ready = False
-        self._taps: list[float] = []
+        self.stream_died = False  # the audio stream ended without being asked to (a service exits 1)
+        self.clock = clock or ClockDriver(ClockSource("internal"), beats_per_bar=patch.beats_per_bar)
+        if start_on not in ("now", "bar"):
+            raise ValueError(f"start_on must be now or bar, got {start_on!r}")
+        self.start_on: StartOn = start_on
+        self.sample_clock = SampleClockTracker()
+        self._clock_out_port = clock_out
+        self._clock_sender: MidiClockSender | None = None
+        self._waiting_for_bar = False
+        self._taps = TapTempo()
+        self._tap_lock = threading.Lock()
         self.stall_s = 0.0  # test hook: make the loop stall (a stuck scheduler)
 
     # -- control (any thread) ----------------------------------------------------------
@@ -78,10 +103,6 @@ class Engine:
                 self._patch_action(event)
             elif event.target == "tempo.tap":
                 self._tap(event)
-            elif event.target == "transport.stop":
-                self.request_stop()
-            elif event.target == "transport.play":
-                log.info("transport already playing")
             else:
                 self.scheduler.submit(event)
         except BacklineError as err:
@@ -116,14 +137,13 @@ class Engine:
         self.load_patch(self.patch_set[(index + step) % len(self.patch_set)], quantize=event.quantize or "bar", source=event.source)
 
     def _tap(self, event: ControlEvent) -> None:
-        """Tap tempo: average of the last four intervals, applied at the next bar."""
-        now = time.monotonic()
-        if self._taps and now - self._taps[-1] > 2.0:
-            self._taps.clear()
-        self._taps = (self._taps + [now])[-5:]
-        if len(self._taps) >= 3:
-            interval = (self._taps[-1] - self._taps[0]) / (len(self._taps) - 1)
-            bpm = min(max(60.0 / interval, 20.0), 400.0)
+        """Tap tempo (any control thread): the average of the last taps, from the first unplanned bar."""
+        if self.clock.external:
+            log.info("tap tempo from %s ignored: the tempo follows clock %s", event.source, self.clock.source)
+            return
+        with self._tap_lock:
+            bpm = self._taps.tap(time.monotonic())
+        if bpm is not None:
             self.scheduler.submit(ControlEvent("tempo.bpm", round(bpm, 2), source=event.source, quantize="bar"))
 
     def request_stop(self) -> None:
@@ -155,8 +175,9 @@ class Engine:
             "fallback_frames": sched.fallback_frames,
             "rejected": sched.errors,
             "frozen": sched.state.freeze,
+            "playing": sched.state.playing,
             "output": self.sink.name,
-            "clock": "internal",
+            "clock": self.clock.health(time.monotonic(), tempo=float(timeline.tempo_at(playhead))),
             "playhead": playhead,
         }
 
@@ -172,6 +193,7 @@ class Engine:
             "mean_weight": sched.state.mean_weight,
             "sampling": {k: getattr(sched.state.sampling, k) for k in ("temperature", "top_k", "cfg_style", "cfg_notes", "cfg_drums")},
             "gain": sched.state.gain,
+            "playing": sched.state.playing,
         }
 
     def restore_state(self, data: dict[str, object]) -> None:
@@ -183,24 +205,35 @@ class Engine:
         events.append(ControlEvent("mean.weight", data.get("mean_weight", 0.0), source="restore", quantize="now"))
         events += [ControlEvent(f"sampling.{k}", v, source="restore", quantize="now") for k, v in dict(data.get("sampling", {})).items()]
         events.append(ControlEvent("master.gain", data.get("gain", 1.0), source="restore", quantize="now"))
+        events.append(ControlEvent("transport.playing", bool(data.get("playing", True)), source="restore", quantize="now"))
         for event in events:
             self.scheduler.submit(event)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None, *, duration_s: float | None = None) -> None:
-        """Scheduling loop: fill ahead of the playhead until stopped, then fade out."""
+        """Scheduling loop: follow the clock, fill ahead of the playhead until stopped, then fade out."""
         stop = stop or self._stop
-        self.scheduler.fill(0)  # the first look-ahead is ready before audio starts
+        self._waiting_for_bar = self.start_on == "bar" and self.clock.external
+        if self._clock_out_port is not None and not self._waiting_for_bar:
+            first = self.scheduler.timeline.segments[0]
+            self.scheduler.start_at(Timeline.start(first.bpm, first.beats_per_bar, origin=round(CLOCK_OUT_LEAD_S * SAMPLE_RATE)), 0)
+        if not self._waiting_for_bar:
+            self.scheduler.fill(0)  # the first look-ahead is ready before audio starts
         self.sink.start()
-        log.info("playing %s on %s (look-ahead %.0f ms)", self.scheduler.patch.name, self.sink.name,
-                 self.scheduler.lookahead * 1000 / SAMPLE_RATE)
+        self.clock.start_transport(time.monotonic())
+        log.info("%s %s on %s (look-ahead %.0f ms, clock %s)",
+                 "waiting for the next bar of the clock to play" if self._waiting_for_bar else "playing",
+                 self.scheduler.patch.name, self.sink.name, self.scheduler.lookahead * 1000 / SAMPLE_RATE, self.clock.source)
         next_status = time.monotonic() + STATUS_EVERY_S
         end_at = None if duration_s is None else round(duration_s * SAMPLE_RATE)
         try:
             while not stop.is_set() and not self._fade_requested:
                 if self.stall_s:
                     time.sleep(self.stall_s)
-                self.scheduler.fill(self.sink.playhead)
+                playhead = self.sink.playhead
+                self._follow_clock(playhead)
+                if not self._waiting_for_bar:
+                    self.scheduler.fill(playhead)
                 if not self._ready and self.sink.playhead > 0:
                     self._ready = True
                     if self.on_ready:
@@ -214,6 +247,7 @@ class Engine:
                     log.info(format_status(self.status()))
                 if self.sink.finished.is_set():
                     log.error("the audio stream ended unexpectedly")
+                    self.stream_died = True
                     break
                 self._wake.wait(LOOP_WAIT_S)
                 self._wake.clear()
@@ -221,13 +255,47 @@ class Engine:
             while not self.sink.finished.wait(LOOP_WAIT_S):
                 self.scheduler.fill(self.sink.playhead)
         finally:
+            if self._clock_sender is not None:
+                self._clock_sender.close()  # sends Stop
             self.sink.close()
             self.scheduler.close()
             log.info("stopped: %s", format_status(self.status()))
 
 
+    def _follow_clock(self, playhead: int) -> None:
+        """Loop thread: update the sink's sample clock, then the timeline from the clock source."""
+        now = time.monotonic()
+        clock = self.sample_clock.observe(playhead, now, block=self.sink.blocksize)
+        if clock is None:
+            return
+        if self._clock_out_port is not None and self._clock_sender is None:
+            out = MidiClockOut()
+            out.start(beat=0)
+            tracker = self.sample_clock
+            self._clock_sender = MidiClockSender(self._clock_out_port, out, timeline=lambda: self.scheduler.timeline,
+                                                 sample_clock=lambda: tracker.clock)  # type: ignore[arg-type, return-value]
+            self._clock_sender.start()
+        if not self.clock.external:
+            return
+        sched = self.scheduler
+        if self._waiting_for_bar:
+            start = self.clock.song_start(after=playhead + sched.lookahead + self.sink.blocksize, clock=clock, t=now)
+            if start is not None and start[0].bar_start(start[1]) <= playhead + sched.lookahead + round(START_COMMIT_S * SAMPLE_RATE):
+                sched.start_at(*start)
+                self._waiting_for_bar = False
+                log.info("clock %s runs: audio starts at its bar %d (sample %d)", self.clock.source, start[1] + 1,
+                         start[0].bar_start(start[1]))
+            return
+        new = self.clock.follow(sched.timeline, planned_until=sched.planned_until, clock=clock, t=now)
+        if new is not None:
+            sched.retime(new)
+
+
 def format_status(s: dict[str, object]) -> str:
+    clock = s["clock"] if isinstance(s.get("clock"), dict) else {}
+    age = clock.get("last_clock_age")
     return (
         f"bar {s['bar']} beat {s['beat']} | {s['tempo']:.2f} BPM | {s['patch']} | look-ahead {s['lookahead_ms']} ms | "
-        f"xruns {s['xruns']} (server {s['server_xruns']}) | underruns {s['underruns']} | {s['generator']} {s['speed']}x"
+        f"xruns {s['xruns']} (server {s['server_xruns']}) | underruns {s['underruns']} | {s['generator']} {s['speed']}x | "
+        f"clock {clock.get('source', '?')} {clock.get('state', '?')}" + (f" ({age * 1000:.0f} ms ago)" if age is not None else "")
     )

@@ -76,8 +76,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("tempo.tap", "action", "tap tempo: average of the last taps, applied at the next bar", quantize="bar"),
     ParameterSpec("meter.beats_per_bar", "int", "beats per bar", 1, 32, "bar"),
     ParameterSpec("tempo.lock", "text", "tempo lock: beats (drum hit on every beat), none (no drums), off (model decides)"),
-    ParameterSpec("transport.play", "action", "start the transport"),
-    ParameterSpec("transport.stop", "action", "stop the transport (fades out)"),
+    ParameterSpec("transport.play", "action", "fade the output back in (at the next bar by default)", quantize="bar"),
+    ParameterSpec("transport.stop", "action", "fade the output to silence; the clock and generation keep running", quantize="bar"),
+    ParameterSpec("transport.playing", "bool", "the transport state: true plays, false is silent (LED feedback)", quantize="bar"),
     ParameterSpec("patch.load", "action", "load a patch by name or path", quantize="bar"),
     ParameterSpec("patch.next", "action", "load the next patch in the set", quantize="bar"),
     ParameterSpec("patch.prev", "action", "load the previous patch in the set", quantize="bar"),
@@ -150,6 +151,7 @@ class ParameterState:
     tempo_lock: str = "beats"
     freeze: bool = False
     gain: float = 1.0
+    playing: bool = True
 
     def with_event(self, event: ControlEvent) -> ParameterState:
         """The state after `event`; targets this state does not own are returned unchanged."""
@@ -165,15 +167,10 @@ class ParameterState:
             return replace(self, mean_weight=float(value))
         if target.startswith("sampling."):
             return replace(self, sampling=replace(self.sampling, **{target.split(".", 1)[1]: value}))
-        simple = {
-            "style.ramp_beats": "ramp_beats",
-            "style.ramp_curve": "ramp_curve",
-            "tempo.lock": "tempo_lock",
-            "safety.freeze": "freeze",
-            "master.gain": "gain",
-        }
-        if target in simple:
-            return replace(self, **{simple[target]: value})
+        if target in ("transport.play", "transport.stop"):
+            return replace(self, playing=target == "transport.play")
+        if target in _FIELDS:
+            return replace(self, **{_FIELDS[target]: value})
         return self
 
     def value_of(self, path: str) -> float | int | bool | str | None:
@@ -189,9 +186,18 @@ class ParameterState:
             return self.mean_weight
         if path.startswith("sampling."):
             return getattr(self.sampling, path.split(".", 1)[1])
-        attrs = {"style.ramp_beats": "ramp_beats", "style.ramp_curve": "ramp_curve", "tempo.lock": "tempo_lock",
-                 "safety.freeze": "freeze", "master.gain": "gain"}
-        return getattr(self, attrs[path]) if path in attrs else None
+        return getattr(self, _FIELDS[path]) if path in _FIELDS else None
+
+
+# Parameter paths held as one plain field of ParameterState.
+_FIELDS = {
+    "style.ramp_beats": "ramp_beats",
+    "style.ramp_curve": "ramp_curve",
+    "tempo.lock": "tempo_lock",
+    "safety.freeze": "freeze",
+    "master.gain": "gain",
+    "transport.playing": "playing",
+}
 
 
 def _set_index(values: tuple, index: int | None, value: object, what: str) -> tuple:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import jsonschema
 import numpy as np
 
+from engine.clock.source import ClockSource, parse_clock_source
 from engine.conditioning import CFG_RANGE, STYLE_DIM, TEMPERATURE_RANGE, TOP_K_RANGE, Sampling
 from engine.errors import PatchError
 from engine.params import MAX_SLOTS, TEMPO_LOCK_MODES, WEIGHT_RANGE, ParameterState
@@ -88,6 +89,7 @@ PATCH_SCHEMA: dict[str, Any] = {
             "not": {"required": ["beats", "bars"]},
         },
         "tempo_lock": {"enum": list(TEMPO_LOCK_MODES)},
+        "clock": {"type": "string", "minLength": 1},
     },
 }
 
@@ -124,6 +126,8 @@ class Patch:
     ramp_beats: float
     ramp_curve: Literal["linear", "equal_power"]
     tempo_lock: str
+    clock: ClockSource | None = None
+    """The clock this patch asks for at start (`--clock` and the config's clock.source win)."""
 
     def initial_state(self) -> ParameterState:
         return ParameterState(
@@ -187,6 +191,10 @@ def parse_patch(data: Any, *, path: Path | None = None) -> Patch:
         raise PatchError(path, "centroid_weights", "more weights than centroids in the centroids file")
     if centroids is not None:
         centroid_weights += (0.0,) * (min(len(centroids), MAX_SLOTS) - len(centroid_weights))
+    try:
+        clock = parse_clock_source(data["clock"]) if "clock" in data else None
+    except ValueError as err:
+        raise PatchError(path, "clock", str(err)) from err
     ramp = data.get("ramp", {})
     meter = int(data.get("meter", 4))
     ramp_beats = float(ramp.get("beats", ramp.get("bars", 0.0) * meter))
@@ -205,6 +213,7 @@ def parse_patch(data: Any, *, path: Path | None = None) -> Patch:
         ramp_beats=ramp_beats,
         ramp_curve=ramp.get("curve", "linear"),
         tempo_lock=data.get("tempo_lock", "beats"),
+        clock=clock,
     )
 
 

@@ -8,9 +8,9 @@ optional and is only enabled when a clock source asks for it.
 from engine.clock.estimate import PPQN, ClockEstimate, ClockState
 from engine.clock.midi_clock_out import ClockEvent, MidiClockOut, MidiClockSender, tick_sample
 from engine.clock.midi_follower import FollowerConfig, MidiClockFollower
-from engine.clock.sampleclock import SampleClock
+from engine.clock.sampleclock import SampleClock, SampleClockTracker
 from engine.clock.source import ClockSource, health, open_link_source, parse_clock_source
-from engine.clock.tap import TapTempo, apply_at_next_bar, ramp
+from engine.clock.tap import TapTempo, ramp
 from engine.clock.timeline_follow import TimelineFollower
 
 __all__ = [
@@ -24,9 +24,9 @@ __all__ = [
     "MidiClockOut",
     "MidiClockSender",
     "SampleClock",
+    "SampleClockTracker",
     "TapTempo",
     "TimelineFollower",
-    "apply_at_next_bar",
     "health",
     "open_link_source",
     "parse_clock_source",

@@ -14,16 +14,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Literal
 
 import mido
 
 from engine.clock.estimate import PPQN
+from engine.clock.midi_in import port_matches
+from engine.errors import BacklineError
 from engine.clock.sampleclock import SampleClock
 from engine.timeline import Timeline, round_half_up
 
 logger = logging.getLogger(__name__)
 
 _SPP_MAX = 16383  # 14-bit song position, in sixteenth notes
+_MIDO_API = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +116,12 @@ class MidiClockSender:
         self.sent = 0
 
     def __enter__(self) -> MidiClockSender:
-        self._thread.start()
+        self.start()
         return self
+
+    def start(self) -> None:
+        """Start the sender thread (the sample clock must already be published)."""
+        self._thread.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -147,3 +155,14 @@ class MidiClockSender:
                 self.sent += 1
             cursor = max(cursor, until)
             self._stop.wait(max(0.0, clock.time_of(cursor) - self._now() - self._lead / 2))
+
+
+def open_clock_output(pattern: str, *, api: Literal["alsa", "jack"] = "alsa") -> mido.ports.BaseOutput:
+    """The first MIDI output port matching `pattern` (see `port_matches`), opened through rtmidi on `api`."""
+    backend = mido.Backend(f"mido.backends.rtmidi/{_MIDO_API[api]}", load=True)
+    names = backend.get_output_names()
+    name = next((n for n in names if port_matches(n, pattern)), None)
+    if name is None:
+        raise BacklineError(f"MIDI clock output {pattern!r} not found on {api}; outputs: {', '.join(names) or 'none'}")
+    logger.info("MIDI clock out to %r (%s)", name, api)
+    return backend.open_output(name)

@@ -1,4 +1,4 @@
-"""Tap tempo: the average interval of the last few taps, applied at the next bar.
+"""Tap tempo (the average interval of the last few taps) and tempo ramps in bar steps.
 
 A tap can come from a note, a CC or an OSC message; the control layer calls `tap(t)`
 with the arrival time, so this module knows nothing about where taps come from.
@@ -46,14 +46,6 @@ class TapTempo:
             self._times.append(t)
             return None
         return bpm
-
-
-def apply_at_next_bar(timeline: Timeline, bpm: float, *, generated_until: int) -> Timeline:
-    """`timeline` with the tempo changed from the first bar that is not generated yet."""
-    bar = timeline.bar_at(generated_until)
-    if timeline.bar_start(bar) < generated_until:
-        bar += 1
-    return timeline.with_change(at_bar=bar, bpm=Fraction(round(bpm, 3)).limit_denominator(1000))
 
 
 def ramp(timeline: Timeline, *, to_bpm: float, from_bar: int, bars: int) -> Timeline:

@@ -1,9 +1,10 @@
 """Turn a clock estimate into Timeline updates: re-fit upcoming bars when the estimate moves.
 
-Only bars that are not generated yet are touched, so audio already made stays where it is.
+Only bars that are not planned yet are touched, so audio already made stays where it is.
 Changes land on a bar line (`at_bar`): `Timeline.with_change(at_beat=...)` inside a bar
 would start a new bar there and break the bar count that MIDI clock and Link share with
-the band.
+the band. The bar that starts where planning stands (`planned_until`) absorbs the phase
+correction: it ends where the clock says the next bar starts.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from engine.clock.estimate import ClockEstimate
-from engine.timeline import Timeline
+from engine.conditioning import FRAME_SAMPLES
+from engine.timeline import Segment, Timeline
 
 logger = logging.getLogger(__name__)
 
@@ -28,40 +30,55 @@ class TimelineFollower:
         phase_tolerance: float = 0.002,
         tempo_tolerance: float = 0.05,
         sample_rate: int = 48_000,
+        min_bar: int = FRAME_SAMPLES,
     ) -> None:
         self.beats_per_bar = beats_per_bar
         self.phase_tolerance = phase_tolerance
         self.tempo_tolerance = tempo_tolerance
         self.sample_rate = sample_rate
-        self._epoch: int | None = None
+        self.min_bar = min_bar
+        """The shortest bar the absorbing bar may be cut to (one generator frame)."""
+        self.epoch: int | None = None
+        """The estimate epoch whose song grid the timeline follows."""
+
+    def song_grid(self, estimate: ClockEstimate, *, time_to_sample: Callable[[float], float]) -> Timeline:
+        """The clock's own bar grid: bar k starts at song beat k * beats_per_bar.
+
+        Taking it marks the estimate's epoch as followed.
+        """
+        self.epoch = estimate.epoch
+        bpm = Fraction(round(estimate.tempo_bpm, 3)).limit_denominator(1000)
+        origin = round(time_to_sample(estimate.beat_time(0)))
+        return Timeline.start(bpm, self.beats_per_bar, origin=origin, sample_rate=self.sample_rate)
 
     def update(
         self,
         estimate: ClockEstimate | None,
         timeline: Timeline,
         *,
-        generated_until: int,
+        planned_until: int,
         time_to_sample: Callable[[float], float],
     ) -> Timeline | None:
         """A new Timeline when the estimate disagrees with `timeline`, else None.
 
-        Runs on the scheduler thread. After a transport (re)start or relocation (a new
-        estimate epoch) it returns a fresh Timeline whose bar numbers are the song's
-        (bar k starts at song beat k * beats_per_bar); otherwise it changes the first bar
-        that starts at or after `generated_until` in both the old grid and the estimate.
+        Runs on the scheduler thread. `planned_until` is the bar line where audio not yet
+        planned starts. After a transport (re)start or relocation (a new estimate epoch)
+        the result is the song grid (`song_grid`) from its first bar at least `min_bar`
+        after `planned_until`, with one bridging bar before it; otherwise the first bar
+        that starts after `planned_until` (by `min_bar`) in both grids moves to where the
+        estimate puts it.
         """
         if estimate is None or not estimate.running:
             return None
+        if estimate.epoch != self.epoch:
+            song = self.song_grid(estimate, time_to_sample=time_to_sample)
+            return bridge(song, from_sample=planned_until, min_bar=self.min_bar)
         bpm = Fraction(round(estimate.tempo_bpm, 3)).limit_denominator(1000)
-        if estimate.epoch != self._epoch:
-            self._epoch = estimate.epoch
-            origin = round(time_to_sample(estimate.beat_time(0)))
-            return Timeline.start(bpm, self.beats_per_bar, origin=origin, sample_rate=self.sample_rate)
-        bar = timeline.bar_at(generated_until)
+        bar = timeline.bar_at(planned_until)
         while True:
             beat = timeline.bar_first_beat(bar)
             predicted = round(time_to_sample(estimate.beat_time(beat)))
-            if timeline.bar_start(bar) >= generated_until and predicted >= generated_until:
+            if timeline.bar_start(bar) > planned_until and predicted >= planned_until + self.min_bar:
                 break
             bar += 1
         have = timeline.bar_start(bar)
@@ -69,7 +86,24 @@ class TimelineFollower:
         phase_off = abs(predicted - have) / self.sample_rate
         if phase_off <= self.phase_tolerance and tempo_off <= self.tempo_tolerance:
             return None
-        # Segments starting at or after this bar are not generated yet: drop and re-plan them.
+        # Segments starting at or after this bar are not planned yet: drop and re-plan them.
         kept = tuple(s for s in timeline.segments if s.origin_bar < bar) or timeline.segments[:1]
         logger.debug("re-fit from bar %d: phase %.2f ms, tempo %.3f BPM off", bar, phase_off * 1e3, tempo_off)
         return Timeline(kept).with_change(at_bar=bar, bpm=bpm, origin=predicted)
+
+
+def bridge(song: Timeline, *, from_sample: int, min_bar: int) -> Timeline:
+    """`song` from its first bar at least `min_bar` after `from_sample`, led in by one bar from `from_sample`.
+
+    The bridging bar keeps the song's bar and beat numbers (it is the song bar before),
+    so the grid after it is the clock's and later estimates compare beat for beat.
+    """
+    bar = song.bar_at(from_sample + min_bar)
+    if song.bar_start(bar) < from_sample + min_bar:
+        bar += 1
+    first = song.segments[0]
+    lead = Segment(origin=from_sample, origin_bar=bar - 1, origin_beat=song.bar_first_beat(bar - 1),
+                   bpm=first.bpm, beats_per_bar=first.beats_per_bar, sample_rate=first.sample_rate)
+    start = Segment(origin=song.bar_start(bar), origin_bar=bar, origin_beat=song.bar_first_beat(bar),
+                    bpm=first.bpm, beats_per_bar=first.beats_per_bar, sample_rate=first.sample_rate)
+    return Timeline((lead, start))

@@ -8,12 +8,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.control.dispatcher import Dispatcher
-from engine.control.learn import Learner
 from engine.control.mapping import MappingError, load_file
-from engine.control.midi_io import MidiHub, list_ports
+from engine.control.midi_io import list_ports
 from engine.control.osc_space import describe_osc
+from engine.control.surfaces import ControlSurfaces
 from engine.params import ControlEvent, describe_parameters
+from engine.service.config import load_config
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +27,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_mappings)
     p = subparsers.add_parser("osc-docs", help="print the OSC address space as markdown (docs/osc.md)")
     p.set_defaults(func=_osc_docs)
-    p = subparsers.add_parser("learn", help="bind the next moved MIDI control to a target and save it")
+    p = subparsers.add_parser("learn", help="bind the next moved MIDI control to a target and save it",
+                              description="Bind the next moved MIDI control to TARGET and save it to the learn file, "
+                                          "which the engine loads on its next start (or on SIGHUP). Defaults come "
+                                          "from the config file (learn_file, midi.api, midi.inputs).")
     p.add_argument("target", help="parameter path or action, e.g. style.0.weight")
-    p.add_argument("--file", type=Path, default=Path("mappings/learned.yaml"), help="mapping file to add the rule to")
-    p.add_argument("--api", choices=("alsa", "jack"), default="alsa", help="rtmidi API")
-    p.add_argument("--port", default="*", help="input port name pattern (glob)")
+    p.add_argument("--config", type=Path, default=None, help="config file (default: $BACKLINE_CONFIG, /etc/backline/config.yaml)")
+    p.add_argument("--file", type=Path, default=None, help="mapping file to add the rule to (default: the config's learn_file)")
+    p.add_argument("--api", choices=("alsa", "jack"), default=None, help="rtmidi API (default: the config's midi.api)")
+    p.add_argument("--port", default=None, help="input port name pattern, a glob (default: the config's midi.inputs)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a control to move")
     p.set_defaults(func=_learn)
 
@@ -73,23 +77,28 @@ class _Offline:
 
 
 def _learn(args: argparse.Namespace) -> int:
-    dispatcher = Dispatcher(_Offline())
-    learner = Learner(dispatcher, file=args.file)
-    problem = learner.arm(args.target)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 2
-    with MidiHub(dispatcher, api=args.api, inputs=[args.port]) as hub:
-        if not hub.inputs:
-            inputs, _ = list_ports(api=args.api)
-            print(f"waiting for a MIDI input matching {args.port!r} ({args.api}); inputs now: "
+    """Learn with the same ControlSurfaces the engine builds, minus OSC and the engine."""
+    config = load_config(args.config)
+    file = args.file or config.learn_file
+    api = args.api or config.midi_api
+    patterns = [args.port] if args.port else list(config.midi_inputs)
+    with ControlSurfaces(_Offline(), learn_file=file, midi_api=api, midi_inputs=patterns, osc_port=None) as surfaces:
+        if surfaces.midi is None:
+            return 1  # ControlSurfaces logged why the MIDI API could not open
+        problem = surfaces.learner.arm(args.target)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
+        if not surfaces.midi.inputs:
+            inputs, _ = list_ports(api=api)
+            print(f"waiting for a MIDI input matching {', '.join(patterns)} ({api}); inputs now: "
                   f"{', '.join(inputs) or 'none'}", file=sys.stderr)
-        print(f"move a control to bind it to {args.target}", file=sys.stderr)
-        if not learner.done.wait(args.timeout):
+        print(f"move a control to bind it to {args.target}", file=sys.stderr, flush=True)
+        if not surfaces.learner.done.wait(args.timeout):
             print(f"no control moved within {args.timeout:g} s", file=sys.stderr)
             return 1
-    if learner.error is not None:
-        print(learner.error, file=sys.stderr)
+    if surfaces.learner.error is not None:
+        print(surfaces.learner.error, file=sys.stderr)
         return 1
-    print(f"saved to {args.file}: {learner.result}")
+    print(f"saved to {file}: {surfaces.learner.result}; the engine loads it on its next start or SIGHUP")
     return 0

@@ -46,7 +46,7 @@ class ControlTarget(Protocol):
         """Thread-safe, never blocks."""
 
     def status(self) -> dict[str, object]:
-        """bar, beat, tempo, patch, lookahead_ms, xruns, gen_speed."""
+        """The Engine's status dict (see Engine.status; `/backline/status` sends osc_space.STATUS_FIELDS)."""
 
     def add_listener(self, fn: Callable[[str, object, str], None]) -> None:
         """fn(path, value, source) after a change applies; called on a non-real-time thread."""
@@ -76,6 +76,13 @@ class _PortState:
 
 
 LearnHook = Callable[[mido.Message, str], None]
+
+
+def _sysex_cut(data: list[int]) -> int | None:
+    """Where a SysEx is ended by another status byte (not F7, not real-time F8..FF), if it is."""
+    if not data or data[0] != 0xF0:
+        return None
+    return next((i for i, b in enumerate(data[1:], 1) if 0x80 <= b < 0xF8 and b != 0xF7), None)
 
 
 class Dispatcher:
@@ -141,9 +148,23 @@ class Dispatcher:
             self.rejects.reject("handler_error", f"{type(err).__name__}: {err}", source)
 
     def handle_bytes(self, data: bytes | list[int], source: str) -> None:
-        """Raw MIDI bytes (for inputs that deliver bytes); malformed data is counted."""
+        """Raw MIDI bytes (for inputs that deliver bytes); malformed data is counted.
+
+        rtmidi keeps appending events to a SysEx that never got its F7 and delivers the lot
+        as one message when an F7 finally comes. Per MIDI, any status byte but real-time ends
+        a SysEx: the broken SysEx is counted and the messages inside are recovered (late).
+        """
+        data = list(data)
+        cut = _sysex_cut(data)
+        if cut is not None:
+            self.rejects.reject("unterminated_sysex", f"SysEx cut short after {cut} bytes by {data[cut]:02X}", source)
+            parser = mido.Parser()
+            parser.feed(data[cut:])
+            for message in parser:
+                self.handle(message, source)
+            return
         try:
-            message = mido.Message.from_bytes(list(data))
+            message = mido.Message.from_bytes(data)
         except (ValueError, TypeError) as err:
             self.rejects.reject("malformed_midi", f"{bytes(data)[:8].hex()}: {err}", source)
             return

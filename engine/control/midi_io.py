@@ -5,6 +5,16 @@ rather than through mido's port objects, because mido's parser drops malformed b
 silently; here raw bytes go to `Dispatcher.handle_bytes`, which parses them with mido and
 counts what it rejects. A watcher thread rescans the ports every `poll_s`: a device that
 disappears is closed, and when it comes back it is rebound (and the log says so).
+
+A device unplugged and plugged back between two scans shows the same port name, but our
+connection to it is gone. On JACK the watcher therefore also asks the server (through
+JACK-Client, when installed) whether each bound port is still connected to our input, and
+rebinds it if not. rtmidi's ALSA API cannot tell: there a replug within one poll is caught
+only when the device comes back under a new ALSA client number (part of the port name).
+
+rtmidi holds back everything after a SysEx that never gets its F7 until the next F7
+arrives; `Dispatcher.handle_bytes` then recovers the messages in between (late) and counts
+the broken SysEx as `unterminated_sysex`.
 """
 
 from __future__ import annotations
@@ -46,11 +56,14 @@ class MidiHub:
         self._lock = threading.Lock()
         self._inputs: dict[str, rtmidi.MidiIn] = {}
         self._outputs: dict[str, rtmidi.MidiOut] = {}
+        self._labels: dict[str, str] = {}  # input port name -> the name of our port connected to it
+        self._opened = 0
         self._lost: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._probe_in = rtmidi.MidiIn(RTMIDI_API[api], name=f"{client_name}-probe")
         self._probe_out = rtmidi.MidiOut(RTMIDI_API[api], name=f"{client_name}-probe")
+        self._links = _JackLinks(client_name) if api == "jack" else None
         self.rebinds = 0
         dispatcher.target.add_listener(self._on_change)
 
@@ -82,6 +95,8 @@ class MidiHub:
             self._outputs.clear()
         self._probe_in.close_port()
         self._probe_out.close_port()
+        if self._links is not None:
+            self._links.close()
 
     @property
     def inputs(self) -> list[str]:
@@ -115,6 +130,11 @@ class MidiHub:
                 _close_input(self._inputs.pop(name))
                 self._lost.add(name)
                 log.warning("MIDI input %r disappeared; it will be rebound when it returns", name)
+            links = self._links
+            for name in [n for n in self._inputs if links is not None and not links.connected(n, self._labels[n])]:
+                _close_input(self._inputs.pop(name))
+                self._lost.add(name)
+                log.warning("MIDI input %r was unplugged and plugged back (our connection is gone)", name)
             for name in [n for n in self._outputs if n not in out_names]:
                 self._outputs.pop(name).close_port()
             for name in in_names:
@@ -130,9 +150,12 @@ class MidiHub:
     def _open_input(self, name: str, index: int) -> None:
         port = rtmidi.MidiIn(RTMIDI_API[self.api], name=self.client_name)
         port.ignore_types(sysex=False, timing=True, active_sense=True)
-        port.open_port(index, name=f"in {len(self._inputs)}")
+        label = f"in {self._opened}"
+        self._opened += 1
+        port.open_port(index, name=label)
         port.set_callback(self._on_midi, name)
         self._inputs[name] = port
+        self._labels[name] = label
         if name in self._lost:
             self._lost.discard(name)
             self.rebinds += 1
@@ -170,6 +193,39 @@ class MidiHub:
             return False
         return any(r.target == out.target and r.midi is not None and r.midi.port_matches(port)
                    for f in self.dispatcher.mappings.files if f.path == out.file for r in f.rules)
+
+
+class _JackLinks:
+    """Port identity on JACK: is a device's port still connected to the input we opened on it?"""
+
+    def __init__(self, client_name: str) -> None:
+        self._client_name = client_name
+        try:
+            import jack
+        except ImportError:
+            log.info("JACK-Client is not installed: a MIDI device replugged within one poll is not noticed")
+            self._client = None
+            return
+        self._error = jack.JackError
+        try:
+            self._client = jack.Client(f"{client_name}-links", no_start_server=True)
+        except jack.JackError as err:
+            log.warning("cannot ask JACK about MIDI connections (%s): a replug within one poll is not noticed", err)
+            self._client = None
+
+    def connected(self, source: str, label: str) -> bool:
+        """Watcher thread. True when unsure (no JACK-Client, a query error): never rebind needlessly."""
+        if self._client is None:
+            return True
+        try:
+            peers = self._client.get_all_connections(source)
+        except self._error:
+            return True
+        return any(p.name.startswith(self._client_name) and p.name.endswith(f":{label}") for p in peers)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 def _close_input(port: rtmidi.MidiIn) -> None:

@@ -127,10 +127,7 @@ class OscServer:
             self.dispatcher.handle(OscInput(address, args), source)
 
     def _status_args(self) -> list[object]:
-        st = self.dispatcher.target.status()
-        return [int(st.get("bar", 0)), float(st.get("beat", 0.0)), float(st.get("tempo", 0.0)),
-                str(st.get("patch", "")), float(st.get("lookahead_ms", 0.0)), int(st.get("xruns", 0)),
-                float(st.get("gen_speed", st.get("speed", 0.0)))]  # the Engine calls it "speed"
+        return osc_space.status_args(self.dispatcher.target.status())
 
     def _on_change(self, path: str, value: object, source: str) -> None:
         """Engine listener, on its non-real-time notifier thread: feedback to clients.

@@ -32,9 +32,27 @@ class ServerAddress:
     doc: str
 
 
+# The `/backline/status` reply, argument by argument: (name, OSC type, what it is).
+STATUS_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("bar", "i", "bar"), ("beat", "f", "beat"), ("tempo", "f", "tempo BPM"), ("patch", "s", "patch"),
+    ("lookahead_ms", "f", "look-ahead ms"), ("xruns", "i", "xruns"), ("speed", "f", "generator speed (x real time)"),
+    ("underruns", "i", "generation underruns"), ("playing", "i", "transport playing (1) or stopped (0)"),
+    ("clock", "s", "clock source"), ("clock_state", "s", "clock state"),
+)
+
+
+def status_args(status: dict[str, object]) -> list[object]:
+    """The Engine's status dict as the typed `/backline/status` arguments, in STATUS_FIELDS order."""
+    clock = status.get("clock")
+    flat = {**status, "clock": clock.get("source", "") if isinstance(clock, dict) else clock or "",
+            "clock_state": clock.get("state", "") if isinstance(clock, dict) else ""}
+    cast = {"i": int, "f": float, "s": str}
+    return [cast[kind](flat[name] if flat.get(name) is not None else cast[kind]()) for name, kind, _ in STATUS_FIELDS]
+
+
 SERVER_ADDRESSES: tuple[ServerAddress, ...] = (
-    ServerAddress("/backline/status", "", "reply to the sender: `/backline/status` i bar, f beat, f tempo BPM, "
-                  "s patch, f look-ahead ms, i xruns, f generator speed (x real time)"),
+    ServerAddress("/backline/status", "", "reply to the sender: `/backline/status` "
+                  + ", ".join(f"{kind} {doc}" for _, kind, doc in STATUS_FIELDS)),
     ServerAddress("/backline/register", "[i port]", "send feedback to the sender (or to its host at `port`) "
                   "from now on; values it sends itself are not echoed back to it"),
     ServerAddress("/backline/unregister", "[i port]", "stop feedback to the sender"),
@@ -130,7 +148,8 @@ def describe_osc() -> str:
         "- a burst is coalesced to the latest value per parameter until the next generated frame;",
         "- feedback: after a parameter changes, its address with the new value is sent to",
         "  registered clients (or to the last sender, as configured), never to the client the",
-        "  change came from.",
+        "  change came from. A patch load sends every value the new patch changed (tempo,",
+        "  meter, style weights and prompts, sampling, gain...) when it takes over at its bar.",
         "",
         "| address | arguments | range | applies | meaning |",
         "|---|---|---|---|---|",

@@ -95,6 +95,8 @@ def _style_vector(style: np.ndarray) -> np.ndarray:
     return np.random.default_rng(int.from_bytes(digest[:8], "little")).standard_normal(STYLE_DIM) / np.sqrt(STYLE_DIM)
 
 
+TIMBRE_CACHE = 32  # timbres kept (28 KiB each): enough for A/B switching, bounded under a style-fader flood
+
 class SynthGenerator(Generator):
     """A small additive synth plus kick drum that obeys MRT2-style conditioning."""
 
@@ -134,7 +136,7 @@ class SynthGenerator(Generator):
         if timbre is None:
             strength = 0.4 + 0.6 * max(cond.sampling.cfg_style, 0.0) / 3.0
             timbre = Timbre.from_style(_style_vector(cond.style) @ self._projection * strength)
-            if len(self._timbres) > 256:
+            if len(self._timbres) >= TIMBRE_CACHE:
                 self._timbres.clear()
             self._timbres[key] = timbre
         return timbre

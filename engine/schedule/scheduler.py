@@ -50,6 +50,7 @@ from engine.timeline import Timeline
 log = logging.getLogger(__name__)
 Listener = Callable[[str, object, str], None]
 _STYLE_TARGETS = ("style.", "centroid.", "mean.")
+GAIN_RAMP_SAMPLES = 2400  # 50 ms: gain moves and transport stop/play start on their sample and never click
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,7 @@ class Scheduler:
         self._beat_frames: set[int] = set()
         self._style = bank.mix(self.state)
         self._ramp: _Ramp | None = None
-        self._gain = self.state.gain
+        self._gain_points: list[tuple[int, float]] = [(0, self._output_gain())]
         self.frames_generated = 0
         self.fallback_frames = 0
         self.generate_seconds = 0.0
@@ -196,6 +197,34 @@ class Scheduler:
         if self._plan is not None and self._frame_in_bar < self._plan.frames:
             return round(self._plan.frame_out_start(self._frame_in_bar))
         return self.timeline.bar_start(self._next_bar)
+
+    @property
+    def planned_until(self) -> int:
+        """Output sample where audio not planned yet starts (always a bar line)."""
+        return self.timeline.bar_start(self._next_bar)
+
+    # -- external clocks (scheduler thread) ----------------------------------------------------
+    def retime(self, timeline: Timeline) -> None:
+        """Swap in an external clock's `timeline` for the bars not planned yet.
+
+        Its bar at `planned_until` must start exactly there, so the audio stays continuous;
+        bar numbers may change (they become the clock's song bars).
+        """
+        end = self.planned_until
+        bar = timeline.bar_at(end)
+        if timeline.bar_start(bar) != end:
+            raise ValueError(f"the new timeline has no bar line at sample {end}, where planning stands")
+        self.timeline, self._next_bar = timeline, bar
+
+    def start_at(self, timeline: Timeline, bar: int) -> None:
+        """Begin the stream at `bar` of `timeline` (an external clock's next bar line).
+
+        Only before any audio was generated; the sink plays silence until that bar.
+        """
+        if self._plan is not None or self.ring.written != self.ring.origin:
+            raise ValueError("start_at: audio has been generated already")
+        self.timeline, self._next_bar = timeline, bar
+        self.ring.reset(timeline.bar_start(bar))
 
     # -- the loop body -----------------------------------------------------------------------
     def fill(self, playhead: int) -> int:
@@ -295,6 +324,7 @@ class Scheduler:
             except ValueError as err:
                 self.errors += 1
                 log.warning("control change rejected when applied: %s", err)
+            self._schedule_gain(at)
 
     def _apply(self, item: ControlEvent | _PatchChange, at: int) -> None:
         if isinstance(item, _PatchChange):
@@ -313,7 +343,7 @@ class Scheduler:
         elif target == "safety.freeze":
             self.state = self.state.with_event(item)
             self.ring.freeze = bool(value)
-        elif target.startswith(("transport.", "patch.", "tempo.tap")):
+        elif target.startswith(("patch.", "tempo.tap")):
             raise ValueError(f"{target} is handled by the engine, not the scheduler")
         else:
             old = self.state
@@ -324,12 +354,18 @@ class Scheduler:
 
     def _apply_patch(self, change: _PatchChange, at: int) -> None:
         patch = change.patch
+        before = _values(self.state, self.timeline, at)
         bar = self.timeline.bar_at(at)
         self.timeline = self.timeline.with_change(at_bar=bar, bpm=patch.bpm, beats_per_bar=patch.beats_per_bar)
         self.patch, self.bank = patch, change.bank
-        self.state = replace(patch.initial_state(), freeze=self.state.freeze)
+        # freeze, transport and master gain belong to the performer, not the patch
+        self.state = replace(patch.initial_state(), freeze=self.state.freeze, playing=self.state.playing, gain=self.state.gain)
         self._restyle(at)
         self._notify("patch.load", patch.name, change.source)
+        # every value the patch changed, so surfaces follow (LEDs, motor faders, OSC) and soft takeover re-arms
+        for path, value in _values(self.state, self.timeline, at).items():
+            if before.get(path) != value:
+                self._notify(path, value, "patch")
 
     def _restyle(self, at: int) -> None:
         """Move to the style mix of the current state, ramping if the patch asks to."""
@@ -409,7 +445,7 @@ class Scheduler:
         flush = flush_to is not None and self.fitter.generated_end >= plan.gen_end and plan.out_end >= flush_to
         start, fitted = self.fitter.pull(flush=flush)
         if len(fitted):
-            self.ring.write(start, self._apply_gain(fitted))
+            self.ring.write(start, self._apply_gain(start, fitted))
         return count
 
     def _run_generator(self, conds: list[FrameConditioning]) -> np.ndarray:
@@ -426,13 +462,29 @@ class Scheduler:
         self.generate_seconds += time.perf_counter() - t0
         return audio
 
-    def _apply_gain(self, audio: np.ndarray) -> np.ndarray:
-        target = self.state.gain
-        if target == self._gain == 1.0:
+    def _output_gain(self) -> float:
+        """Master gain times the transport (stopped = silent)."""
+        return self.state.gain if self.state.playing else 0.0
+
+    def _schedule_gain(self, at: int) -> None:
+        """After a change applied at output sample `at`: ramp to the new gain from exactly there."""
+        target = self._output_gain()
+        if target == self._gain_points[-1][1]:
+            return
+        now = float(self._gain_envelope(at, 1)[0])
+        self._gain_points = [p for p in self._gain_points if p[0] < at] + [(at, now), (at + GAIN_RAMP_SAMPLES, target)]
+
+    def _gain_envelope(self, start: int, length: int) -> np.ndarray:
+        xs, ys = zip(*self._gain_points)
+        return np.interp(np.arange(start, start + length), xs, ys).astype(np.float32)
+
+    def _apply_gain(self, start: int, audio: np.ndarray) -> np.ndarray:
+        """Gain by output position, so a bar-quantized stop or gain move starts on its sample."""
+        while len(self._gain_points) > 1 and self._gain_points[1][0] <= start:
+            self._gain_points.pop(0)
+        if len(self._gain_points) == 1 and self._gain_points[0][1] == 1.0:
             return audio
-        ramp = np.linspace(self._gain, target, len(audio), dtype=np.float32)[:, None]
-        self._gain = target
-        return audio * ramp
+        return audio * self._gain_envelope(start, len(audio))[:, None]
 
     # -- reporting ---------------------------------------------------------------------------------
     def speed(self) -> float:
@@ -440,6 +492,18 @@ class Scheduler:
         if self.generate_seconds <= 0:
             return 0.0
         return self.frames_generated * FRAME_SAMPLES / SAMPLE_RATE / self.generate_seconds
+
+
+def _values(state: ParameterState, timeline: Timeline, at: int) -> dict[str, object]:
+    """Every concrete parameter path and its value at sample `at` (what a patch load can change)."""
+    seg = timeline.segment_at(at)
+    values: dict[str, object] = {"tempo.bpm": float(seg.bpm), "meter.beats_per_bar": seg.beats_per_bar}
+    paths = [f"style.{i}.{k}" for i in range(len(state.style_weights)) for k in ("weight", "text")]
+    paths += [f"centroid.{i}.weight" for i in range(len(state.centroid_weights))]
+    paths += ["mean.weight", "style.ramp_beats", "style.ramp_curve", "tempo.lock", "master.gain"]
+    paths += [f"sampling.{k}" for k in ("temperature", "top_k", "cfg_style", "cfg_notes", "cfg_drums")]
+    values.update((path, state.value_of(path)) for path in paths)
+    return values
 
 
 def _is_timeline(item: ControlEvent | _PatchChange) -> bool:

@@ -32,7 +32,9 @@ ENV_PREFIX = "BACKLINE_"
 ENV_CONFIG = "BACKLINE_CONFIG"
 
 ClockSource = Literal["internal", "midi", "link"]
+StartOn = Literal["now", "bar"]
 MidiApi = Literal["alsa", "jack"]
+OscFeedback = Literal["registered", "sender", "none"]
 
 
 class ServiceConfigError(ConfigFileError):
@@ -58,7 +60,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "properties": {
                 "source": {"enum": ["internal", "midi", "link"]},
                 "port": {"type": "string", "minLength": 1},
+                "out": {"type": "string", "minLength": 1},
+                "start_on": {"enum": ["now", "bar"]},
             },
+            "if": {"properties": {"source": {"const": "midi"}}, "required": ["source"]},
+            "then": {"required": ["port"]},
         },
         "osc": {
             "type": "object",
@@ -68,17 +74,20 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "host": {"type": "string", "minLength": 1},
                 "port": _PORT,
                 "allow": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                "feedback": {"enum": ["registered", "sender", "none"]},
             },
         },
         "midi": {
             "type": "object",
             "additionalProperties": False,
             "properties": {
+                "enabled": {"type": "boolean"},
                 "api": {"enum": ["alsa", "jack"]},
                 "inputs": {"type": "array", "items": {"type": "string", "minLength": 1}},
             },
         },
         "mappings": {"type": "array", "items": _PATH},
+        "learn_file": _PATH,
         "patch": _PATH,
         "patches": _PATH,
         "generator": {
@@ -93,7 +102,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "fallback": {"enum": ["synth", None]},
         "lookahead_ms": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000},
         "cache_dir": _PATH,
-        "state_file": _PATH,
+        "state_file": {"oneOf": [_PATH, {"type": "null"}]},
         "fade_s": {"type": "number", "minimum": 0, "maximum": 30},
         "status_http": {
             "type": "object",
@@ -115,15 +124,20 @@ class ServiceConfig:
     latency: str | float = "low"
     connect: tuple[str, ...] | None = None
     autoconnect: bool = True
-    clock_source: ClockSource = "internal"
+    clock_source: ClockSource | None = None  # None: the start patch's `clock:`, else internal
     clock_port: str | None = None
+    clock_out: str | None = None  # MIDI output port (pattern) that gets our clock
+    start_on: StartOn = "now"
     osc_enabled: bool = True
     osc_host: str = "127.0.0.1"
     osc_port: int = 9000
     osc_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    osc_feedback: OscFeedback = "registered"
+    midi_enabled: bool = True
     midi_api: MidiApi = "alsa"
     midi_inputs: tuple[str, ...] = ("*",)
     mappings: tuple[Path, ...] = ()
+    learn_file: Path = Path("/var/lib/backline/learned.yaml")
     patch: Path = Path("/etc/backline/patches/default.yaml")
     patches: Path | None = None
     generator: str = "synth"
@@ -131,7 +145,7 @@ class ServiceConfig:
     fallback: str | None = "synth"
     lookahead_ms: float = 200.0
     cache_dir: Path = Path("/var/cache/backline")
-    state_file: Path = Path("/var/lib/backline/state.json")
+    state_file: Path | None = Path("/var/lib/backline/state.json")  # None: no crash state (`backline run`)
     fade_s: float = 2.0
     status_http_host: str = "127.0.0.1"
     status_http_port: int | None = None
@@ -227,13 +241,18 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
         autoconnect=data.get("autoconnect", default.autoconnect),
         clock_source=clock.get("source", default.clock_source),
         clock_port=clock.get("port"),
+        clock_out=clock.get("out"),
+        start_on=clock.get("start_on", default.start_on),
         osc_enabled=osc.get("enabled", default.osc_enabled),
         osc_host=osc.get("host", default.osc_host),
         osc_port=osc.get("port", default.osc_port),
         osc_allow=tuple(osc.get("allow", default.osc_allow)),
+        osc_feedback=osc.get("feedback", default.osc_feedback),
+        midi_enabled=midi.get("enabled", default.midi_enabled),
         midi_api=midi.get("api", default.midi_api),
         midi_inputs=tuple(midi.get("inputs", default.midi_inputs)),
         mappings=tuple(path(m) for m in data.get("mappings", ())),
+        learn_file=path(data["learn_file"]) if "learn_file" in data else default.learn_file,
         patch=path(data["patch"]) if "patch" in data else default.patch,
         patches=path(data["patches"]) if "patches" in data else None,
         generator=generator.get("name", default.generator),
@@ -241,7 +260,7 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
         fallback=data.get("fallback", default.fallback),
         lookahead_ms=float(data.get("lookahead_ms", default.lookahead_ms)),
         cache_dir=path(data["cache_dir"]) if "cache_dir" in data else default.cache_dir,
-        state_file=path(data["state_file"]) if "state_file" in data else default.state_file,
+        state_file=(path(data["state_file"]) if data["state_file"] else None) if "state_file" in data else default.state_file,
         fade_s=float(data.get("fade_s", default.fade_s)),
         status_http_host=http.get("host", default.status_http_host),
         status_http_port=http.get("port"),

@@ -20,13 +20,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pythonosc.osc_message import OscMessage, ParseError
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from engine.control.osc_space import STATUS_FIELDS
 from engine.errors import BacklineError
 
 log = logging.getLogger(__name__)
 
 STATUS_ADDRESS = "/backline/status"
-# The reply's arguments, in order (documented in engine/control/osc_space.py).
-STATUS_FIELDS = ("bar", "beat", "tempo", "patch", "lookahead_ms", "xruns", "gen_speed")
 
 
 class StatusUnavailable(BacklineError):
@@ -99,7 +98,7 @@ def query_osc(host: str, port: int, *, timeout_s: float = 1.0) -> dict[str, obje
                     log.warning("ignoring a malformed reply from %s:%d: %s", host, port, err)
                     continue
                 if message.address == STATUS_ADDRESS:
-                    return dict(zip(STATUS_FIELDS, message.params))
+                    return dict(zip((name for name, _, _ in STATUS_FIELDS), message.params))
         except OSError as err:  # timeout, refused, unreachable
             raise StatusUnavailable(f"no engine answered {STATUS_ADDRESS} on {host}:{port} ({err or 'timed out'}); "
                                     "is backline running, and is OSC enabled in its config?") from err

@@ -16,15 +16,19 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from engine.audio.sinks import OutputSpec, open_sink
+from engine.clock.driver import ClockDriver
+from engine.clock.midi_clock_out import open_clock_output
+from engine.clock.source import ClockSource
+from engine.control.surfaces import ControlSurfaces
 from engine.engine import Engine, format_status
 from engine.errors import BacklineError
 from engine.generator import Generator, create_generator
 from engine.patch import Patch, load_patch
 from engine.service.config import LIVE_FIELDS, ServiceConfig, load_config
-from engine.service.control import Control
 from engine.service.health import HealthServer
 from engine.service.notify import Notifier
 from engine.service.signals import SignalThread
@@ -39,14 +43,18 @@ MAGENTA_START_S = 600.0  # a cold compile on a small GPU; systemd's TimeoutStart
 class Service:
     """Builds the engine from the config and keeps the service manager informed."""
 
-    def __init__(self, config: ServiceConfig, *, notifier: Notifier, config_path: str | Path | None = None) -> None:
+    def __init__(self, config: ServiceConfig, *, notifier: Notifier,
+                 reload_config: Callable[[], ServiceConfig] | None = None) -> None:
+        """`reload_config` re-reads the config on SIGHUP (None: nothing to re-read, patches still reload)."""
         self.config = config
-        self.config_path = config_path
+        self.reload_config = reload_config
         self.notifier = notifier
-        self.store = StateStore(config.state_file, snapshot=self._snapshot)
+        self.store = StateStore(config.state_file, snapshot=self._snapshot) if config.state_file else None
         self.engine: Engine | None = None
-        self.control: Control | None = None
+        self.control: ControlSurfaces | None = None
         self.health: HealthServer | None = None
+        self.clock: ClockDriver | None = None
+        self.clock_out: Any = None
         self._generators: list[Generator] = []
         self._stop = threading.Event()
         self._digests: dict[Path, str] = {}
@@ -55,7 +63,7 @@ class Service:
     # -- start-up (main thread) ---------------------------------------------------------------
     def start(self) -> Engine:
         config, notify = self.config, self.notifier
-        saved = self.store.load()
+        saved = self.store.load() if self.store else None
         patch = self._start_patch(saved)
         options = dict(config.generator_options)
         if config.generator == "magenta":
@@ -70,10 +78,16 @@ class Service:
             self._generators.append(fallback)
         spec = OutputSpec.parse(config.output, device=config.device, blocksize=config.blocksize,
                                 latency=config.latency, connect=config.connect, autoconnect=config.autoconnect)
+        source = clock_source(config, patch)
+        notify.status(f"opening clock {source}")
+        self.clock = ClockDriver.open(source, bpm=float(patch.bpm), beats_per_bar=patch.beats_per_bar, midi_api=config.midi_api)
+        if config.clock_out:
+            self.clock_out = open_clock_output(config.clock_out, api=config.midi_api)
         notify.status(f"opening output {config.output}")
         engine = Engine(patch=patch, generator=generator, fallback=fallback, lookahead_ms=config.lookahead_ms,
                         sink_factory=lambda ring: open_sink(ring, spec, fade_s=config.fade_s),
-                        patch_set=self._patch_set(config) or None)
+                        patch_set=self._patch_set(config) or None, clock=self.clock, start_on=config.start_on,
+                        clock_out=self.clock_out)
         if saved is not None and saved.get("patch") == (str(patch.path) if patch.path else None):
             try:
                 engine.restore_state(saved)
@@ -85,12 +99,18 @@ class Service:
         engine.on_tick = self._on_tick
         engine.add_listener(self._on_change)
         self.engine = engine
-        self.control = Control.start(config, engine)
+        self.control = ControlSurfaces(
+            engine, mappings=config.mappings, learn_file=config.learn_file,
+            midi_api=config.midi_api if config.midi_enabled else None, midi_inputs=config.midi_inputs,
+            osc_host=config.osc_host, osc_port=config.osc_port if config.osc_enabled else None,
+            osc_allow=config.osc_allow, osc_feedback=config.osc_feedback)
+        self.control.start()
         if config.status_http_port is not None:
             self.health = HealthServer(engine.status, host=config.status_http_host, port=config.status_http_port)
             self.health.start()
-        self.store.start()
-        self.store.mark_dirty()  # a crash before the first change still resumes this patch
+        if self.store:
+            self.store.start()
+            self.store.mark_dirty()  # a crash before the first change still resumes this patch
         notify.status(f"filling {config.lookahead_ms:g} ms of look-ahead")
         return engine
 
@@ -132,7 +152,8 @@ class Service:
 
     def _on_change(self, path: str, value: object, source: str) -> None:
         """Loop thread, after a change applies: schedule a state save (coalesced by the store)."""
-        self.store.mark_dirty()
+        if self.store:
+            self.store.mark_dirty()
 
     def _snapshot(self) -> dict[str, Any]:
         """State-writer thread: the engine's own snapshot (immutable values it swaps whole)."""
@@ -140,14 +161,14 @@ class Service:
         return self.engine.snapshot_state()
 
     # -- running and stopping ------------------------------------------------------------------
-    def run(self) -> int:
-        """Main thread: the scheduling loop until SIGTERM (0), or until the audio stream dies (1)."""
+    def run(self, *, duration_s: float | None = None) -> int:
+        """Main thread: the scheduling loop until SIGTERM or `duration_s` (0), or until the audio stream dies (1)."""
         assert self.engine is not None
         if not self._stop.is_set():
-            self.engine.run(self._stop)
-        if self._stop.is_set():
+            self.engine.run(self._stop, duration_s=duration_s)
+        if not self.engine.stream_died:
             return 0
-        log.error("the engine stopped without being asked to; exiting 1 so that systemd restarts it")
+        log.error("the audio stream died; exiting 1 so that systemd (Restart=on-failure) restarts the engine")
         return 1
 
     def terminate(self) -> None:
@@ -162,10 +183,10 @@ class Service:
         self._stop.set()
 
     def close(self) -> None:
-        for part in (self.control, self.health):
+        for part in (self.control, self.health, self.clock, self.clock_out):
             if part is not None:
                 part.close()
-        if self.engine is not None:
+        if self.engine is not None and self.store:
             self.store.close()
         for generator in self._generators:
             generator.close()
@@ -182,8 +203,10 @@ class Service:
             self.notifier.ready("reloaded")
 
     def _reload_config(self) -> None:
+        if self.reload_config is None:
+            return
         try:
-            new = load_config(self.config_path)
+            new = self.reload_config()
         except BacklineError as err:
             log.error("%s (keeping the running config)", err)
             return
@@ -194,7 +217,9 @@ class Service:
         if self.engine is not None and "patches" in changed:
             self.engine.patch_set = self._patch_set(new)
         if self.control is not None:
-            self.control.reload(new)
+            failed = self.control.load_mappings(new.mappings)
+            self.control.set_midi_inputs(new.midi_inputs)
+            log.info("mappings reloaded: %d files, %d kept at their running version", len(new.mappings), len(failed))
         self.config = replace(self.config, **{name: getattr(new, name) for name in LIVE_FIELDS})
 
     def _reload_patch(self) -> None:
@@ -220,21 +245,38 @@ class Service:
         self._digests[path] = digest
 
 
+def clock_source(config: ServiceConfig, patch: Patch) -> ClockSource:
+    """The clock to follow: `--clock` or the config's clock.source (the CLI flag overrides the
+    config key), else the start patch's `clock:`, else internal. A patch loaded later never
+    switches the clock."""
+    if config.clock_source is not None:
+        return ClockSource(config.clock_source, config.clock_port if config.clock_source == "midi" else None)
+    return patch.clock or ClockSource("internal")
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def serve(config_path: str | Path | None = None) -> int:
-    """Main thread: config, signals, start-up, the loop, and a clean stop. Returns the exit status."""
+    """`backline serve`: the config file (re-read on SIGHUP) under a service manager."""
+    return run_service(lambda: load_config(config_path))
+
+
+def run_service(read_config: Callable[[], ServiceConfig], *, duration_s: float | None = None) -> int:
+    """Main thread: config, signals, start-up, the loop, and a clean stop. Returns the exit status.
+
+    `backline serve` and `backline run` both come here, so a stage box and a terminal
+    session build the same engine from the same config fields.
+    """
     notifier = Notifier()
     notifier.status("reading config")
-    config = load_config(config_path)
-    service = Service(config, notifier=notifier, config_path=config_path)
+    service = Service(read_config(), notifier=notifier, reload_config=read_config)
     handlers = {signal.SIGHUP: service.reload, signal.SIGTERM: service.terminate, signal.SIGINT: service.terminate}
     with SignalThread(handlers):
         try:
             service.start()
-            return service.run()
+            return service.run(duration_s=duration_s)
         except BacklineError as err:
             notifier.status(f"failed: {err}")  # shown by `systemctl status` until the restart
             raise

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 from engine.errors import BacklineError
 from engine.style.embedder import AUDIO_PROMPT_SECONDS, Embedder
@@ -48,6 +47,8 @@ def centroids(embeddings: np.ndarray, *, k: int, seed: int = 0) -> tuple[np.ndar
     """(K x 768 k-means centroids, 768 mean), float32."""
     if len(embeddings) < k:
         raise BacklineError(f"centroids: {len(embeddings)} clips cannot make {k} clusters; use a smaller -k or more audio")
+    from sklearn.cluster import KMeans  # 1.5 s to import: only when clustering
+
     model = KMeans(n_clusters=k, n_init="auto", random_state=seed).fit(embeddings)
     return model.cluster_centers_.astype(np.float32), embeddings.mean(axis=0).astype(np.float32)
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import mido
 import numpy as np
 import pytest
+
+from jack_rx import receiver, wait_for
 
 from engine.clock import MidiClockFollower, MidiClockOut, MidiClockSender, SampleClock
 from engine.timeline import Timeline
@@ -30,57 +29,6 @@ UNSTABLE = pytest.mark.xfail(
     "(measured 130.7..133.9 BPM following, 131.5..133.0 BPM out); see report",
 )
 
-
-
-class FrameStampedInput:
-    """A JACK MIDI input port whose events carry their JACK frame time."""
-
-    def __init__(self, client) -> None:  # type: ignore[no-untyped-def]
-        self.client = client
-        self.port = client.midi_inports.register("in")
-        self.raw: list[tuple[int, bytes]] = []
-        self.clocks = 0
-        client.set_process_callback(self._process)
-
-    def _process(self, frames: int) -> None:
-        """Runs on the JACK process thread: only stamp and keep the bytes (parsed later).
-
-        Test code: it allocates, which the engine's callbacks must not. It needs the GIL, so
-        the test's main thread polls rarely and cheaply, or the dummy driver's cycles slip.
-        """
-        base = self.client.last_frame_time
-        for offset, data in self.port.incoming_midi_events():
-            message = bytes(data)
-            self.raw.append((base + offset, message))  # list.append is atomic under the GIL
-            self.clocks += message[0] == 0xF8
-
-    def snapshot(self) -> list[tuple[int, mido.Message]]:
-        return [(f, mido.Message.from_bytes(b)) for f, b in list(self.raw)]
-
-    def clock_frames(self) -> np.ndarray:
-        return np.array([f for f, m in self.snapshot() if m.type == "clock"], dtype=np.float64)
-
-
-@contextmanager
-def receiver(jack_server: str) -> Iterator[FrameStampedInput]:
-    import jack as jackclient
-
-    client = jackclient.Client("bl-rx", servername=jack_server)
-    try:
-        rx = FrameStampedInput(client)  # the process callback must be set before activation
-        client.activate()
-        yield rx
-    finally:
-        client.deactivate()
-        client.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    idle = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if idle.wait(0.25) or time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for MIDI")
 
 
 @pytest.mark.jack

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from engine.clock import TapTempo, apply_at_next_bar, health, parse_clock_source, ramp
+from engine.clock import TapTempo, health, parse_clock_source, ramp
 from engine.clock.source import ClockSource, open_link_source
 from engine.timeline import Timeline
 
@@ -34,12 +34,8 @@ def test_tap_tempo_resets_after_a_gap_and_rejects_out_of_range(caplog: pytest.Lo
         TapTempo(taps=1)
 
 
-def test_tap_applies_at_the_next_bar_and_ramps_step_per_bar() -> None:
+def test_ramps_step_per_bar() -> None:
     timeline = Timeline.start(120)
-    changed = apply_at_next_bar(timeline, 100.0, generated_until=timeline.bar_start(2) + 1)
-    assert changed.bar_start(3) == timeline.bar_start(3)
-    assert changed.bar_length(3) == 4 * 60 * 48_000 // 100
-    assert changed.bar_length(2) == timeline.bar_length(2)
     ramped = ramp(timeline, to_bpm=140.0, from_bar=4, bars=4)
     assert [float(ramped.tempo_at(ramped.bar_start(b))) for b in range(3, 10)] == [120, 125, 130, 135, 140, 140, 140]
 

@@ -16,18 +16,18 @@ def estimate(bpm: float, *, beat0: float = 10.0, epoch: int = 1, state: str = "r
 
 def test_first_estimate_of_an_epoch_starts_a_song_grid() -> None:
     follower = TimelineFollower(beats_per_bar=4)
-    new = follower.update(estimate(120.0, beat0=10.5), Timeline.start(100), generated_until=0, time_to_sample=SINK.sample_at)
+    new = follower.update(estimate(120.0, beat0=10.5), Timeline.start(100), planned_until=0, time_to_sample=SINK.sample_at)
     assert new is not None
     assert new.bar_start(0) == 24_000 and new.bar_start(3) == 24_000 + 3 * 96_000
-    assert follower.update(estimate(120.0, beat0=10.5), new, generated_until=0, time_to_sample=SINK.sample_at) is None
+    assert follower.update(estimate(120.0, beat0=10.5), new, planned_until=0, time_to_sample=SINK.sample_at) is None
 
 
 def test_a_moved_estimate_refits_from_the_first_ungenerated_bar_only() -> None:
     follower = TimelineFollower(beats_per_bar=4)
-    grid = follower.update(estimate(120.0), Timeline.start(120), generated_until=0, time_to_sample=SINK.sample_at)
+    grid = follower.update(estimate(120.0), Timeline.start(120), planned_until=0, time_to_sample=SINK.sample_at)
     assert grid is not None
     moved = estimate(121.0, beat0=10.0)
-    new = follower.update(moved, grid, generated_until=100_000, time_to_sample=SINK.sample_at)
+    new = follower.update(moved, grid, planned_until=100_000, time_to_sample=SINK.sample_at)
     assert new is not None
     assert new.bar_start(1) == grid.bar_start(1)  # generated: untouched
     assert new.bar_start(2) == round(SINK.sample_at(moved.beat_time(8)))
@@ -37,11 +37,11 @@ def test_a_moved_estimate_refits_from_the_first_ungenerated_bar_only() -> None:
 
 def test_small_moves_within_tolerance_leave_the_timeline_alone() -> None:
     follower = TimelineFollower(beats_per_bar=4, phase_tolerance=0.002, tempo_tolerance=0.05)
-    grid = follower.update(estimate(120.0), Timeline.start(120), generated_until=0, time_to_sample=SINK.sample_at)
+    grid = follower.update(estimate(120.0), Timeline.start(120), planned_until=0, time_to_sample=SINK.sample_at)
     assert grid is not None
     nudged = estimate(120.01, beat0=10.0005)
-    assert follower.update(nudged, grid, generated_until=50_000, time_to_sample=SINK.sample_at) is None
-    assert follower.update(estimate(120.0, state="held"), grid, generated_until=0, time_to_sample=SINK.sample_at) is None
+    assert follower.update(nudged, grid, planned_until=50_000, time_to_sample=SINK.sample_at) is None
+    assert follower.update(estimate(120.0, state="held"), grid, planned_until=0, time_to_sample=SINK.sample_at) is None
 
 
 def test_following_a_tempo_jump_keeps_bar_lines_on_the_clock() -> None:
@@ -52,7 +52,7 @@ def test_following_a_tempo_jump_keeps_bar_lines_on_the_clock() -> None:
     lookahead = 0.5
     for t, msg in stream.events:
         clock.feed(msg, t)
-        new = follower.update(clock.estimate(t), timeline, generated_until=round(SINK.sample_at(t + lookahead)),
+        new = follower.update(clock.estimate(t), timeline, planned_until=round(SINK.sample_at(t + lookahead)),
                               time_to_sample=SINK.sample_at)
         timeline = new or timeline
     for bar in range(2, 16):

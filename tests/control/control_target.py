@@ -17,7 +17,8 @@ class MemoryTarget:
         self.events: list[ControlEvent] = []
         self.values: dict[str, object] = {}
         self._status = status or {"bar": 12, "beat": 2.5, "tempo": 121.0, "patch": "verse", "lookahead_ms": 160.0,
-                                  "xruns": 3, "gen_speed": 1.75}
+                                  "xruns": 3, "speed": 1.75, "underruns": 1, "playing": True,
+                                  "clock": {"source": "midi:x", "state": "lost"}}
         self._listeners: list[Callable[[str, object, str], None]] = []
         self._lock = threading.Lock()
         self._applied = 0

@@ -13,9 +13,6 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from control_target import MemoryTarget
 from engine.control.commands import add_commands
-from engine.control.dispatcher import Dispatcher
-from engine.control.learn import Learner
-from engine.control.osc_server import OscServer
 from engine.control.surfaces import ControlSurfaces
 from engine.params import PARAMETERS
 
@@ -51,10 +48,9 @@ def test_osc_docs_command(capsys):
 
 def test_learn_armed_over_osc(tmp_path):
     target = MemoryTarget()
-    dispatcher = Dispatcher(target)
-    learner = Learner(dispatcher, file=tmp_path / "learned.yaml")
-    with OscServer(dispatcher, port=0, learn=learner.arm) as server, \
+    with ControlSurfaces(target, learn_file=tmp_path / "learned.yaml", midi_api=None, osc_port=0) as cs, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        dispatcher, learner, server = cs.dispatcher, cs.learner, cs.osc
         s.bind(("127.0.0.1", 0))
         s.settimeout(5)
         b = OscMessageBuilder("/backline/learn")

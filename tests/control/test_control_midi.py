@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import mido
 import pytest
 import yaml
 
+from control_helpers import wait_for
 from control_target import MemoryTarget
 from engine.control.dispatcher import Dispatcher
 from engine.control.learn import Learner
@@ -21,15 +21,6 @@ from engine.control.midi_io import MidiHub
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.jack
 JACK_BACKEND = "mido.backends.rtmidi/UNIX_JACK"
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
-    ev = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if pred():
-            return True
-        ev.wait(0.01)
-    return pred()
 
 
 @pytest.fixture
@@ -101,6 +92,43 @@ def test_hotplug_rebinds(jack, caplog):
     assert "disappeared" in text and "is back: rebound" in text
 
 
+def test_replug_between_two_scans_rebinds(jack, caplog):
+    """The device goes and comes back between two scans (scanned by hand here, no watcher thread)."""
+    backend = mido.Backend(JACK_BACKEND)
+    target = MemoryTarget()
+    dispatcher = Dispatcher(target, MappingSet.of([load_file(REPO / "mappings/korg-nanokontrol2.yaml")]))
+    hub = MidiHub(dispatcher, api="jack", inputs=["*nanoKONTROL2*"])
+    first = backend.open_output("nanoKONTROL2 MIDI 1", virtual=True, client_name="nanoKONTROL2 rp")
+    try:
+        with caplog.at_level(logging.WARNING, logger="engine.control.midi_io"):
+            hub.scan()
+            hub.scan()  # still connected: nothing happens
+            assert hub.inputs == ["nanoKONTROL2 rp:nanoKONTROL2 MIDI 1"] and hub.rebinds == 0
+            first.close()
+            first = backend.open_output("nanoKONTROL2 MIDI 1", virtual=True, client_name="nanoKONTROL2 rp")
+            hub.scan()
+        assert hub.rebinds == 1
+        assert "was unplugged and plugged back" in caplog.text
+        first.send(mido.Message("control_change", control=1, value=127))
+        assert wait_for(lambda: dispatcher.pending == 1)
+    finally:
+        first.close()
+        hub.close()
+
+
+def test_unterminated_sysex_is_counted_and_what_it_held_back_recovered(device, hub):
+    _, out, _ = device
+    target, dispatcher, _ = hub
+    raw = out._rt
+    raw.send_message([0xF0, 0x42, 0x01])  # no F7: rtmidi holds back what follows
+    out.send(mido.Message("control_change", control=2, value=127))
+    raw.send_message([0xF7])  # the next F7 releases it
+    assert wait_for(lambda: dispatcher.pending == 1)
+    dispatcher.drain()
+    assert dispatcher.rejects.counts() == {"unterminated_sysex": 1}
+    assert [(e.target, e.value) for e in target.events] == [("style.2.weight", 1.0)]
+
+
 def test_random_midi_bytes_are_counted_and_input_survives(device, hub):
     _, out, _ = device
     target, dispatcher, _ = hub
@@ -109,7 +137,7 @@ def test_random_midi_bytes_are_counted_and_input_survives(device, hub):
     pace = threading.Event()
     for _ in range(300):
         data = [rnd.getrandbits(8) for _ in range(rnd.randint(1, 3))]
-        if data[0] != 0xF0:  # an unterminated SysEx would (correctly) swallow what follows until F7
+        if data[0] != 0xF0:  # an unterminated SysEx holds back what follows (see the SysEx test)
             raw.send_message(data)
         pace.wait(0.001)  # about DIN MIDI's rate; a burst beyond JACK's per-period buffer is lost in JACK
     out.send(mido.Message("control_change", control=2, value=64))

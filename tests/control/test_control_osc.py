@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
-import signal
 import socket
 import subprocess
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,23 +14,13 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
+from control_helpers import LIBLO, client_socket, oscdump, send, wait_for
 from control_target import MemoryTarget
 from engine.control.dispatcher import Dispatcher
 from engine.control.mapping import MappingSet, load_file
 from engine.control.osc_server import OscServer
 
 REPO = Path(__file__).resolve().parents[2]
-LIBLO = shutil.which("oscsend") and shutil.which("oscdump")
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Wait on an event with a short timeout until `pred` holds (no fixed sleeps)."""
-    ev = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if pred():
-            return True
-        ev.wait(0.01)
-    return pred()
 
 
 @pytest.fixture
@@ -42,20 +29,6 @@ def rig() -> Iterator[tuple[MemoryTarget, Dispatcher, OscServer]]:
     dispatcher = Dispatcher(target, MappingSet.of([load_file(REPO / "mappings/osc-generic.yaml")]))
     with OscServer(dispatcher, host="127.0.0.1", port=0) as server:
         yield target, dispatcher, server
-
-
-def client_socket() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.settimeout(5)
-    return s
-
-
-def send(sock: socket.socket, dest, address: str, *args) -> None:
-    b = OscMessageBuilder(address)
-    for a in args:
-        b.add_arg(a)
-    sock.sendto(b.build().dgram, dest)
 
 
 def test_python_osc_client_reaches_engine(rig):
@@ -87,7 +60,7 @@ def test_status_reply(rig):
         send(s, server.address, "/backline/status")
         msg = OscMessage(s.recv(65536))
     assert msg.address == "/backline/status"
-    assert msg.params == [12, 2.5, 121.0, "verse", 160.0, 3, 1.75]
+    assert msg.params == [12, 2.5, 121.0, "verse", 160.0, 3, 1.75, 1, 1, "midi:x", "lost"]
 
 
 def status_round_trip(sock: socket.socket, dest, tries: int = 5) -> bool:
@@ -104,48 +77,19 @@ def status_round_trip(sock: socket.socket, dest, tries: int = 5) -> bool:
     return False
 
 
-def test_status_reads_the_engines_speed_key():
+def test_status_fills_missing_keys_with_typed_defaults():
     target = MemoryTarget({"bar": 3, "beat": 1.0, "tempo": 90.0, "patch": "p", "lookahead_ms": 80.0, "xruns": 0,
                            "speed": 2.5})
     with OscServer(Dispatcher(target), port=0) as server, client_socket() as s:
         send(s, server.address, "/backline/status")
-        assert OscMessage(s.recv(65536)).params == [3, 1.0, 90.0, "p", 80.0, 0, 2.5]
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def oscdump() -> Iterator[tuple[int, subprocess.Popen]]:
-    """liblo's oscdump on a free port; ready once it has printed a probe message; stopped by pid."""
-    port = free_udp_port()
-    proc = subprocess.Popen(["oscdump", "-L", str(port)], stdout=subprocess.PIPE, text=True, start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
-    reader.start()
-    probe = SimpleUDPClient("127.0.0.1", port)
-    assert wait_for(lambda: probe.send_message("/probe", 1) or any("/probe" in ln for ln in lines), 10), "oscdump not ready"
-    proc.lines = lines
-    try:
-        yield port, proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        assert OscMessage(s.recv(65536)).params == [3, 1.0, 90.0, "p", 80.0, 0, 2.5, 0, 0, "", ""]
 
 
 @pytest.mark.skipif(not LIBLO, reason="liblo-tools (oscsend, oscdump) not installed")
-def test_feedback_reaches_oscdump_without_echo(rig, oscdump):
+def test_feedback_reaches_oscdump_without_echo(rig):
     target, dispatcher, server = rig
-    dump_port, proc = oscdump
     host, port = server.address
-    with client_socket() as a:
+    with oscdump() as (dump_port, lines), client_socket() as a:
         send(a, server.address, "/backline/register", dump_port)  # client A receives feedback at oscdump's port
         assert wait_for(lambda: server.clients == [("127.0.0.1", dump_port)])
         # a value from another client (liblo's oscsend) is fed back to A
@@ -153,15 +97,15 @@ def test_feedback_reaches_oscdump_without_echo(rig, oscdump):
         assert wait_for(lambda: dispatcher.pending == 1)
         dispatcher.drain()
         target.apply()
-        assert wait_for(lambda: any("/backline/surface/fader/1" in ln for ln in proc.lines))
+        assert wait_for(lambda: any("/backline/surface/fader/1" in ln for ln in lines))
         # a value A sent itself is not echoed back to A; a later change from elsewhere is
         send(a, server.address, "/backline/mean/weight", 0.75)
         assert wait_for(lambda: dispatcher.pending == 1)
         dispatcher.drain()
         target.apply()
         target.change("master.gain", 0.5, "patch")  # e.g. a patch load
-        assert wait_for(lambda: any("/backline/master/gain" in ln for ln in proc.lines))
-    text = "\n".join(proc.lines)
+        assert wait_for(lambda: any("/backline/master/gain" in ln for ln in lines))
+    text = "\n".join(lines)
     assert "/backline/style/0/weight f 0.25" in text
     assert "/backline/surface/fader/1 f 0.25" in text
     assert "/backline/master/gain f 0.5" in text

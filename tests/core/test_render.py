@@ -114,3 +114,21 @@ def test_every_shipped_patch_loads_and_renders(tmp_path, name) -> None:
     result, audio = do_render(tmp_path, p, 2)
     assert len(audio) == Timeline.start(p.bpm, p.beats_per_bar).bar_start(2)
     assert np.abs(audio).max() > 0.05
+
+
+def test_transport_stop_fades_to_silence_at_the_bar_and_play_comes_back_at_its_bar(tmp_path) -> None:
+    """Stop and play are bar-quantized fades on the running stream, not an exit: the clock keeps going."""
+    p = patch("120")
+    _, plain = do_render(tmp_path, p, 7, name="plain.wav")
+    automation = ("events:\n  - {bar: 2, beat: 3, target: transport.stop}\n"
+                  "  - {bar: 4, beat: 2, target: transport.play}\n")
+    _, stopped = do_render(tmp_path, p, 7, automation, name="stopped.wav")
+    grid = Timeline.start("120", 4)
+    bar3, bar4, bar5 = (grid.bar_start(k) for k in (2, 3, 4))
+    assert np.array_equal(plain[:bar3], stopped[:bar3]), "the stop was audible before its bar"
+    fade = 2400  # GAIN_RAMP_SAMPLES: 50 ms
+    assert np.abs(stopped[bar3 + fade:bar5]).max() == 0.0, "not silent after the stop's fade"
+    assert np.abs(plain[bar3:bar4]).max() > 0.1  # there was something to silence
+    assert np.abs(stopped[bar3:bar3 + fade]).max() > 0.0, "the stop cut instead of fading"
+    assert np.abs(stopped[bar5:bar5 + 480]).max() > 0.0, "play did not start on its bar line"
+    assert np.abs(stopped[bar5 + fade:]).max() > 0.1, "play did not bring the sound back"

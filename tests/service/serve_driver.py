@@ -34,7 +34,7 @@ def stdin_commands(service: Service) -> None:
 def main(config_path: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     notifier = Notifier()
-    service = Service(load_config(config_path), notifier=notifier, config_path=config_path)
+    service = Service(load_config(config_path), notifier=notifier, reload_config=lambda: load_config(config_path))
     handlers = {signal.SIGHUP: service.reload, signal.SIGTERM: service.terminate}
     with SignalThread(handlers):
         try:

@@ -315,8 +315,6 @@ def saved_weight(state_file: Path, want: float, timeout_s: float = 5.0) -> float
     return weight
 
 
-@pytest.mark.skipif(not (REPO / "engine/control").is_dir(),
-                    reason="the control layer (engine/control, OSC and mappings) is not merged into this branch yet")
 def test_sighup_keeps_the_old_mapping_on_error_and_applies_a_fixed_one(tmp_path: Path, serve, notify_socket) -> None:
     surface = tmp_path / "surface.yaml"
     surface.write_text(mapping("/test/fader"))

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from pythonosc.dispatcher import Dispatcher
-from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
-from engine.service.health import STATUS_FIELDS, HealthServer, StatusUnavailable, query_http, query_osc
+from engine.service.health import HealthServer, StatusUnavailable, query_http, query_osc
 
-STATUS = {"bar": 17, "beat": 2.5, "tempo": 124.0, "patch": "night-drive", "lookahead_ms": 180.0, "xruns": 0, "gen_speed": 3.2}
+STATUS = {"bar": 17, "beat": 2.5, "tempo": 124.0, "patch": "night-drive", "lookahead_ms": 180.0, "xruns": 0, "speed": 3.2,
+          "underruns": 2, "playing": True, "clock": {"source": "link", "state": "running"}}
 
 
 @pytest.fixture
@@ -49,29 +48,27 @@ def test_unknown_path_is_404(health: HealthServer) -> None:
     assert info.value.code == 404
 
 
+class StatusTarget:
+    """A ControlTarget whose status is the fixed STATUS dict (the real Engine's is tested end to end)."""
+
+    def submit(self, event: object) -> None:
+        raise AssertionError("status queries submit nothing")
+
+    def status(self) -> dict[str, object]:
+        return STATUS
+
+    def add_listener(self, fn: object) -> None:
+        return None
+
+
 @pytest.fixture
 def osc_engine() -> Iterator[tuple[str, int]]:
-    """A python-osc server answering /backline/status the way the control layer's OscServer does.
+    """The control layer's real OscServer on a real UDP socket, answering /backline/status."""
+    from engine.control.dispatcher import Dispatcher as ControlDispatcher
+    from engine.control.osc_server import OscServer
 
-    The control layer is not on this branch yet; this stand-in speaks the documented reply
-    (engine/control/osc_space.py) over a real UDP socket.
-    """
-    dispatcher = Dispatcher()
-    server = ThreadingOSCUDPServer(("127.0.0.1", 0), dispatcher)
-
-    def reply(client: tuple[str, int], address: str, *args: object) -> None:
-        builder = OscMessageBuilder(address)
-        for key in STATUS_FIELDS:
-            builder.add_arg(STATUS[key])
-        server.socket.sendto(builder.build().dgram, client)
-
-    dispatcher.map("/backline/status", reply, needs_reply_address=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with OscServer(ControlDispatcher(StatusTarget()), port=0) as server:
+        yield server.address
 
 
 def test_query_osc_reads_the_status_reply(osc_engine: tuple[str, int]) -> None:
@@ -103,4 +100,5 @@ def test_backline_status_command_prints_the_reply(osc_engine: tuple[str, int], t
     args = parser.parse_args(["status", "--config", str(config)])
     assert args.func(args) == 0
     assert capsys.readouterr().out.split() == ["bar=17", "beat=2.5", "tempo=124", "patch=night-drive", "lookahead_ms=180",
-                                               "xruns=0", "gen_speed=3.2"]
+                                               "xruns=0", "speed=3.2", "underruns=2", "playing=1",
+                                               "clock=link", "clock_state=running"]

@@ -1,0 +1,104 @@
+"""The MIDI input an external clock arrives on: rtmidi in polling mode, stamped by the MIDI API.
+
+Why polling and not rtmidi's callback: with the JACK API the callback runs on JACK's
+process thread and must take the GIL there, so a busy engine delays the JACK cycle and
+the clock's own arrival stamps. In polling mode rtmidi queues messages in C++ on that
+thread, with the API's time between messages (JACK: `jack_get_time()` in the cycle that
+delivered them), and the engine loop drains the queue every few milliseconds.
+
+Stamps: the running sum of rtmidi's deltas is the MIDI API's own timeline. Its offset to
+`time.monotonic()` is the smallest (poll time - summed time) seen so far, since a message
+is always polled after it arrived; the poll delay therefore never enters the stamps.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import mido
+import rtmidi
+
+from engine.clock._ratelog import RateLimitedLog
+from engine.errors import BacklineError
+
+logger = logging.getLogger(__name__)
+
+MidiApi = Literal["alsa", "jack"]
+_RTMIDI_API = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK}
+RESCAN_S = 1.0
+
+
+def port_matches(name: str, pattern: str) -> bool:
+    """A glob (`TR-8*`) matches the whole name; plain text matches a part of it. Case-insensitive."""
+    name, pattern = name.lower(), pattern.lower()
+    return fnmatch.fnmatchcase(name, pattern) if any(c in pattern for c in "*?[") else pattern in name
+
+
+class MidiClockInput:
+    """Binds the first input port matching `pattern` and yields its messages with monotonic stamps."""
+
+    def __init__(self, pattern: str, *, api: MidiApi = "alsa", client_name: str = "backline-clock",
+                 now: Callable[[], float] = time.monotonic) -> None:
+        if api not in _RTMIDI_API:
+            raise ValueError(f"MIDI api must be alsa or jack, got {api!r}")
+        self.pattern = pattern
+        self.api = api
+        self._now = now
+        try:
+            self._port = rtmidi.MidiIn(_RTMIDI_API[api], name=client_name, queue_size_limit=4096)
+        except rtmidi.SystemError as err:
+            raise BacklineError(f"cannot open the {api} MIDI API for clock input: {err}") from err
+        self._port.ignore_types(sysex=True, timing=False, active_sense=True)
+        self.bound: str | None = None
+        self._next_scan = 0.0
+        self._api_time = 0.0  # running sum of rtmidi's deltas since the port opened
+        self._offset: float | None = None  # monotonic minus API time
+        self._log = RateLimitedLog(logger, interval=30.0)
+
+    def _scan(self, t: float) -> None:
+        self._next_scan = t + RESCAN_S
+        names = self._port.get_ports()
+        match = next((i for i, n in enumerate(names) if port_matches(n, self.pattern)), None)
+        if match is None:
+            self._log.warn("absent", "MIDI clock input %r not found on %s (ports: %s); still looking",
+                           self.pattern, self.api, ", ".join(names) or "none")
+            return
+        self._port.open_port(match, name="clock in")
+        self.bound = names[match]
+        self._api_time, self._offset = 0.0, None
+        logger.info("MIDI clock input %r bound to %r (%s)", self.pattern, self.bound, self.api)
+
+    def poll(self) -> list[tuple[mido.Message, float]]:
+        """Messages that arrived since the last poll, with their monotonic arrival times.
+
+        Runs on the engine loop thread; never blocks. Bytes mido cannot parse are counted
+        and logged (rate-limited), never raised.
+        """
+        t = self._now()
+        if self.bound is None:
+            if t >= self._next_scan:
+                self._scan(t)
+            return []
+        raw: list[tuple[list[int], float]] = []
+        while (item := self._port.get_message()) is not None:
+            self._api_time += item[1]
+            raw.append((item[0], self._api_time))
+        if not raw:
+            return []
+        offset = self._now() - raw[-1][1]
+        self._offset = offset if self._offset is None else min(self._offset, offset)
+        out = []
+        for data, api_t in raw:
+            try:
+                out.append((mido.Message.from_bytes(data), api_t + self._offset))
+            except ValueError as err:
+                self._log.warn("parse", "MIDI clock input %r: cannot parse %s (%s); ignored", self.bound, data, err)
+        return out
+
+    def close(self) -> None:
+        self._port.close_port()
+        self._port.delete()

@@ -1,0 +1,121 @@
+"""The clock wired into the engine: sink sample clock, scheduler re-timing, config/patch/CLI choice."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.audio.commands import add_commands, config_from_args
+from engine.audio.ring import PlaybackRing
+from engine.clock import ClockSource, MidiClockFollower, SampleClock, SampleClockTracker
+from engine.clock.driver import ClockDriver
+from engine.clock.synthetic import clock_stream, jump
+from engine.errors import PatchError
+from engine.generator.synth import SynthGenerator
+from engine.patch import load_patch, parse_patch
+from engine.schedule.scheduler import Scheduler
+from engine.service.config import ServiceConfigError, load_config
+from engine.service.runner import clock_source
+from engine.style.bank import StyleBank
+from engine.style.embedder import HashEmbedder
+
+REPO = Path(__file__).resolve().parents[2]
+SR = 48_000
+
+
+def test_sample_clock_from_playhead_observations_finds_the_block_times() -> None:
+    """Blocks of 256 taken at exact times from 10.0 s; the loop observes 0..5 ms late."""
+    tracker = SampleClockTracker(window=1.0)
+    rng = np.random.default_rng(1)
+    assert tracker.observe(0, 10.0, block=256) is None  # nothing played yet
+    clock = None
+    for k in range(1, 400):
+        taken = 10.0 + (k - 1) * 256 / SR  # block k-1 starts playing here; playhead becomes k*256
+        clock = tracker.observe(k * 256, taken + rng.uniform(0.0, 0.005), block=256)
+    assert clock is not None
+    assert abs(clock.time_of(100 * 256) - (10.0 + 100 * 256 / SR)) < 0.0005
+
+
+def follow_offline(stream, *, seconds: float, lookahead: int = 9600):  # type: ignore[no-untyped-def]
+    """Scheduler + synth + ClockDriver on a simulated sink (sample 0 plays at 10.0 s), 5 ms loop steps."""
+    patch = load_patch(REPO / "patches/default.yaml")
+    embedder = HashEmbedder()
+    ring = PlaybackRing()
+    sched = Scheduler(generator=SynthGenerator(), patch=patch, bank=StyleBank.for_patch(patch, embedder),
+                      embedder=embedder, ring=ring, lookahead=lookahead)
+    follower = MidiClockFollower()
+    driver = ClockDriver(ClockSource("midi", "synthetic"), beats_per_bar=4, follower=follower)
+    sink = SampleClock(sample=0, time=10.0)
+    events = iter(stream.events)
+    pending = next(events, None)
+    bars: list[int] = []
+    for step in range(int(seconds / 0.005)):
+        t = 10.0 + step * 0.005
+        while pending is not None and pending[0] <= t:
+            follower.feed(pending[1], pending[0])
+            pending = next(events, None)
+        playhead = round((t - 10.0) * SR)
+        new = driver.follow(sched.timeline, planned_until=sched.planned_until, clock=sink, t=t)
+        if new is not None:
+            sched.retime(new)
+        before = sched.planned_until
+        sched.fill(playhead)
+        bar = sched.timeline.bar_at(before)
+        while sched.timeline.bar_start(bar) < sched.planned_until:
+            bars.append(sched.timeline.bar_start(bar))
+            bar += 1
+    return sched, ring, bars
+
+
+def test_engine_timeline_follows_a_clock_that_starts_late_and_jumps_tempo() -> None:
+    """The engine plays at the patch tempo, bridges to the clock's bar grid, and keeps bar lines
+    on the clock's beats through a 120 -> 133 BPM jump, with the audio continuous throughout."""
+    stream = clock_stream(bpm=jump(120.0, 133.0, at=24 * 24), ticks=24 * 48 + 1, t0=11.0, jitter=0.002, seed=3)
+    sched, ring, bars = follow_offline(stream, seconds=24.0)
+    assert ring.underruns == 0
+    song_bars = sched.timeline.bar_at(bars[-1])
+    assert song_bars >= 9  # the timeline counts the clock's song bars
+    checked = 0
+    for start in bars:
+        k = sched.timeline.bar_at(start)
+        if 2 <= k < 12 and k not in (6, 7):  # bar 6 is the jump: audio planned before it was heard keeps the old tempo
+            err = start / SR + 10.0 - stream.beat_time(4 * k)
+            assert abs(err) < 0.005, f"bar {k} off by {err * 1e3:.2f} ms"
+            checked += 1
+    assert checked >= 7
+
+
+def test_clock_choice_precedence_cli_over_config_over_patch(tmp_path: Path) -> None:
+    patch = parse_patch({"tempo": 120, "style": [{"text": "x"}], "clock": "midi:TR-8"})
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("clock: {source: link, out: 'Volca*', start_on: bar}\n")
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    base = ["run", "--patch", str(REPO / "patches/default.yaml")]
+    no_config = config_from_args(parser.parse_args(base))
+    assert clock_source(no_config, patch) == ClockSource("midi", "TR-8")  # the patch's, when nothing else says
+    with_config = config_from_args(parser.parse_args(base + ["--config", str(config_file)]))
+    assert clock_source(with_config, patch) == ClockSource("link")
+    assert (with_config.clock_out, with_config.start_on) == ("Volca*", "bar")
+    cli = config_from_args(parser.parse_args(base + ["--config", str(config_file), "--clock", "midi:Drums 1",
+                                                     "--start-on", "now", "--clock-out", "x"]))
+    assert clock_source(cli, patch) == ClockSource("midi", "Drums 1")
+    assert (cli.clock_out, cli.start_on) == ("x", "now")
+    assert clock_source(config_from_args(parser.parse_args(base)), parse_patch({"tempo": 120, "style": [{"text": "x"}]})) \
+        == ClockSource("internal")
+
+
+def test_bad_clock_choices_name_where(tmp_path: Path) -> None:
+    with pytest.raises(PatchError, match="clock"):
+        parse_patch({"tempo": 120, "style": [{"text": "x"}], "clock": "mtc"})
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("clock: {source: midi}\n")
+    with pytest.raises(ServiceConfigError, match="port"):
+        load_config(config_file)
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    with pytest.raises(Exception, match="--clock"):
+        config_from_args(parser.parse_args(["run", "--patch", "p.yaml", "--clock", "midi:"]))

@@ -1,0 +1,185 @@
+"""The control layer on a running engine, built the way `backline run`/`serve` build it.
+
+The service runner starts the real engine (synth generator, the real-time WAV sink, since
+this machine has no sound card) and its ControlSurfaces; the tests talk to it over real
+UDP OSC and read feedback with liblo's oscdump. A quantized patch load is checked on the
+rendered samples against offline renders of the same scheduler code: bar N matches the
+old patch to its last sample and bar N+1 the new patch from its first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from pythonosc.osc_message import OscMessage
+
+from control_helpers import LIBLO, client_socket, dumped, oscdump, send, serving, wait_for
+from engine.audio.ring import PlaybackRing
+from engine.conditioning import SAMPLE_RATE
+from engine.engine import Engine
+from engine.generator.synth import SynthGenerator
+from engine.patch import Patch, load_patch
+from engine.schedule.scheduler import Scheduler
+from engine.service.runner import Service
+from engine.style.bank import StyleBank
+from engine.style.embedder import HashEmbedder
+
+REPO = Path(__file__).resolve().parents[2]
+LOOKAHEAD_MS = 200
+# 240 BPM in 4/4: a 1 s bar of exactly 25 frames; B at 200 BPM: 1.2 s, 30 frames (no resampling)
+PATCH_A = """name: a
+tempo: 240
+meter: 4
+seed: 3
+style:
+  - {text: "warm analog synth groove, round bass", weight: 1.0}
+  - {text: "lo-fi hip hop, dusty drums", weight: 0.5}
+sampling: {temperature: 1.0, top_k: 40, cfg_style: 3.0}
+"""
+PATCH_B = """name: b
+tempo: 200
+meter: 4
+seed: 3
+style:
+  - {text: "warm analog synth groove, round bass", weight: 0.25}
+  - {text: bright glassy arpeggio, weight: 0.75}
+sampling: {temperature: 2.0, top_k: 40, cfg_style: 5.0}
+"""
+
+
+@dataclass
+class Running:
+    service: Service
+    engine: Engine
+    osc: tuple[str, int]
+    wav: Path
+    changes: list[tuple[str, object, str, int]]  # (path, value, source, sample it applied at)
+    patches: Path
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Running]:
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    (patches / "a.yaml").write_text(PATCH_A)
+    (patches / "b.yaml").write_text(PATCH_B)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"output: wav:{tmp_path / 'out.wav'}\npatch: {patches / 'a.yaml'}\npatches: {patches}\n"
+        f"state_file: null\nlookahead_ms: {LOOKAHEAD_MS}\nfade_s: 0.05\nosc: {{port: 0}}\nmidi: {{enabled: false}}\n"
+        f"mappings: [{REPO / 'mappings/osc-generic.yaml'}]\nlearn_file: {tmp_path / 'learned.yaml'}\n"
+    )
+    changes: list[tuple[str, object, str, int]] = []
+
+    def record(service: Service):
+        # runs on the scheduling thread, where next_frame_time() is the sample the change applies at
+        return lambda p, v, s: changes.append((p, v, s, service.engine.scheduler.next_frame_time()))
+
+    with serving(config, listener=record) as service:
+        assert service.control is not None and service.control.osc is not None
+        yield Running(service, service.engine, service.control.osc.address, tmp_path / "out.wav", changes, patches)
+
+
+def offline(patch: Patch, *, end: int, switch: tuple[Patch, int] | None = None) -> np.ndarray:
+    """The same scheduler offline: `patch`, optionally loaded over by `switch` = (patch, at bar quantize
+    once the playhead reaches that sample). Returns samples [0, end)."""
+    embedder = HashEmbedder()
+    ring = PlaybackRing()
+    sched = Scheduler(generator=SynthGenerator(), patch=patch, bank=StyleBank.for_patch(patch, embedder),
+                      embedder=embedder, ring=ring, lookahead=round(LOOKAHEAD_MS * SAMPLE_RATE / 1000))
+    out = np.zeros((end, 2), np.float32)
+    block = 256
+    for pos in range(0, end, block):
+        if switch is not None and pos >= switch[1]:
+            sched.submit_patch(switch[0], StyleBank.for_patch(switch[0], embedder), quantize="bar")
+            switch = None
+        n = min(block, end - pos)
+        sched.render_until(pos + n)
+        ring.read(out[pos:pos + n], pos)
+    sched.close()
+    return out
+
+
+def bar_containing(engine: Engine, *, after_s: float, within_s: float) -> int:
+    """Wait until the playhead is `after_s`..`within_s` into a bar (past bar 0) and return that bar."""
+    tl = engine.scheduler.timeline
+
+    def early_in_bar() -> bool:
+        p = engine.sink.playhead
+        bar = tl.bar_at(p)
+        return bar >= 1 and after_s * SAMPLE_RATE <= p - tl.bar_start(bar) <= within_s * SAMPLE_RATE
+
+    assert wait_for(early_in_bar, 10), "the engine did not play"
+    return tl.bar_at(engine.sink.playhead)
+
+
+@pytest.mark.skipif(not LIBLO, reason="liblo-tools (oscsend, oscdump) not installed")
+def test_quantized_patch_load_lands_on_the_next_bar_and_is_fed_back(running: Running):
+    engine, changes = running.engine, running.changes
+    with oscdump() as (dump_port, dump), client_socket() as a, client_socket() as b:
+        send(a, running.osc, "/backline/register", dump_port)  # surface A listens at oscdump's port
+        b_source = f"osc:127.0.0.1:{b.getsockname()[1]}"
+        send(b, running.osc, "/backline/register")  # surface B gets feedback at its own address
+        assert wait_for(lambda: len(running.service.control.osc.clients) == 2)
+        # a value B sends reaches A (oscdump) but is not echoed back to B
+        send(b, running.osc, "/backline/mean/weight", 0.3)
+        assert wait_for(lambda: ("/backline/mean/weight", (0.3,)) in map(dumped, dump))
+        sent_bar = bar_containing(engine, after_s=0.05, within_s=0.35)
+        send(b, running.osc, "/backline/patch/load", "b")
+        assert wait_for(lambda: any(c[0] == "patch.load" for c in changes), 10)
+        expected = {("/backline/tempo/bpm", (200.0,)), ("/backline/style/0/weight", (0.25,)),
+                    ("/backline/style/1/weight", (0.75,)), ("/backline/style/1/text", ("bright glassy arpeggio",)),
+                    ("/backline/sampling/temperature", (2.0,)), ("/backline/sampling/cfg_style", (5.0,)),
+                    ("/backline/mean/weight", (0.0,)), ("/backline/surface/fader/1", (0.25,)),
+                    ("/backline/surface/fader/2", (0.75,)), ("/backline/patch/load", ("b",))}
+
+        assert wait_for(lambda: expected <= set(map(dumped, dump))), "\n".join(dump)
+        b.settimeout(0.5)
+        to_b: list[tuple[str, list]] = []
+        try:
+            while True:
+                msg = OscMessage(b.recv(65536))
+                to_b.append((msg.address, msg.params))
+        except TimeoutError:
+            pass
+        # wait until bar N+2 has been played, then stop
+        applied = next(c for c in changes if c[0] == "patch.load")
+        tl = engine.scheduler.timeline
+        landed = tl.bar_at(applied[3])
+        end = tl.bar_start(landed + 1)
+        assert wait_for(lambda: engine.sink.playhead > end + SAMPLE_RATE // 10, 10)
+    running.service.terminate()
+
+    # it lands on the bar line right after the bar it was sent in, at that bar's first sample
+    assert landed == sent_bar + 1
+    assert applied[3] == tl.bar_start(landed)
+    assert applied[1:3] == ("b", b_source)
+    # every value the patch changed is notified with source "patch", at the same sample; unchanged ones are not
+    patch_changes = {p: v for p, v, s, at in changes if s == "patch"}
+    assert all(at == applied[3] for p, v, s, at in changes if s == "patch")
+    assert patch_changes == {"tempo.bpm": 200.0, "style.0.weight": 0.25, "style.1.weight": 0.75,
+                             "style.1.text": "bright glassy arpeggio", "sampling.temperature": 2.0,
+                             "sampling.cfg_style": 5.0, "mean.weight": 0.0}
+    # B hears the new values (its faders follow) but not its own mean/weight or patch/load back
+    assert ("/backline/mean/weight", [0.0]) in to_b
+    assert ("/backline/tempo/bpm", [200.0]) in to_b
+    assert ("/backline/mean/weight", [pytest.approx(0.3)]) not in to_b
+    assert not any(address == "/backline/patch/load" for address, _ in to_b)
+
+    # the rendered samples: bar N is patch a to its last sample, bar N+1 is patch b from its first
+    a, b_patch = load_patch(running.patches / "a.yaml"), load_patch(running.patches / "b.yaml")
+    start = applied[3]
+    played, _ = soundfile.read(running.wav, dtype="float32", always_2d=True)
+    assert len(played) >= end
+    old = offline(a, end=end)
+    new = offline(a, end=end, switch=(b_patch, tl.bar_start(landed - 1)))
+    differs = np.flatnonzero(np.any(played[:end] != old, axis=1))
+    assert differs[0] == start
+    np.testing.assert_array_equal(played[tl.bar_start(landed - 1):start], old[tl.bar_start(landed - 1):start])
+    np.testing.assert_array_equal(played[start:end], new[start:end])
+    assert engine.ring.underruns == 0
