@@ -53,7 +53,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
             generator=generator,
             automation=automation,
             lookahead_ms=args.lookahead_ms,
-            frames_per_call=args.frames_per_call,
+            frames_per_call=args.frames_per_call or 2,
         )
     finally:
         generator.close()
@@ -84,7 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--automation", help="YAML file of timed control events")
     render.add_argument("-o", "--output", required=True, help="output WAV file")
     render.add_argument("--lookahead-ms", type=float, default=200.0, help="look-ahead (default 200 ms)")
-    render.add_argument("--frames-per-call", type=int, default=2, help="frames per generator call (magenta: its T)")
     add_generator_arguments(render)
     render.set_defaults(func=_cmd_render)
 

@@ -234,7 +234,8 @@ class Engine:
                 self._follow_clock(playhead)
                 if not self._waiting_for_bar:
                     self.scheduler.fill(playhead)
-                if not self._ready and self.sink.playhead > 0:
+                # ready: audio flows and the generator itself is warm (not just its fallback playing)
+                if not self._ready and self.sink.playhead > 0 and self.scheduler.generator.wait_ready(0):
                     self._ready = True
                     if self.on_ready:
                         self.on_ready()

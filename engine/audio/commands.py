@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.clock.source import parse_clock_source
 from engine.errors import OutputError
+from engine.generator.options import add_generator_arguments, generator_options
 from engine.service.config import ServiceConfig, load_config
 
 
@@ -66,7 +67,11 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         "clock_out": args.clock_out,
         "start_on": args.start_on,
     }
-    return replace(base, **{key: value for key, value in flags.items() if value is not None})
+    config = replace(base, **{key: value for key, value in flags.items() if value is not None})
+    options = generator_options(argparse.Namespace(**{**vars(args), "generator": config.generator}))
+    if args.frames_per_call is not None:
+        options["frames_per_call"] = args.frames_per_call
+    return replace(config, generator_options={**config.generator_options, **options})
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -85,7 +90,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--latency", help="PortAudio latency: low (default), high or seconds")
     run.add_argument("--connect", help="JACK: two ports to connect to, e.g. system:playback_3,system:playback_4")
     run.add_argument("--no-autoconnect", action="store_true", help="JACK: leave our ports unconnected")
-    run.add_argument("--generator", choices=("synth", "magenta"), help="synth (default) or magenta")
+    add_generator_arguments(run, default=None)
     run.add_argument("--lookahead-ms", type=float, help="generation look-ahead (default 200 ms)")
     run.add_argument("--fade-ms", type=float, help="fade-out on stop (default 50 ms)")
     run.add_argument("--duration", type=float, help="stop after this many seconds of audio")

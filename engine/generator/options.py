@@ -11,9 +11,14 @@ from engine.generator import GENERATOR_NAMES
 _SIZES = {"small": "mrt2_small", "base": "mrt2_base"}
 
 
-def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
-    """--generator and the magenta options (ignored by the synth)."""
-    parser.add_argument("--generator", default="synth", choices=GENERATOR_NAMES, help="synth (default) or magenta")
+def add_generator_arguments(parser: argparse.ArgumentParser, *, default: str | None = "synth") -> None:
+    """--generator, --frames-per-call and the magenta options (ignored by the synth).
+
+    `default=None` leaves the choice to a config file (`backline run --config`).
+    """
+    parser.add_argument("--generator", default=default, choices=GENERATOR_NAMES, help="synth (default) or magenta")
+    parser.add_argument("--frames-per-call", type=int, default=None,
+                        help="frames per generator call (default 2; magenta: its jitted step T)")
     group = parser.add_argument_group("magenta generator")
     group.add_argument("--checkpoint", type=Path, default=None,
                        help="MRT2 checkpoint (.safetensors); default $MAGENTA_HOME/magenta-rt-v2/checkpoints/<size>. "
@@ -27,10 +32,10 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def generator_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword options for `create_generator(args.generator, **options)`."""
+    """Keyword options for `create_generator(args.generator, **options)`; unset ones are left out."""
     if args.generator != "magenta":
         return {}
-    return {
+    options = {
         "checkpoint": args.checkpoint,
         "size": _SIZES[args.size],
         "magenta_home": args.magenta_home,
@@ -38,3 +43,4 @@ def generator_options(args: argparse.Namespace) -> dict[str, Any]:
         "frames_per_call": args.frames_per_call,
         "compilation_cache_dir": args.compilation_cache_dir,
     }
+    return {key: value for key, value in options.items() if value is not None}

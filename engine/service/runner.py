@@ -70,7 +70,11 @@ class Service:
             options.setdefault("compilation_cache_dir", str(config.cache_dir / "jax"))
             notify.extend_timeout(MAGENTA_START_S)
         notify.status(f"starting the {config.generator} generator")
-        generator = create_generator(config.generator, **options)
+        frames_per_call = int(options.get("frames_per_call", 2))  # magenta: also its jitted step T
+        if config.generator != "magenta":
+            options.pop("frames_per_call", None)
+        # magenta runs in its own process; the fallback plays while it loads, compiles or restarts
+        generator = create_generator(config.generator, process=config.generator == "magenta", **options)
         self._generators.append(generator)
         fallback = None
         if config.fallback and config.fallback != config.generator:
@@ -85,6 +89,7 @@ class Service:
             self.clock_out = open_clock_output(config.clock_out, api=config.midi_api)
         notify.status(f"opening output {config.output}")
         engine = Engine(patch=patch, generator=generator, fallback=fallback, lookahead_ms=config.lookahead_ms,
+                        frames_per_call=frames_per_call,
                         sink_factory=lambda ring: open_sink(ring, spec, fade_s=config.fade_s),
                         patch_set=self._patch_set(config) or None, clock=self.clock, start_on=config.start_on,
                         clock_out=self.clock_out)
