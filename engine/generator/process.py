@@ -48,7 +48,10 @@ def build(factory: str, kwargs: dict[str, Any]) -> Generator:
 
 def _child_main(conn: multiprocessing.connection.Connection, factory: str, kwargs: dict, shm_name: str, seed: int) -> None:
     """Entry point of the child process: build, then serve requests until told to stop or the pipe closes."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s generator-child %(levelname)s %(name)s: %(message)s")
+    # the parent's journald-friendly format (no timestamps), without absl/JAX's per-trace chatter
+    logging.basicConfig(level=logging.INFO, format="generator-child %(levelname)s %(name)s: %(message)s")
+    for chatty in ("absl", "jax"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     shm = shared_memory.SharedMemory(name=shm_name)
     out = np.ndarray((shm.size // (4 * CHANNELS), CHANNELS), dtype=np.float32, buffer=shm.buf)
     try:
