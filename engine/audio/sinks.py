@@ -133,7 +133,7 @@ class DeviceSink(Sink):
         import sounddevice as sd
 
         if spec.kind == "jack":
-            _set_jack_client_name(sd, client_name)
+            _PaJackName.set(sd, client_name)
         self._sd = sd
         self.spec = spec
         self.device = find_device(sd, spec.kind, spec.device)
@@ -205,6 +205,7 @@ class DeviceSink(Sink):
         except ImportError:
             log.warning("JACK-Client is not installed: leaving PortAudio's default connections")
             return
+        self.client_name = _PaJackName.get(self._sd, self.client_name)
         monitor = jack.Client(f"{self.client_name}-monitor", no_start_server=True)
         monitor.set_xrun_callback(self._jack_xrun)
         monitor.activate()
@@ -284,27 +285,47 @@ def open_sink(ring: PlaybackRing, spec: OutputSpec, *, fade_s: float = DEFAULT_F
     return DeviceSink(ring, spec, fade_s=fade_s)
 
 
-_jack_name_keepalive: list[object] = []
+class _PaJackName:
+    """PortAudio's JACK client name: set before PortAudio initialises, read back after.
 
-
-def _set_jack_client_name(sd: object, name: str) -> None:
-    """Name PortAudio's JACK client; PortAudio reads it when it initialises.
-
-    PortAudio keeps the pointer, not a copy, so the C string is kept alive here.
+    PortAudio keeps the pointer, not a copy, so the C string is kept alive here. JACK
+    renames a client whose name is taken (backline-01), so routing asks for the real one.
     """
-    import cffi
 
-    ffi = cffi.FFI()
-    ffi.cdef("int PaJack_SetClientName(const char*);")
-    try:
-        lib = ffi.dlopen(sd._libname)  # type: ignore[attr-defined]
-        c_name = ffi.new("char[]", name.encode())
-        _jack_name_keepalive[:] = [ffi, lib, c_name]
-        sd._terminate()  # type: ignore[attr-defined]
-        lib.PaJack_SetClientName(c_name)
-        sd._initialize()  # type: ignore[attr-defined]
-    except (OSError, AttributeError) as err:
-        log.warning("cannot name the JACK client %r (%s); PortAudio's default name is used", name, err)
+    _keep: list[object] = []
+
+    @classmethod
+    def _lib(cls, sd: object) -> tuple[object, object]:
+        import cffi
+
+        if not cls._keep:
+            ffi = cffi.FFI()
+            ffi.cdef("int PaJack_SetClientName(const char*); int PaJack_GetClientName(const char**);")
+            cls._keep[:] = [ffi, ffi.dlopen(sd._libname)]  # type: ignore[attr-defined]
+        return cls._keep[0], cls._keep[1]
+
+    @classmethod
+    def set(cls, sd: object, name: str) -> None:
+        try:
+            ffi, lib = cls._lib(sd)
+            c_name = ffi.new("char[]", name.encode())  # type: ignore[attr-defined]
+            cls._keep[2:] = [c_name]
+            sd._terminate()  # type: ignore[attr-defined]
+            lib.PaJack_SetClientName(c_name)  # type: ignore[attr-defined]
+            sd._initialize()  # type: ignore[attr-defined]
+        except (OSError, AttributeError) as err:
+            log.warning("cannot name the JACK client %r (%s); PortAudio's default name is used", name, err)
+
+    @classmethod
+    def get(cls, sd: object, default: str) -> str:
+        try:
+            ffi, lib = cls._lib(sd)
+            out = ffi.new("const char**")  # type: ignore[attr-defined]
+            if lib.PaJack_GetClientName(out) == 0 and out[0] != ffi.NULL:  # type: ignore[attr-defined]
+                return ffi.string(out[0]).decode()  # type: ignore[attr-defined]
+        except (OSError, AttributeError) as err:
+            log.warning("cannot read the JACK client's name (%s); assuming %r", err, default)
+        return default
 
 
 def _device_rate(sd: object, spec: OutputSpec, device: int) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-pytest.importorskip("jack", reason="JACK-Client is in the test extra")
+jack_client = pytest.importorskip("jack", reason="JACK-Client is in the test extra")
 from jackrec import Recorder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,3 +106,18 @@ def test_alsa_output_reports_why_it_cannot_run_here() -> None:
                            "--duration", "1"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "no alsa output device" in proc.stderr.lower() and "--output wav:FILE" in proc.stderr
+
+
+def test_a_taken_client_name_still_routes_our_own_ports(jack) -> None:
+    """JACK renames a second `backline` (backline-01); routing must find the renamed ports."""
+    squatter = jack_client.Client("backline", no_start_server=True)
+    rec = Recorder(30.0)
+    try:
+        with rec.client:
+            proc = run_engine("patches/default.yaml", 1.0)
+            recorded = rec.buf[: rec.pos].copy()
+    finally:
+        squatter.close()
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"JACK ports \['backline-\d+:out_0', 'backline-\d+:out_1'\]", proc.stderr), proc.stderr
+    assert np.abs(recorded).max() > 0.01

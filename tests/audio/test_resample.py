@@ -22,7 +22,6 @@ import soxr
 
 pytest.importorskip("jack", reason="JACK-Client is in the test extra")
 from jackrec import Recorder  # noqa: E402
-from jackserver import JackUnavailable, jack_server  # noqa: E402
 
 from engine.audio.resample import CHUNK, DeviceFifo, ResamplingFeeder  # noqa: E402
 from engine.audio.ring import PlaybackRing  # noqa: E402
@@ -31,27 +30,7 @@ from engine.errors import OutputError  # noqa: E402
 from engine.timeline import Timeline  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-RATE = 44100
-
-
-@pytest.fixture(scope="module")
-def jack44() -> str:
-    """A second dummy JACK server, at 44.1 kHz.
-
-    In-process sinks leave PortAudio's JACK client connected; PortAudio is shut down
-    before the server goes, or its exit-time clean-up aborts the interpreter.
-    """
-    import sounddevice as sd
-
-    try:
-        with jack_server(rate=RATE) as name:
-            yield name
-            sd._terminate()
-        sd._initialize()
-    except JackUnavailable as err:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no JACK server here: {err}")
+RATE = 44100  # the jack44 fixture's server
 
 
 def _best_lag(recorded: np.ndarray, expected: np.ndarray, at: int, *, search: int = 40, width: int = 2048) -> int:
