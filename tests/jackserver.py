@@ -61,3 +61,21 @@ def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None =
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+
+@contextmanager
+def portaudio_jack(**options: int | None) -> Iterator[str]:
+    """`jack_server` for a process that opens PortAudio itself (an in-process sink).
+
+    PortAudio keeps its JACK client (opened when a DeviceSink names it) for the whole
+    process: it is shut down before the server goes (or its exit-time clean-up aborts the
+    interpreter) and brought back after.
+    """
+    import sounddevice as sd
+
+    with jack_server(**options) as name:  # type: ignore[arg-type]
+        try:
+            yield name
+        finally:
+            sd._terminate()
+    sd._initialize()

@@ -1,32 +1,18 @@
-"""JACK servers for tests that open PortAudio in the test process itself."""
+"""Extra JACK servers for the output tests: one at 44.1 kHz, one with a tiny port table."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from jackserver import JackUnavailable, jack_server
-
-RATE_44K = 44100
+from jackserver import JackUnavailable, portaudio_jack
 
 
-@contextmanager
-def portaudio_jack(**options: int) -> Iterator[str]:
-    """A dummy JACK server that in-process PortAudio may use.
-
-    PortAudio keeps its JACK client (opened when a DeviceSink names it) for the whole
-    process: it is shut down before the server goes (or its exit-time clean-up aborts the
-    interpreter) and brought back after.
-    """
-    import sounddevice as sd
-
+def _server(**options: int) -> Iterator[str]:
     try:
-        with jack_server(**options) as name:
+        with portaudio_jack(**options) as name:
             yield name
-            sd._terminate()
-        sd._initialize()
     except JackUnavailable as err:
         if os.environ.get("CI"):
             raise
@@ -35,6 +21,11 @@ def portaudio_jack(**options: int) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def jack44() -> Iterator[str]:
-    """A dummy JACK server at 44.1 kHz."""
-    with portaudio_jack(rate=RATE_44K) as name:
-        yield name
+    """A dummy JACK server at 44.1 kHz; PortAudio may be opened in the test process."""
+    yield from _server(rate=44100)
+
+
+@pytest.fixture()
+def jack_few_ports() -> Iterator[str]:
+    """A dummy JACK server with room for 8 ports (jackd --port-max 8)."""
+    yield from _server(port_max=8)

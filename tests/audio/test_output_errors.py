@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 jack = pytest.importorskip("jack", reason="JACK-Client is in the test extra")
-from conftest import portaudio_jack  # noqa: E402
 
 from engine.audio.ring import PlaybackRing  # noqa: E402
 from engine.audio.sinks import PA_DEVICE_UNAVAILABLE, DeviceSink, OutputSpec  # noqa: E402
@@ -19,22 +18,20 @@ from engine.errors import OutputError  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_a_jack_server_with_no_free_ports_refuses_backline_clearly() -> None:
+def test_a_jack_server_with_no_free_ports_refuses_backline_clearly(jack_few_ports) -> None:
     """A real refusal: the server's port table is full (jackd --port-max), so PortAudio
     cannot register backline's two outputs."""
-    with portaudio_jack(port_max=8):
-        hog = jack.Client("hog", no_start_server=True)
-        try:
-            taken = []
-            with pytest.raises(jack.JackError):
-                for i in range(16):
-                    taken.append(hog.outports.register(f"p{i}"))
-            proc = subprocess.run(
-                [sys.executable, "-m", "engine", "run", "--patch", "patches/default.yaml", "--output", "jack", "--duration", "1"],
-                cwd=REPO, capture_output=True, text=True, timeout=60, env=dict(os.environ),
-            )
-        finally:
-            hog.close()
+    hog = jack.Client("hog", no_start_server=True)
+    try:
+        with pytest.raises(jack.JackError):
+            for i in range(16):
+                hog.outports.register(f"p{i}")
+        proc = subprocess.run(
+            [sys.executable, "-m", "engine", "run", "--patch", "patches/default.yaml", "--output", "jack", "--duration", "1"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, env=dict(os.environ),
+        )
+    finally:
+        hog.close()
     assert proc.returncode == 1, proc.stderr
     assert "the JACK server refused backline's ports" in proc.stderr, proc.stderr
     assert "Devices:" in proc.stderr and "[0] system" in proc.stderr
