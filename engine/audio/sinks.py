@@ -208,6 +208,8 @@ class DeviceSink(Sink):
         self.client_name = _PaJackName.get(self._sd, self.client_name)
         monitor = jack.Client(f"{self.client_name}-monitor", no_start_server=True)
         monitor.set_xrun_callback(self._jack_xrun)
+        monitor.set_client_registration_callback(self._jack_client_gone)
+        monitor.set_shutdown_callback(lambda status, reason: self.finished.set())
         monitor.activate()
         self._monitor = monitor
         ours = monitor.get_ports(f"{self.client_name}:", is_output=True, is_audio=True)
@@ -225,6 +227,12 @@ class DeviceSink(Sink):
         """JACK's notification thread: count the server's xruns while our audio runs."""
         if self.armed:
             self.server_xruns += 1
+
+    def _jack_client_gone(self, name: str, register: bool) -> None:
+        """JACK's notification thread: if the server drops our client (a zombified, too-slow
+        client), no callback will come again; end the stream so the engine stops waiting."""
+        if not register and name == self.client_name:
+            self.finished.set()
 
     def close(self) -> None:
         self._stream.stop()
