@@ -9,14 +9,19 @@ PortAudio's. Background load is 0, 1 or 2 busy-loop processes (`while True: pass
 2-core machine; the first level that shows an xrun is reported. Look-ahead is sampled
 on every scheduling-loop tick as `ring.written - playhead`.
 
+Each run is its own process (`python -m bench.audio_bench BLOCK LOAD SECONDS RATE`, one
+JSON line out): PortAudio keeps one JACK client per process, and a run that hangs (seen
+here: PortAudio waiting in start/stop for a JACK cycle that never came, on the first
+128-frame server after 256-frame ones in one process) is cut by a timeout and reported.
+
 The machine is shared while these run: quote figures with the load they ran under.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -78,18 +83,6 @@ def _play(blocksize: int, load: int, seconds: float, *, rate: int = SAMPLE_RATE)
         assert isinstance(sink, TimedDeviceSink)
         engine.on_tick = lambda: ticks.append(engine.ring.written - sink.playhead)
         _busy(load, stack)
-        # Guard: if the device stops calling back (seen once here under load: JACK kept our
-        # ports but PortAudio's callbacks stopped), end the run instead of waiting forever.
-        hung: list[bool] = []
-
-        def give_up() -> None:
-            hung.append(True)
-            engine.request_stop()
-            sink.finished.set()
-
-        watchdog = threading.Timer(seconds * 3 + 30, give_up)
-        watchdog.start()
-        stack.callback(watchdog.cancel)
         engine.run(duration_s=seconds)
     times = sink.times_ns[: sink.timed] / 1000.0
     ahead = np.asarray(ticks[len(ticks) // 10 :], dtype=np.float64) * 1000 / SAMPLE_RATE  # after start-up
@@ -97,40 +90,56 @@ def _play(blocksize: int, load: int, seconds: float, *, rate: int = SAMPLE_RATE)
         "p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)), "max": float(times.max()),
         "xruns": sink.xruns, "server": sink.server_xruns, "underruns": engine.ring.underruns,
         "ahead_p50": float(np.percentile(ahead, 50)), "ahead_min": float(ahead.min()), "blocks": sink.timed,
-        "hung": bool(hung),
     }
+
+
+def _run(blocksize: int, load: int, seconds: float, *, rate: int = SAMPLE_RATE) -> dict[str, float] | None:
+    """`_play` in a fresh process; None if it hung or failed (its stderr tail is printed)."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bench.audio_bench", str(blocksize), str(load), str(seconds), str(rate)],
+                              cwd=REPO, capture_output=True, text=True, timeout=seconds * 2 + 60)
+    except subprocess.TimeoutExpired:
+        print(f"audio bench {blocksize}/{load}/{rate}: hung, cut after {seconds * 2 + 60:g} s", file=sys.stderr)
+        return None
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        print(f"audio bench {blocksize}/{load}/{rate} failed:\n{proc.stderr[-1500:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1])
+
+
+def _rows(where: str, r: dict[str, float] | None, note: str) -> list[Row]:
+    if r is None:
+        return [Row(f"audio.xruns{where}", "hung", "", note + "; the run hung or failed (see stderr)")]
+    return [
+        Row(f"audio.callback_p50{where}", r["p50"], "us", f"{note}, {int(r['blocks'])} blocks"),
+        Row(f"audio.callback_p99{where}", r["p99"], "us", note),
+        Row(f"audio.callback_max{where}", r["max"], "us", note),
+        Row(f"audio.xruns{where}", int(r["xruns"]), "count", f"PortAudio (+FIFO); JACK server {int(r['server'])}; "
+            f"generation underruns {int(r['underruns'])}"),
+        Row(f"audio.lookahead_p50{where}", r["ahead_p50"], "ms", "ring.written - playhead per loop tick"),
+        Row(f"audio.lookahead_min{where}", r["ahead_min"], "ms", "after the first 10% of the run"),
+    ]
 
 
 def rows(quick: bool) -> list[Row]:
     seconds = 10.0 if quick else 60.0
     out: list[Row] = []
-    first_xrun: dict[int, int | None] = {}
+    first_xrun: dict[int, int | str] = {}
     for blocksize in BLOCKS:
-        first_xrun[blocksize] = None
+        first_xrun[blocksize] = "none"
         for load in LOADS:
-            r = _play(blocksize, load, seconds)
-            where = f"@{blocksize}/load{load}"
-            note = f"{seconds:g} s, {r['blocks']} blocks, {load} busy process(es)" + (", CALLBACKS STOPPED" if r["hung"] else "")
-            out += [
-                Row(f"audio.callback_p50{where}", r["p50"], "us", note),
-                Row(f"audio.callback_p99{where}", r["p99"], "us", note),
-                Row(f"audio.callback_max{where}", r["max"], "us", note),
-                Row(f"audio.xruns{where}", int(r["xruns"]), "count", f"PortAudio; JACK server {int(r['server'])}; "
-                    f"generation underruns {int(r['underruns'])}"),
-                Row(f"audio.lookahead_p50{where}", r["ahead_p50"], "ms", "ring.written - playhead per loop tick"),
-                Row(f"audio.lookahead_min{where}", r["ahead_min"], "ms", "after the first 10% of the run"),
-            ]
-            if first_xrun[blocksize] is None and r["xruns"] + r["server"] > 0:
+            r = _run(blocksize, load, seconds)
+            out += _rows(f"@{blocksize}/load{load}", r, f"{seconds:g} s, {load} busy process(es)")
+            if first_xrun[blocksize] == "none" and r is not None and r["xruns"] + r["server"] > 0:
                 first_xrun[blocksize] = load
     for blocksize, load in first_xrun.items():
-        out.append(Row(f"audio.first_xrun_load@{blocksize}", "none" if load is None else load, "busy processes",
+        out.append(Row(f"audio.first_xrun_load@{blocksize}", load, "busy processes",
                        f"lowest of {LOADS} with a PortAudio or JACK xrun"))
-    r = _play(256, 0, seconds, rate=44100)
-    note = f"JACK at 44.1 kHz, soxr HQ feeder, {seconds:g} s"
-    out += [
-        Row("audio.callback_p50@256/44k1", r["p50"], "us", note),
-        Row("audio.callback_p99@256/44k1", r["p99"], "us", note),
-        Row("audio.xruns@256/44k1", int(r["xruns"]), "count", f"PortAudio + FIFO; JACK server {int(r['server'])}"),
-        Row("audio.lookahead_p50@256/44k1", r["ahead_p50"], "ms", "includes the feeder's queue"),
-    ]
+    out += _rows("@256/44k1", _run(256, 0, seconds, rate=44100), f"JACK at 44.1 kHz, soxr HQ feeder, {seconds:g} s")
     return out
+
+
+if __name__ == "__main__":
+    block, load_, secs, rate_ = sys.argv[1:5]
+    print(json.dumps(_play(int(block), int(load_), float(secs), rate=int(rate_))))
