@@ -20,6 +20,8 @@ The machine is shared while these run: quote figures with the load they ran unde
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -95,12 +97,17 @@ def _play(blocksize: int, load: int, seconds: float, *, rate: int = SAMPLE_RATE)
 
 def _run(blocksize: int, load: int, seconds: float, *, rate: int = SAMPLE_RATE) -> dict[str, float] | None:
     """`_play` in a fresh process; None if it hung or failed (its stderr tail is printed)."""
+    limit = seconds * 2 + 60
+    child = subprocess.Popen([sys.executable, "-m", "bench.audio_bench", str(blocksize), str(load), str(seconds), str(rate)],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        proc = subprocess.run([sys.executable, "-m", "bench.audio_bench", str(blocksize), str(load), str(seconds), str(rate)],
-                              cwd=REPO, capture_output=True, text=True, timeout=seconds * 2 + 60)
+        stdout, stderr = child.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
-        print(f"audio bench {blocksize}/{load}/{rate}: hung, cut after {seconds * 2 + 60:g} s", file=sys.stderr)
+        os.killpg(child.pid, signal.SIGKILL)  # the run and its busy loops (its jackd has its own session)
+        child.communicate()
+        print(f"audio bench {blocksize}/{load}/{rate}: hung, cut after {limit:g} s", file=sys.stderr)
         return None
+    proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
         print(f"audio bench {blocksize}/{load}/{rate} failed:\n{proc.stderr[-1500:]}", file=sys.stderr)
