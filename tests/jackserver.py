@@ -21,14 +21,18 @@ class JackUnavailable(RuntimeError):
 
 
 @contextmanager
-def jack_server(*, rate: int = 48_000, period: int = 256) -> Iterator[str]:
-    """Run `jackd -d dummy` under a fresh name; yield the name; stop it on exit."""
+def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None = None) -> Iterator[str]:
+    """Run `jackd -d dummy` under a fresh name; yield the name; stop it on exit.
+
+    `port_max` caps the server's ports (jackd --port-max), to test a server that refuses a client.
+    """
     if shutil.which("jackd") is None:
         raise JackUnavailable("jackd is not installed (apt-get install jackd2)")
     name = f"bl{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=name)
     proc = subprocess.Popen(
-        ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)],
+        ["jackd", "-n", name, "--no-realtime", *(["--port-max", str(port_max)] if port_max else []),
+         "-d", "dummy", "-r", str(rate), "-p", str(period)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -57,3 +61,21 @@ def jack_server(*, rate: int = 48_000, period: int = 256) -> Iterator[str]:
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+
+@contextmanager
+def portaudio_jack(**options: int | None) -> Iterator[str]:
+    """`jack_server` for a process that opens PortAudio itself (an in-process sink).
+
+    PortAudio keeps its JACK client (opened when a DeviceSink names it) for the whole
+    process: it is shut down before the server goes (or its exit-time clean-up aborts the
+    interpreter) and brought back after.
+    """
+    import sounddevice as sd
+
+    with jack_server(**options) as name:  # type: ignore[arg-type]
+        try:
+            yield name
+        finally:
+            sd._terminate()
+    sd._initialize()

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from engine.audio.file_sink import FileSink
+from engine.audio.resample import Quality, ResamplingFeeder
 from engine.audio.ring import PlaybackRing
 from engine.conditioning import CHANNELS, SAMPLE_RATE
 from engine.errors import OutputError
@@ -25,6 +26,10 @@ HostApi = Literal["jack", "alsa"]
 HOST_API_NAMES = {"jack": "JACK Audio Connection Kit", "alsa": "ALSA"}
 DEFAULT_BLOCKSIZE = 256
 DEFAULT_FADE_S = 0.05
+Resample = Quality | Literal["off"]
+PA_INVALID_SAMPLE_RATE = -9997  # PortAudio error codes (portaudio.h)
+PA_DEVICE_UNAVAILABLE = -9985
+PA_INSUFFICIENT_MEMORY = -9992  # what PortAudio's JACK API reports when the server refuses our ports
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,7 @@ class OutputSpec:
     latency: str | float = "low"
     connect: tuple[str, ...] | None = None  # JACK ports to connect to; None = system playback
     autoconnect: bool = True
+    resample: Resample = "HQ"  # soxr quality when the device does not run at 48 kHz; "off" refuses instead
 
     @classmethod
     def parse(cls, text: str, **options: object) -> OutputSpec:
@@ -72,19 +78,19 @@ class Sink:
 
     name = "sink"
 
-    def __init__(self, ring: PlaybackRing, *, blocksize: int, fade_s: float = DEFAULT_FADE_S) -> None:
+    def __init__(self, ring: PlaybackRing, *, blocksize: int, fade_s: float = DEFAULT_FADE_S, rate: int = SAMPLE_RATE) -> None:
         if blocksize < 16 or blocksize > 8192:
             raise OutputError(f"block size must be in 16..8192 frames, got {blocksize}")
         self.ring = ring
         self.blocksize = blocksize
-        self.playhead = 0
+        self.playhead = 0  # in 48 kHz samples, whatever rate the device runs at
         self.xruns = 0  # PortAudio output-underflow flags (and late blocks for the WAV sink)
         self.server_xruns = 0  # the audio server's own xrun reports (JACK), which PortAudio coalesces
         self.callbacks = 0
         self.started_at: float | None = None  # time.monotonic() of the first block
         self.finished = threading.Event()
         self.armed = False  # until armed the sink plays silence and the playhead stays at 0
-        self._fader = _Fader(int(fade_s * SAMPLE_RATE), blocksize)
+        self._fader = _Fader(int(fade_s * rate), blocksize)
 
     def start(self) -> None:
         raise NotImplementedError
@@ -104,61 +110,93 @@ class Sink:
             return
         if self.started_at is None:
             self.started_at = time.monotonic()
-        self.ring.read(out, self.playhead)
-        self.playhead += len(out)
+        self._take(out)
         self.callbacks += 1
         if self._fader.apply(out):
             self.finished.set()
 
+    def _take(self, out: np.ndarray) -> None:
+        """Audio thread: the block at the playhead, straight from the ring."""
+        self.ring.read(out, self.playhead)
+        self.playhead += len(out)
+
 
 class DeviceSink(Sink):
-    """PortAudio output through sounddevice, on the JACK or ALSA host API."""
+    """PortAudio output through sounddevice, on the JACK or ALSA host API.
+
+    At 48 kHz the callback reads the ring directly. On a device that runs at another
+    rate (a JACK server at 44.1 kHz, an ALSA card without 48 kHz) a ResamplingFeeder sits
+    between the ring and the callback, which then copies from the feeder's FIFO.
+    """
 
     def __init__(self, ring: PlaybackRing, spec: OutputSpec, *, fade_s: float = DEFAULT_FADE_S, client_name: str = "backline") -> None:
-        super().__init__(ring, blocksize=spec.blocksize, fade_s=fade_s)
-        self.spec = spec
-        self.name = spec.kind
         import sounddevice as sd
 
         if spec.kind == "jack":
-            _set_jack_client_name(sd, client_name)
+            _PaJackName.set(sd, client_name)
         self._sd = sd
+        self.spec = spec
         self.device = find_device(sd, spec.kind, spec.device)
+        self.rate = _device_rate(sd, spec, self.device)
+        super().__init__(ring, blocksize=spec.blocksize, fade_s=fade_s, rate=self.rate)
+        self.name = spec.kind
+        self._feeder: ResamplingFeeder | None = None
+        self._frames_taken = 0  # device-rate frames taken from the feeder's FIFO
+        self.fifo_underflows = 0  # blocks the feeder had not filled in time (also counted as xruns)
+        if self.rate != SAMPLE_RATE:
+            assert spec.resample != "off"
+            self._feeder = ResamplingFeeder(ring, device_rate=self.rate, blocksize=spec.blocksize,
+                                            failed=self.finished, quality=spec.resample)
+            log.info("%s device %d runs at %d Hz: resampling the %d Hz stream to %d Hz (soxr %s, +%.0f ms queued)",
+                     spec.kind, self.device, self.rate, SAMPLE_RATE, self.rate, spec.resample,
+                     self._feeder.target * 1000 / self.rate)
         try:
-            sd.check_output_settings(device=self.device, channels=CHANNELS, dtype="float32", samplerate=SAMPLE_RATE)
+            self._stream = sd.OutputStream(
+                samplerate=self.rate,
+                blocksize=spec.blocksize,
+                device=self.device,
+                channels=CHANNELS,
+                dtype="float32",
+                latency=spec.latency,
+                callback=self._callback,
+                finished_callback=self.finished.set,
+            )
         except sd.PortAudioError as err:
-            raise OutputError(
-                f"{spec.kind} device {self.device} cannot play {CHANNELS} channels of float32 at {SAMPLE_RATE} Hz: {err}. "
-                f"Run the device at 48 kHz (for JACK: jackd -r 48000), or use --output wav:FILE"
-            ) from err
-        self._stream = sd.OutputStream(
-            samplerate=SAMPLE_RATE,
-            blocksize=spec.blocksize,
-            device=self.device,
-            channels=CHANNELS,
-            dtype="float32",
-            latency=spec.latency,
-            callback=self._callback,
-            finished_callback=self.finished.set,
-        )
+            raise OutputError(_open_error(sd, spec, self.device, err)) from err
         self.client_name = client_name
         self._monitor = None  # a JACK-Client that routes our ports and hears JACK's xruns
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
-        """PortAudio's audio thread. Copies from the ring and returns: no locks, no
-        allocation beyond numpy views, no logging, no waiting for the generator."""
+        """PortAudio's audio thread. Copies from the ring (or the feeder's FIFO) and returns:
+        no locks, no allocation beyond numpy views, no logging, no waiting for the generator."""
         if status.output_underflow and self.armed:  # type: ignore[attr-defined]
             self.xruns += 1
         self._fill(outdata)
 
+    def _take(self, out: np.ndarray) -> None:
+        """Audio thread: at 48 kHz read the ring; otherwise copy the feeder's resampled
+        frames and move the 48 kHz playhead to the sample the device has reached."""
+        if self._feeder is None:
+            super()._take(out)
+            return
+        taken = self._feeder.fifo.pull(out)
+        if taken < len(out):
+            self.fifo_underflows += 1
+            self.xruns += 1
+        self._frames_taken += taken
+        self.playhead = self._frames_taken * SAMPLE_RATE // self.rate
+
     def start(self) -> None:
+        if self._feeder is not None:
+            self._feeder.start()  # the FIFO holds the first frames before the stream asks
         try:
             self._stream.start()
         except self._sd.PortAudioError as err:
-            raise OutputError(f"cannot start the {self.spec.kind} stream on device {self.device}: {err}") from err
+            raise OutputError(_open_error(self._sd, self.spec, self.device, err)) from err
         if self.spec.kind == "jack":
             self._route_jack()
         self.armed = True  # bar 0 starts on the first sample of the next block
+
     def _route_jack(self) -> None:
         """Connect our two ports where asked (PortAudio auto-connects to system playback),
         and keep a JACK client open to hear the server's own xrun reports."""
@@ -167,8 +205,11 @@ class DeviceSink(Sink):
         except ImportError:
             log.warning("JACK-Client is not installed: leaving PortAudio's default connections")
             return
+        self.client_name = _PaJackName.get(self._sd, self.client_name)
         monitor = jack.Client(f"{self.client_name}-monitor", no_start_server=True)
         monitor.set_xrun_callback(self._jack_xrun)
+        monitor.set_client_registration_callback(self._jack_client_gone)
+        monitor.set_shutdown_callback(lambda status, reason: self.finished.set())
         monitor.activate()
         self._monitor = monitor
         ours = monitor.get_ports(f"{self.client_name}:", is_output=True, is_audio=True)
@@ -187,9 +228,17 @@ class DeviceSink(Sink):
         if self.armed:
             self.server_xruns += 1
 
+    def _jack_client_gone(self, name: str, register: bool) -> None:
+        """JACK's notification thread: if the server drops our client (a zombified, too-slow
+        client), no callback will come again; end the stream so the engine stops waiting."""
+        if not register and name == self.client_name:
+            self.finished.set()
+
     def close(self) -> None:
         self._stream.stop()
         self._stream.close()
+        if self._feeder is not None:
+            self._feeder.close()
         if self._monitor is not None:
             self._monitor.deactivate()
             self._monitor.close()
@@ -244,27 +293,94 @@ def open_sink(ring: PlaybackRing, spec: OutputSpec, *, fade_s: float = DEFAULT_F
     return DeviceSink(ring, spec, fade_s=fade_s)
 
 
-_jack_name_keepalive: list[object] = []
+class _PaJackName:
+    """PortAudio's JACK client name: set before PortAudio initialises, read back after.
 
-
-def _set_jack_client_name(sd: object, name: str) -> None:
-    """Name PortAudio's JACK client; PortAudio reads it when it initialises.
-
-    PortAudio keeps the pointer, not a copy, so the C string is kept alive here.
+    PortAudio keeps the pointer, not a copy, so the C string is kept alive here. JACK
+    renames a client whose name is taken (backline-01), so routing asks for the real one.
     """
-    import cffi
 
-    ffi = cffi.FFI()
-    ffi.cdef("int PaJack_SetClientName(const char*);")
+    _keep: list[object] = []
+
+    @classmethod
+    def _lib(cls, sd: object) -> tuple[object, object]:
+        import cffi
+
+        if not cls._keep:
+            ffi = cffi.FFI()
+            ffi.cdef("int PaJack_SetClientName(const char*); int PaJack_GetClientName(const char**);")
+            cls._keep[:] = [ffi, ffi.dlopen(sd._libname)]  # type: ignore[attr-defined]
+        return cls._keep[0], cls._keep[1]
+
+    @classmethod
+    def set(cls, sd: object, name: str) -> None:
+        try:
+            ffi, lib = cls._lib(sd)
+            c_name = ffi.new("char[]", name.encode())  # type: ignore[attr-defined]
+            cls._keep[2:] = [c_name]
+            sd._terminate()  # type: ignore[attr-defined]
+            lib.PaJack_SetClientName(c_name)  # type: ignore[attr-defined]
+            sd._initialize()  # type: ignore[attr-defined]
+        except (OSError, AttributeError) as err:
+            log.warning("cannot name the JACK client %r (%s); PortAudio's default name is used", name, err)
+
+    @classmethod
+    def get(cls, sd: object, default: str) -> str:
+        try:
+            ffi, lib = cls._lib(sd)
+            out = ffi.new("const char**")  # type: ignore[attr-defined]
+            if lib.PaJack_GetClientName(out) == 0 and out[0] != ffi.NULL:  # type: ignore[attr-defined]
+                return ffi.string(out[0]).decode()  # type: ignore[attr-defined]
+        except (OSError, AttributeError) as err:
+            log.warning("cannot read the JACK client's name (%s); assuming %r", err, default)
+        return default
+
+
+def _device_rate(sd: object, spec: OutputSpec, device: int) -> int:
+    """48 kHz if the device takes it, else the device's own rate when resampling is on."""
+    def check(rate: int) -> None:
+        sd.check_output_settings(device=device, channels=CHANNELS, dtype="float32", samplerate=rate)  # type: ignore[attr-defined]
+
     try:
-        lib = ffi.dlopen(sd._libname)  # type: ignore[attr-defined]
-        c_name = ffi.new("char[]", name.encode())
-        _jack_name_keepalive[:] = [ffi, lib, c_name]
-        sd._terminate()  # type: ignore[attr-defined]
-        lib.PaJack_SetClientName(c_name)
-        sd._initialize()  # type: ignore[attr-defined]
-    except (OSError, AttributeError) as err:
-        log.warning("cannot name the JACK client %r (%s); PortAudio's default name is used", name, err)
+        check(SAMPLE_RATE)
+        return SAMPLE_RATE
+    except sd.PortAudioError as err:  # type: ignore[attr-defined]
+        if err.args[1:2] != (PA_INVALID_SAMPLE_RATE,):
+            raise OutputError(_open_error(sd, spec, device, err)) from err
+        refused = err
+    native = int(sd.query_devices(device)["default_samplerate"])  # type: ignore[attr-defined]
+    if spec.resample != "off" and native != SAMPLE_RATE:
+        try:
+            check(native)
+            return native
+        except sd.PortAudioError as err:  # type: ignore[attr-defined]
+            refused = err
+    why = "resampling is off (--resample off)" if spec.resample == "off" else f"its own rate ({native} Hz) is refused too"
+    raise OutputError(
+        f"{spec.kind} device {device} ({_device_name(sd, device)}) does not run at {SAMPLE_RATE} Hz: {refused.args[0]}; "
+        f"it runs at {native} Hz and {why}.\nDevices:\n{list_devices(sd)}\n"
+        f"Try: --resample HQ, run the device at 48 kHz (JACK: jackd -r 48000), or --output wav:FILE"
+    ) from refused
+
+
+def _open_error(sd: object, spec: OutputSpec, device: int, err: Exception) -> str:
+    """One message for a device PortAudio would not open: what, which devices exist, what to try."""
+    code = err.args[1] if len(err.args) > 1 else None
+    name = f"{spec.kind} device {device} ({_device_name(sd, device)})"
+    if code == PA_DEVICE_UNAVAILABLE:
+        what = f"{name} is busy: another program has it open ({err.args[0]})"
+        hint = "close the other program (or route it through JACK), pick another --device"
+    elif code == PA_INSUFFICIENT_MEMORY and spec.kind == "jack":
+        what = f"the JACK server refused backline's ports ({err.args[0]}): it may be out of ports (jackd --port-max) or clients"
+        hint = "stop a JACK client you do not need, restart jackd with a larger --port-max"
+    else:
+        what = f"cannot open {name}: {err}"
+        hint = "pick another --device"
+    return f"{what}.\nDevices:\n{list_devices(sd)}\nTry: {hint}, or --output wav:FILE"
+
+
+def _device_name(sd: object, device: int) -> str:
+    return str(sd.query_devices(device)["name"])  # type: ignore[attr-defined]
 
 
 def list_devices(sd: object) -> str:

@@ -6,39 +6,16 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-jack = pytest.importorskip("jack", reason="JACK-Client is in the test extra")
+jack_client = pytest.importorskip("jack", reason="JACK-Client is in the test extra")
+from jackrec import Recorder  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Recorder:
-    """A JACK client with two inputs that records everything into a preallocated buffer."""
-
-    def __init__(self, seconds: float) -> None:
-        self.client = jack.Client("recorder", no_start_server=True)
-        self.ins = [self.client.inports.register(f"in_{i + 1}") for i in range(2)]
-        self.buf = np.zeros((int(seconds * 48000), 2), dtype=np.float32)
-        self.pos = 0
-        self.xrun_positions: list[int] = []
-        self.client.set_process_callback(self._process)
-        self.client.set_xrun_callback(self._xrun)
-
-    def _process(self, frames: int) -> None:
-        """JACK's process thread: copy into the buffer and return."""
-        n = min(frames, len(self.buf) - self.pos)
-        for ch, port in enumerate(self.ins):
-            self.buf[self.pos : self.pos + n, ch] = port.get_array()[:n]
-        self.pos += n
-
-    def _xrun(self, delay: float) -> None:
-        """JACK's notification thread: note where in the recording the xrun happened."""
-        self.xrun_positions.append(self.pos)
 
 
 def run_engine(patch: str, seconds: float, *extra: str) -> subprocess.CompletedProcess:
@@ -50,11 +27,12 @@ def run_engine(patch: str, seconds: float, *extra: str) -> subprocess.CompletedP
 
 
 def test_jack_output_is_the_exact_stream_with_bars_where_the_timeline_says(jack, tmp_path) -> None:
-    rec = Recorder(8.0)
+    rec = Recorder(30.0)  # room for a slow start on a loaded machine
     with rec.client:
         proc = run_engine("patches/night-drive.yaml", 4.0)
         recorded = rec.buf[: rec.pos].copy()
     assert proc.returncode == 0, proc.stderr
+    assert rec.pos < len(rec.buf), "the recording filled up before the engine stopped"
     ports = re.search(r"JACK ports \['backline:out_0', 'backline:out_1'\]", proc.stderr)
     assert ports, proc.stderr  # the client is named backline and its ports are ours
     reference = tmp_path / "ref.wav"
@@ -128,3 +106,18 @@ def test_alsa_output_reports_why_it_cannot_run_here() -> None:
                            "--duration", "1"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "no alsa output device" in proc.stderr.lower() and "--output wav:FILE" in proc.stderr
+
+
+def test_a_taken_client_name_still_routes_our_own_ports(jack) -> None:
+    """JACK renames a second `backline` (backline-01); routing must find the renamed ports."""
+    squatter = jack_client.Client("backline", no_start_server=True)
+    rec = Recorder(30.0)
+    try:
+        with rec.client:
+            proc = run_engine("patches/default.yaml", 1.0)
+            recorded = rec.buf[: rec.pos].copy()
+    finally:
+        squatter.close()
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"JACK ports \['backline-\d+:out_0', 'backline-\d+:out_1'\]", proc.stderr), proc.stderr
+    assert np.abs(recorded).max() > 0.01

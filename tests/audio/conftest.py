@@ -1,0 +1,31 @@
+"""Extra JACK servers for the output tests: one at 44.1 kHz, one with a tiny port table."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from jackserver import JackUnavailable, portaudio_jack
+
+
+def _server(**options: int) -> Iterator[str]:
+    try:
+        with portaudio_jack(**options) as name:
+            yield name
+    except JackUnavailable as err:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no JACK server here: {err}")
+
+
+@pytest.fixture(scope="module")
+def jack44() -> Iterator[str]:
+    """A dummy JACK server at 44.1 kHz; PortAudio may be opened in the test process."""
+    yield from _server(rate=44100)
+
+
+@pytest.fixture()
+def jack_few_ports() -> Iterator[str]:
+    """A dummy JACK server with room for 8 ports (jackd --port-max 8)."""
+    yield from _server(port_max=8)

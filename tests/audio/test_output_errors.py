@@ -1,0 +1,58 @@
+"""A device that refuses us gets one clear message and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+jack = pytest.importorskip("jack", reason="JACK-Client is in the test extra")
+
+from engine.audio.ring import PlaybackRing  # noqa: E402
+from engine.audio.sinks import PA_DEVICE_UNAVAILABLE, DeviceSink, OutputSpec  # noqa: E402
+from engine.errors import OutputError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_jack_server_with_no_free_ports_refuses_backline_clearly(jack_few_ports) -> None:
+    """A real refusal: the server's port table is full (jackd --port-max), so PortAudio
+    cannot register backline's two outputs."""
+    hog = jack.Client("hog", no_start_server=True)
+    try:
+        with pytest.raises(jack.JackError):
+            for i in range(16):
+                hog.outports.register(f"p{i}")
+        proc = subprocess.run(
+            [sys.executable, "-m", "engine", "run", "--patch", "patches/default.yaml", "--output", "jack", "--duration", "1"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, env=dict(os.environ),
+        )
+    finally:
+        hog.close()
+    assert proc.returncode == 1, proc.stderr
+    assert "the JACK server refused backline's ports" in proc.stderr, proc.stderr
+    assert "Devices:" in proc.stderr and "[0] system" in proc.stderr
+    assert "--port-max" in proc.stderr and "--output wav:FILE" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_busy_device_names_the_problem_the_devices_and_what_to_try(jack44, monkeypatch) -> None:
+    """A busy device is an ALSA card another program holds (EBUSY, PortAudio's
+    paDeviceUnavailable). This machine has no sound card (/dev/snd) and JACK never reports
+    that code, so PortAudio's error is raised by a stand-in for the stream; device lookup
+    and the rate check before it run against the real JACK server."""
+    import sounddevice as sd
+
+    def busy(**kwargs: object) -> None:
+        raise sd.PortAudioError("Error opening OutputStream: Device unavailable", PA_DEVICE_UNAVAILABLE)
+
+    monkeypatch.setattr(sd, "OutputStream", busy)
+    with pytest.raises(OutputError) as info:
+        DeviceSink(PlaybackRing(capacity=1 << 12), OutputSpec("jack"))
+    message = str(info.value)
+    assert message.startswith("jack device 0 (system) is busy: another program has it open (Error opening OutputStream: Device unavailable)")
+    assert "Devices:\nhost API" in message and "[0] system" in message
+    assert "close the other program" in message and "--output wav:FILE" in message
