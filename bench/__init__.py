@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODULES: tuple[str, ...] = ("core", "control", "clock", "service")
+MODULES: tuple[str, ...] = ("core", "audio", "control", "clock", "service", "magenta")
 
 
 @dataclass(frozen=True, slots=True)

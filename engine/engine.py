@@ -34,6 +34,7 @@ from engine.timeline import Timeline
 log = logging.getLogger(__name__)
 LOOP_WAIT_S = 0.005
 STATUS_EVERY_S = 5.0
+STREAM_STALL_S = 2.0  # no audio block for this long: the stream is dead (a service exits 1 and is restarted)
 START_COMMIT_S = 0.1  # --start-on bar: the start bar is fixed this long before generation must begin
 CLOCK_OUT_LEAD_S = 0.1  # silence before bar 0 when sending MIDI clock, so Start goes out on bar 0's first sample
 StartOn = Literal["now", "bar"]
@@ -226,11 +227,18 @@ class Engine:
                  self.scheduler.patch.name, self.sink.name, self.scheduler.lookahead * 1000 / SAMPLE_RATE, self.clock.source)
         next_status = time.monotonic() + STATUS_EVERY_S
         end_at = None if duration_s is None else round(duration_s * SAMPLE_RATE)
+        moved_at, last_playhead = time.monotonic(), -1
         try:
             while not stop.is_set() and not self._fade_requested:
                 if self.stall_s:
                     time.sleep(self.stall_s)
                 playhead = self.sink.playhead
+                if playhead != last_playhead or self._waiting_for_bar:
+                    moved_at, last_playhead = time.monotonic(), playhead
+                elif time.monotonic() - moved_at > STREAM_STALL_S:
+                    log.error("no audio block for %.0f s: the device or audio server stopped calling back", STREAM_STALL_S)
+                    self.stream_died = True
+                    break
                 self._follow_clock(playhead)
                 if not self._waiting_for_bar:
                     self.scheduler.fill(playhead)
@@ -253,7 +261,8 @@ class Engine:
                 self._wake.wait(LOOP_WAIT_S)
                 self._wake.clear()
             self.sink.fade_out()
-            while not self.sink.finished.wait(LOOP_WAIT_S):
+            give_up = time.monotonic() + self.sink.fade_s + STREAM_STALL_S  # a dead stream never finishes its fade
+            while not self.sink.finished.wait(LOOP_WAIT_S) and time.monotonic() < give_up:
                 self.scheduler.fill(self.sink.playhead)
         finally:
             if self._clock_sender is not None:

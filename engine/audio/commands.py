@@ -53,6 +53,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         "latency": args.latency,
         "connect": connect,
         "autoconnect": False if args.no_autoconnect else None,
+        "resample": args.resample,
         "generator": args.generator,
         "lookahead_ms": args.lookahead_ms,
         "fade_s": args.fade_ms / 1000 if args.fade_ms is not None else None,
@@ -90,6 +91,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--latency", help="PortAudio latency: low (default), high or seconds")
     run.add_argument("--connect", help="JACK: two ports to connect to, e.g. system:playback_3,system:playback_4")
     run.add_argument("--no-autoconnect", action="store_true", help="JACK: leave our ports unconnected")
+    run.add_argument("--resample", choices=("HQ", "VHQ", "MQ", "LQ", "QQ", "off"),
+                     help="soxr quality for a device not at 48 kHz (default HQ); off refuses such a device")
     add_generator_arguments(run, default=None)
     run.add_argument("--lookahead-ms", type=float, help="generation look-ahead (default 200 ms)")
     run.add_argument("--fade-ms", type=float, help="fade-out on stop (default 50 ms)")

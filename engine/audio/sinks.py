@@ -90,6 +90,7 @@ class Sink:
         self.started_at: float | None = None  # time.monotonic() of the first block
         self.finished = threading.Event()
         self.armed = False  # until armed the sink plays silence and the playhead stays at 0
+        self.fade_s = fade_s
         self._fader = _Fader(int(fade_s * rate), blocksize)
 
     def start(self) -> None:

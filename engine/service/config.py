@@ -54,6 +54,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "latency": {"oneOf": [{"enum": ["low", "high"]}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1}]},
         "connect": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 2, "maxItems": 2},
         "autoconnect": {"type": "boolean"},
+        "resample": {"enum": ["HQ", "VHQ", "MQ", "LQ", "QQ", "off"]},
         "clock": {
             "type": "object",
             "additionalProperties": False,
@@ -124,6 +125,7 @@ class ServiceConfig:
     latency: str | float = "low"
     connect: tuple[str, ...] | None = None
     autoconnect: bool = True
+    resample: str = "HQ"  # soxr quality when the device is not at 48 kHz; "off" refuses such a device
     clock_source: ClockSource | None = None  # None: the start patch's `clock:`, else internal
     clock_port: str | None = None
     clock_out: str | None = None  # MIDI output port (pattern) that gets our clock
@@ -239,6 +241,7 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
         latency=data.get("latency", default.latency),
         connect=tuple(data["connect"]) if "connect" in data else None,
         autoconnect=data.get("autoconnect", default.autoconnect),
+        resample=data.get("resample", default.resample),
         clock_source=clock.get("source", default.clock_source),
         clock_port=clock.get("port"),
         clock_out=clock.get("out"),

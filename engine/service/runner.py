@@ -81,7 +81,8 @@ class Service:
             fallback = create_generator(config.fallback)
             self._generators.append(fallback)
         spec = OutputSpec.parse(config.output, device=config.device, blocksize=config.blocksize,
-                                latency=config.latency, connect=config.connect, autoconnect=config.autoconnect)
+                                latency=config.latency, connect=config.connect, autoconnect=config.autoconnect,
+                                resample=config.resample)
         source = clock_source(config, patch)
         notify.status(f"opening clock {source}")
         self.clock = ClockDriver.open(source, bpm=float(patch.bpm), beats_per_bar=patch.beats_per_bar, midi_api=config.midi_api)

@@ -132,3 +132,13 @@ def test_resampling_is_announced_with_both_rates(jack44, caplog) -> None:
         assert "44100 Hz: resampling the 48000 Hz stream to 44100 Hz (soxr LQ" in caplog.text
     finally:
         sink.close()
+
+
+def test_cli_resample_off_exits_1_with_the_message(jack44) -> None:
+    """The same refusal through `backline run --resample off`: one message, exit 1, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "engine", "run", "--patch", "patches/default.yaml", "--output", "jack",
+                           "--resample", "off", "--no-osc", "--no-midi", "--duration", "1"],
+                          cwd=REPO, env={**os.environ, "JACK_DEFAULT_SERVER": jack44}, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1
+    assert "resampling is off" in proc.stderr and "Traceback" not in proc.stderr
