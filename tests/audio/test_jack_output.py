@@ -121,3 +121,40 @@ def test_a_taken_client_name_still_routes_our_own_ports(jack) -> None:
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"JACK ports \['backline-\d+:out_0', 'backline-\d+:out_1'\]", proc.stderr), proc.stderr
     assert np.abs(recorded).max() > 0.01
+
+
+def test_a_stalled_audio_server_ends_the_run_with_exit_1() -> None:
+    """SIGSTOP on jackd stops our callbacks mid-show: the engine says so and exits 1, so systemd restarts it.
+
+    Its own server: freezing the module's shared one would disturb the other tests.
+    """
+    import signal
+    import threading
+    import time
+
+    from jackserver import jack_server
+
+    with jack_server() as name:
+        jackd = int(subprocess.check_output(["pgrep", "-f", f"jackd -n {name} "]).split()[0])
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "--patch", "patches/default.yaml", "--output",
+                                 "jack", "--no-osc", "--no-midi", "--duration", "120"], cwd=REPO,
+                                env={**os.environ, "JACK_DEFAULT_SERVER": name}, stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 30
+        while not any("playing default" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any("playing default" in line for line in lines), "".join(lines)
+        time.sleep(1.0)
+        os.kill(jackd, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 15
+            while proc.poll() is None and not any("no audio block" in line or "ended unexpectedly" in line
+                                                  for line in lines) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            os.kill(jackd, signal.SIGCONT)
+        assert proc.wait(timeout=30) == 1
+        reader.join(timeout=5)
+        assert any("no audio block" in line or "ended unexpectedly" in line for line in lines), "".join(lines)
