@@ -53,14 +53,19 @@ def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None =
             else:
                 os.environ["JACK_DEFAULT_SERVER"] = old
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=8)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=8)
         if proc.stderr:
             proc.stderr.close()
+
+
+def stop_process(proc: subprocess.Popen, *, timeout: float = 5) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds (test fixtures' servers)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager

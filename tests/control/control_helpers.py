@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -17,6 +16,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from engine.service.config import load_config
+from jackserver import stop_process
 from engine.service.notify import Notifier
 from engine.service.runner import Service
 
@@ -66,12 +66,7 @@ def oscdump() -> Iterator[tuple[int, list[str]]]:
         assert wait_for(lambda: probe.send_message("/probe", 1) or any("/probe" in ln for ln in lines), 10), "oscdump not ready"
         yield port, lines
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def dumped(line: str) -> tuple[str, tuple[object, ...]]:
