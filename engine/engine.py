@@ -19,7 +19,8 @@ import mido
 
 from engine.audio.ring import PlaybackRing
 from engine.audio.sinks import Sink
-from engine.clock import ClockSource, MidiClockOut, MidiClockSender, SampleClockTracker, TapTempo
+from engine.clock import ClockSource, MidiClockOut, MidiClockSender, SampleClock, SampleClockTracker, TapTempo
+from engine.clock.jack_in import FrameTimebase
 from engine.clock.driver import ClockDriver
 from engine.conditioning import SAMPLE_RATE
 from engine.errors import BacklineError
@@ -88,6 +89,7 @@ class Engine:
             raise ValueError(f"start_on must be now or bar, got {start_on!r}")
         self.start_on: StartOn = start_on
         self.sample_clock = SampleClockTracker()
+        self._frame_time: FrameTimebase | None = None  # set when the clock and the sink share JACK's frames
         self._clock_out_port = clock_out
         self._clock_sender: MidiClockSender | None = None
         self._waiting_for_bar = False
@@ -177,7 +179,8 @@ class Engine:
             "frozen": sched.state.freeze,
             "playing": sched.state.playing,
             "output": self.sink.name,
-            "clock": self.clock.health(time.monotonic(), tempo=float(timeline.tempo_at(playhead))),
+            "clock": self.clock.health(self._frame_time.now() if self._frame_time else time.monotonic(),
+                                       tempo=float(timeline.tempo_at(playhead))),
             "playhead": playhead,
         }
 
@@ -263,12 +266,24 @@ class Engine:
 
 
     def _follow_clock(self, playhead: int) -> None:
-        """Loop thread: update the sink's sample clock, then the timeline from the clock source."""
+        """Loop thread: update the sink's sample clock, then the timeline from the clock source.
+
+        A clock stamped in JACK frames with the sink locked to them is followed on JACK's
+        frame clock (sample p plays at origin + p exactly); any other pairing through the
+        monotonic clock and the tracker's estimate of when the sink plays what.
+        """
         now = time.monotonic()
         clock = self.sample_clock.observe(playhead, now, block=self.sink.blocksize)
+        if self._frame_time is None and self.clock.jack_frames is not None:
+            origin = getattr(self.sink, "frame_origin", None)
+            if origin is not None:
+                self._frame_time = self.clock.use_frames(origin=origin, rate=SAMPLE_RATE)
+                log.info("clock %s and the %s sink run on JACK's frame clock", self.clock.source, self.sink.name)
+        if self._frame_time is not None:
+            now, clock = self._frame_time.now(), SampleClock(sample=0, time=0.0)
         if clock is None:
             return
-        if self._clock_out_port is not None and self._clock_sender is None:
+        if self._clock_out_port is not None and self._clock_sender is None and self.sample_clock.clock is not None:
             out = MidiClockOut()
             out.start(beat=0)
             tracker = self.sample_clock

@@ -80,7 +80,8 @@ class Service:
                                 latency=config.latency, connect=config.connect, autoconnect=config.autoconnect)
         source = clock_source(config, patch)
         notify.status(f"opening clock {source}")
-        self.clock = ClockDriver.open(source, bpm=float(patch.bpm), beats_per_bar=patch.beats_per_bar, midi_api=config.midi_api)
+        self.clock = ClockDriver.open(source, bpm=float(patch.bpm), beats_per_bar=patch.beats_per_bar, midi_api=config.midi_api,
+                                     jack_output=spec.kind == "jack")
         if config.clock_out:
             self.clock_out = open_clock_output(config.clock_out, api=config.midi_api)
         notify.status(f"opening output {config.output}")
