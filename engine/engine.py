@@ -21,6 +21,7 @@ from engine.audio.ring import PlaybackRing
 from engine.audio.sinks import Sink
 from engine.clock import ClockSource, MidiClockOut, MidiClockSender, SampleClock, SampleClockTracker, TapTempo
 from engine.clock.jack_in import FrameTimebase
+from engine.clock._ratelog import RateLimitedLog
 from engine.clock.driver import ClockDriver
 from engine.conditioning import SAMPLE_RATE
 from engine.errors import BacklineError
@@ -94,6 +95,7 @@ class Engine:
         self._clock_sender: MidiClockSender | None = None
         self._waiting_for_bar = False
         self._taps = TapTempo()
+        self._clock_log = RateLimitedLog(log, interval=10.0)
         self._tap_lock = threading.Lock()
         self.stall_s = 0.0  # test hook: make the loop stall (a stuck scheduler)
 
@@ -105,6 +107,8 @@ class Engine:
                 self._patch_action(event)
             elif event.target == "tempo.tap":
                 self._tap(event)
+            elif event.target == "tempo.bpm" and self.clock.external:
+                self._tempo_under_clock(float(event.value), event.source)  # type: ignore[arg-type]
             else:
                 self.scheduler.submit(event)
         except BacklineError as err:
@@ -140,13 +144,27 @@ class Engine:
 
     def _tap(self, event: ControlEvent) -> None:
         """Tap tempo (any control thread): the average of the last taps, from the first unplanned bar."""
-        if self.clock.external:
-            log.info("tap tempo from %s ignored: the tempo follows clock %s", event.source, self.clock.source)
-            return
         with self._tap_lock:
             bpm = self._taps.tap(time.monotonic())
-        if bpm is not None:
+        if bpm is None:
+            return
+        if self.clock.external:
+            self._tempo_under_clock(round(bpm, 2), event.source)
+        else:
             self.scheduler.submit(ControlEvent("tempo.bpm", round(bpm, 2), source=event.source, quantize="bar"))
+
+    def _tempo_under_clock(self, bpm: float, source: str) -> None:
+        """A local tempo (tempo.bpm or tap) while an external clock leads; any control thread.
+
+        Link takes proposals (every peer moves, the engine follows the session); a MIDI clock
+        cannot be told, so the change is dropped with a rate-limited line instead of fighting it.
+        """
+        if self.clock.link is not None:
+            self.clock.link.propose_tempo(bpm, time.monotonic())
+            log.info("tempo %.2f BPM from %s proposed to the Link session", bpm, source)
+            return
+        self._clock_log.warn("tempo", "tempo %.2f BPM from %s ignored: the tempo follows clock %s", bpm, source,
+                             self.clock.source)
 
     def request_stop(self) -> None:
         """Fade out, then let `run` return."""
