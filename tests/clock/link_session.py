@@ -1,7 +1,8 @@
 """Run inside a network namespace by test_link_peers: a Link peer of the binding and an engine on Link.
 
-Prints one JSON line: the engine's tempo and, for the bar lines it planned, how far each is
-from the peer's phase 0 (quantum = beats per bar), plus what start/stop sync did.
+The peer starts a session at 128 BPM, the engine (patch at 120) joins, then the peer moves the
+session to 133 BPM. Prints one JSON line: the engine's tempo, how far each bar line it planned
+is from the peer's phase 0 (quantum = beats per bar), and its clock after the peer stopped.
 """
 
 from __future__ import annotations
@@ -23,16 +24,24 @@ from engine.patch import load_patch
 
 REPO = Path(__file__).resolve().parents[2]
 PEER_BPM = 128.0
+SESSION_BPM = 133.0
 QUANTUM = 4.0
 
 
-def peer_time_of_bar(peer: link.Link, bar: int) -> float:
-    """Monotonic time of the peer's bar `bar` (its beat bar * quantum, phase 0)."""
+def phase_error_ms(peer: link.Link, t: float) -> float:
+    """How far monotonic time `t` is from the peer's nearest bar line (phase 0 at quantum = beats per bar).
+
+    Link shares tempo and phase, not beat numbers (a peer's start request may renumber its
+    beats by whole quanta), so bar lines are compared by phase.
+    """
     clock = peer.clock()
     before = time.monotonic()
     micros = clock.micros()
     offset = micros / 1e6 - (before + time.monotonic()) / 2
-    return peer.captureAppSessionState().timeAtBeat(bar * QUANTUM, QUANTUM) / 1e6 - offset
+    state = peer.captureAppSessionState()
+    phase = state.phaseAtTime(round((t + offset) * 1e6), QUANTUM)
+    beats = phase if phase < QUANTUM / 2 else phase - QUANTUM
+    return beats * 60 / state.tempo() * 1e3
 
 
 def main(out: Path) -> None:
@@ -52,15 +61,18 @@ def main(out: Path) -> None:
     deadline = time.monotonic() + 5.0
     while clock.link.peers < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(4.0)  # discovery, then a few bars of following
+    # Which session survives when two meet is Link's choice; a tempo change in the joined
+    # session is what every peer must follow.
+    time.sleep(0.5)
+    state = peer.captureAppSessionState()
+    state.setTempo(SESSION_BPM, peer.clock().micros())
+    peer.commitAppSessionState(state)
+    time.sleep(4.0)  # a few bars of following
     errors = []
     for _ in range(6):
         timeline, sample_clock = engine.scheduler.timeline, engine.sample_clock.clock
-        playhead = engine.sink.playhead
-        bar = timeline.bar_at(playhead) + 1
-        ours = sample_clock.time_of(timeline.bar_start(bar))
-        song_bar = timeline.bar_first_beat(bar) // patch.beats_per_bar
-        errors.append((ours - peer_time_of_bar(peer, song_bar)) * 1e3)
+        bar = timeline.bar_at(engine.sink.playhead) + 1
+        errors.append(phase_error_ms(peer, sample_clock.time_of(timeline.bar_start(bar))))
         time.sleep(0.4)
     tempo = float(timeline.tempo_at(engine.sink.playhead))
     # Start/stop sync: the peer stops the session; the engine's clock reports it.
@@ -71,7 +83,7 @@ def main(out: Path) -> None:
     health = engine.status()["clock"]
     runner.join()
     peer.enabled = False
-    print(json.dumps({"tempo": tempo, "errors_ms": errors, "after_peer_stop": health}))
+    print(json.dumps({"tempo": tempo, "session_bpm": SESSION_BPM, "errors_ms": errors, "after_peer_stop": health}))
 
 
 if __name__ == "__main__":

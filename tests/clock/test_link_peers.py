@@ -44,9 +44,10 @@ def test_engine_takes_the_session_tempo_and_bar_lines_sit_on_its_phase(netns: st
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     errors = result["errors_ms"]
-    print(f"\nLink peers on loopback: engine tempo {result['tempo']:.3f} BPM (peer 128); bar lines vs the peer's "
+    print(f"\nLink peers on loopback: engine tempo {result['tempo']:.3f} BPM (session {result['session_bpm']}); "
+          f"bar lines vs the peer's "
           f"phase 0: " + " ".join(f"{e:+.2f}" for e in errors) + f" ms; after the peer stopped: {result['after_peer_stop']}")
-    assert result["tempo"] == pytest.approx(128.0, abs=0.01)  # the patch says 120: the session won
+    assert result["tempo"] == pytest.approx(result["session_bpm"], abs=0.01)  # the session's tempo change reached us
     assert len(errors) == 6
     assert max(abs(e) for e in errors) < 5.0
     assert result["after_peer_stop"]["state"] == "stopped"  # start/stop sync
