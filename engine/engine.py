@@ -21,6 +21,7 @@ from engine.audio.ring import PlaybackRing
 from engine.audio.sinks import Sink
 from engine.clock import ClockSource, MidiClockOut, MidiClockSender, SampleClock, SampleClockTracker, TapTempo
 from engine.clock.jack_in import FrameTimebase
+from engine.clock.jack_out import JackClockOutput, JackClockSender
 from engine.clock._ratelog import RateLimitedLog
 from engine.clock.driver import ClockDriver
 from engine.conditioning import SAMPLE_RATE
@@ -58,7 +59,7 @@ class Engine:
         status_line: bool | None = None,
         clock: ClockDriver | None = None,
         start_on: StartOn = "now",
-        clock_out: mido.ports.BaseOutput | None = None,
+        clock_out: mido.ports.BaseOutput | JackClockOutput | None = None,
     ) -> None:
         """`clock` leads the timeline (None: internal). `start_on="bar"` waits for the next bar
         line of an external clock before the audio starts. `clock_out` gets MIDI clock, Start
@@ -92,7 +93,7 @@ class Engine:
         self.sample_clock = SampleClockTracker()
         self._frame_time: FrameTimebase | None = None  # set when the clock and the sink share JACK's frames
         self._clock_out_port = clock_out
-        self._clock_sender: MidiClockSender | None = None
+        self._clock_sender: MidiClockSender | JackClockSender | None = None
         self._waiting_for_bar = False
         self._taps = TapTempo()
         self._clock_log = RateLimitedLog(log, interval=10.0)
@@ -283,6 +284,27 @@ class Engine:
             log.info("stopped: %s", format_status(self.status()))
 
 
+    def _start_clock_out(self) -> None:
+        """Loop thread, once the sink plays: send our clock from bar 0. A JACK port with the sink
+        frame-locked gets each message at its frame; any other port is timed by the sample clock."""
+        out = MidiClockOut()
+        out.start(beat=0)
+        timeline = lambda: self.scheduler.timeline  # noqa: E731
+        origin = getattr(self.sink, "frame_origin", None)
+        if isinstance(self._clock_out_port, JackClockOutput) and origin is not None:
+            self._clock_sender = JackClockSender(self._clock_out_port, out, timeline=timeline,
+                                                 playhead=lambda: self.sink.playhead, origin=origin,
+                                                 sample_rate=SAMPLE_RATE)
+        else:
+            if isinstance(self._clock_out_port, JackClockOutput):
+                log.error("MIDI clock out on JACK needs the output frame-locked to JACK (see the sink's log); not sent")
+                self._clock_out_port = None
+                return
+            tracker = self.sample_clock
+            self._clock_sender = MidiClockSender(self._clock_out_port, out, timeline=timeline,  # type: ignore[arg-type]
+                                                 sample_clock=lambda: tracker.clock)  # type: ignore[arg-type, return-value]
+        self._clock_sender.start()
+
     def _follow_clock(self, playhead: int) -> None:
         """Loop thread: update the sink's sample clock, then the timeline from the clock source.
 
@@ -302,12 +324,7 @@ class Engine:
         if clock is None:
             return
         if self._clock_out_port is not None and self._clock_sender is None and self.sample_clock.clock is not None:
-            out = MidiClockOut()
-            out.start(beat=0)
-            tracker = self.sample_clock
-            self._clock_sender = MidiClockSender(self._clock_out_port, out, timeline=lambda: self.scheduler.timeline,
-                                                 sample_clock=lambda: tracker.clock)  # type: ignore[arg-type, return-value]
-            self._clock_sender.start()
+            self._start_clock_out()
         if not self.clock.external:
             return
         sched = self.scheduler

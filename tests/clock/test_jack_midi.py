@@ -86,7 +86,8 @@ def test_follows_jack_midi_clock_at_133_bpm(jack: str, jitter: int) -> None:
     "MidiClockSender times ticks by time.monotonic() and rtmidi's JACK output writes each message at "
     "offset 0 of the next cycle, while the receiver measures in JACK frames; when the dummy driver "
     "stalls, frames stop and wall time runs on, so ticks land late in frames (1 run in 4 here: "
-    "132.55 BPM, 20 ms late). A frame-timed JACK sender (like JackClockInput) would fix it."))
+    "132.55 BPM, 20 ms late). The engine sends on JACK with JackClockSender, at each message's frame "
+    "(test_clock_out_e2e: sample-exact); MidiClockSender remains for ALSA."))
 def test_clock_out_is_measured_by_a_receiver(jack: str) -> None:
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     with receiver(jack) as rx, backend.open_output("clock-out", virtual=True) as port:
