@@ -19,7 +19,10 @@ import mido
 
 from engine.audio.ring import PlaybackRing
 from engine.audio.sinks import Sink
-from engine.clock import ClockSource, MidiClockOut, MidiClockSender, SampleClockTracker, TapTempo
+from engine.clock import ClockSource, MidiClockOut, MidiClockSender, SampleClock, SampleClockTracker, TapTempo
+from engine.clock.jack_in import FrameTimebase
+from engine.clock.jack_out import JackClockOutput, JackClockSender
+from engine.clock._ratelog import RateLimitedLog
 from engine.clock.driver import ClockDriver
 from engine.conditioning import SAMPLE_RATE
 from engine.errors import BacklineError
@@ -57,7 +60,7 @@ class Engine:
         status_line: bool | None = None,
         clock: ClockDriver | None = None,
         start_on: StartOn = "now",
-        clock_out: mido.ports.BaseOutput | None = None,
+        clock_out: mido.ports.BaseOutput | JackClockOutput | None = None,
     ) -> None:
         """`clock` leads the timeline (None: internal). `start_on="bar"` waits for the next bar
         line of an external clock before the audio starts. `clock_out` gets MIDI clock, Start
@@ -89,10 +92,12 @@ class Engine:
             raise ValueError(f"start_on must be now or bar, got {start_on!r}")
         self.start_on: StartOn = start_on
         self.sample_clock = SampleClockTracker()
+        self._frame_time: FrameTimebase | None = None  # set when the clock and the sink share JACK's frames
         self._clock_out_port = clock_out
-        self._clock_sender: MidiClockSender | None = None
+        self._clock_sender: MidiClockSender | JackClockSender | None = None
         self._waiting_for_bar = False
         self._taps = TapTempo()
+        self._clock_log = RateLimitedLog(log, interval=10.0)
         self._tap_lock = threading.Lock()
         self.stall_s = 0.0  # test hook: make the loop stall (a stuck scheduler)
 
@@ -104,6 +109,8 @@ class Engine:
                 self._patch_action(event)
             elif event.target == "tempo.tap":
                 self._tap(event)
+            elif event.target == "tempo.bpm" and self.clock.external:
+                self._tempo_under_clock(float(event.value), event.source)  # type: ignore[arg-type]
             else:
                 self.scheduler.submit(event)
         except BacklineError as err:
@@ -139,13 +146,27 @@ class Engine:
 
     def _tap(self, event: ControlEvent) -> None:
         """Tap tempo (any control thread): the average of the last taps, from the first unplanned bar."""
-        if self.clock.external:
-            log.info("tap tempo from %s ignored: the tempo follows clock %s", event.source, self.clock.source)
-            return
         with self._tap_lock:
             bpm = self._taps.tap(time.monotonic())
-        if bpm is not None:
+        if bpm is None:
+            return
+        if self.clock.external:
+            self._tempo_under_clock(round(bpm, 2), event.source)
+        else:
             self.scheduler.submit(ControlEvent("tempo.bpm", round(bpm, 2), source=event.source, quantize="bar"))
+
+    def _tempo_under_clock(self, bpm: float, source: str) -> None:
+        """A local tempo (tempo.bpm or tap) while an external clock leads; any control thread.
+
+        Link takes proposals (every peer moves, the engine follows the session); a MIDI clock
+        cannot be told, so the change is dropped with a rate-limited line instead of fighting it.
+        """
+        if self.clock.link is not None:
+            self.clock.link.propose_tempo(bpm, time.monotonic())
+            log.info("tempo %.2f BPM from %s proposed to the Link session", bpm, source)
+            return
+        self._clock_log.warn("tempo", "tempo %.2f BPM from %s ignored: the tempo follows clock %s", bpm, source,
+                             self.clock.source)
 
     def request_stop(self) -> None:
         """Fade out, then let `run` return."""
@@ -178,7 +199,8 @@ class Engine:
             "frozen": sched.state.freeze,
             "playing": sched.state.playing,
             "output": self.sink.name,
-            "clock": self.clock.health(time.monotonic(), tempo=float(timeline.tempo_at(playhead))),
+            "clock": self.clock.health(self._frame_time.now() if self._frame_time else time.monotonic(),
+                                       tempo=float(timeline.tempo_at(playhead))),
             "playhead": playhead,
         }
 
@@ -272,19 +294,47 @@ class Engine:
             log.info("stopped: %s", format_status(self.status()))
 
 
+    def _start_clock_out(self) -> None:
+        """Loop thread, once the sink plays: send our clock from bar 0. A JACK port with the sink
+        frame-locked gets each message at its frame; any other port is timed by the sample clock."""
+        out = MidiClockOut()
+        out.start(beat=0)
+        timeline = lambda: self.scheduler.timeline  # noqa: E731
+        origin = getattr(self.sink, "frame_origin", None)
+        if isinstance(self._clock_out_port, JackClockOutput) and origin is not None:
+            self._clock_sender = JackClockSender(self._clock_out_port, out, timeline=timeline,
+                                                 playhead=lambda: self.sink.playhead, origin=origin,
+                                                 sample_rate=SAMPLE_RATE)
+        else:
+            if isinstance(self._clock_out_port, JackClockOutput):
+                log.error("MIDI clock out on JACK needs the output frame-locked to JACK (see the sink's log); not sent")
+                self._clock_out_port = None
+                return
+            tracker = self.sample_clock
+            self._clock_sender = MidiClockSender(self._clock_out_port, out, timeline=timeline,  # type: ignore[arg-type]
+                                                 sample_clock=lambda: tracker.clock)  # type: ignore[arg-type, return-value]
+        self._clock_sender.start()
+
     def _follow_clock(self, playhead: int) -> None:
-        """Loop thread: update the sink's sample clock, then the timeline from the clock source."""
+        """Loop thread: update the sink's sample clock, then the timeline from the clock source.
+
+        A clock stamped in JACK frames with the sink locked to them is followed on JACK's
+        frame clock (sample p plays at origin + p exactly); any other pairing through the
+        monotonic clock and the tracker's estimate of when the sink plays what.
+        """
         now = time.monotonic()
         clock = self.sample_clock.observe(playhead, now, block=self.sink.blocksize)
+        if self._frame_time is None and self.clock.jack_frames is not None:
+            origin = getattr(self.sink, "frame_origin", None)
+            if origin is not None:
+                self._frame_time = self.clock.use_frames(origin=origin, rate=SAMPLE_RATE)
+                log.info("clock %s and the %s sink run on JACK's frame clock", self.clock.source, self.sink.name)
+        if self._frame_time is not None:
+            now, clock = self._frame_time.now(), SampleClock(sample=0, time=0.0)
         if clock is None:
             return
-        if self._clock_out_port is not None and self._clock_sender is None:
-            out = MidiClockOut()
-            out.start(beat=0)
-            tracker = self.sample_clock
-            self._clock_sender = MidiClockSender(self._clock_out_port, out, timeline=lambda: self.scheduler.timeline,
-                                                 sample_clock=lambda: tracker.clock)  # type: ignore[arg-type, return-value]
-            self._clock_sender.start()
+        if self._clock_out_port is not None and self._clock_sender is None and self.sample_clock.clock is not None:
+            self._start_clock_out()
         if not self.clock.external:
             return
         sched = self.scheduler

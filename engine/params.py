@@ -73,6 +73,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("style.ramp_beats", "float", "style ramp time in beats (0 = jump)", 0.0, 256.0),
     ParameterSpec("style.ramp_curve", "text", "style ramp curve: linear or equal_power"),
     ParameterSpec("tempo.bpm", "float", "tempo in BPM (applies at a bar line by default)", 20.0, 400.0, "bar"),
+    ParameterSpec("tempo.ramp_bars", "int", "tempo.bpm glides there over this many bars, a step per bar (0 = jump)", 0, 64),
     ParameterSpec("tempo.tap", "action", "tap tempo: average of the last taps, applied at the next bar", quantize="bar"),
     ParameterSpec("meter.beats_per_bar", "int", "beats per bar", 1, 32, "bar"),
     ParameterSpec("tempo.lock", "text", "tempo lock: beats (drum hit on every beat), none (no drums), off (model decides)"),
@@ -148,6 +149,7 @@ class ParameterState:
     sampling: Sampling = Sampling()
     ramp_beats: float = 0.0
     ramp_curve: RampCurve = "linear"
+    tempo_ramp_bars: int = 0
     tempo_lock: str = "beats"
     freeze: bool = False
     gain: float = 1.0
@@ -193,6 +195,7 @@ class ParameterState:
 _FIELDS = {
     "style.ramp_beats": "ramp_beats",
     "style.ramp_curve": "ramp_curve",
+    "tempo.ramp_bars": "tempo_ramp_bars",
     "tempo.lock": "tempo_lock",
     "safety.freeze": "freeze",
     "master.gain": "gain",

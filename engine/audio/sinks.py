@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from engine.audio.file_sink import FileSink
+from engine.audio.framelock import FrameLock
 from engine.audio.resample import Quality, ResamplingFeeder
 from engine.audio.ring import PlaybackRing
 from engine.conditioning import CHANNELS, SAMPLE_RATE
@@ -166,13 +167,22 @@ class DeviceSink(Sink):
             raise OutputError(_open_error(sd, spec, self.device, err)) from err
         self.client_name = client_name
         self._monitor = None  # a JACK-Client that routes our ports and hears JACK's xruns
+        self._frame_of: tuple[object, object] | None = None  # (jack_last_frame_time, client) once frame-locked
+        self.frame_lock = FrameLock()
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
         """PortAudio's audio thread. Copies from the ring (or the feeder's FIFO) and returns:
         no locks, no allocation beyond numpy views, no logging, no waiting for the generator."""
         if status.output_underflow and self.armed:  # type: ignore[attr-defined]
             self.xruns += 1
+        if self._frame_of is not None and self.armed:
+            self.playhead = self.frame_lock.place(self._frame_of[0](self._frame_of[1]), frames, self.playhead)  # type: ignore[operator]
         self._fill(outdata)
+
+    @property
+    def frame_origin(self) -> int | None:
+        """JACK frame (32 bits) where playhead 0 plays, once the JACK stream runs frame-locked."""
+        return self.frame_lock.origin
 
     def _take(self, out: np.ndarray) -> None:
         """Audio thread: at 48 kHz read the ring; otherwise copy the feeder's resampled
@@ -190,21 +200,23 @@ class DeviceSink(Sink):
     def start(self) -> None:
         if self._feeder is not None:
             self._feeder.start()  # the FIFO holds the first frames before the stream asks
+        if self.spec.kind == "jack":
+            self._open_monitor()
         try:
             self._stream.start()
         except self._sd.PortAudioError as err:
             raise OutputError(_open_error(self._sd, self.spec, self.device, err)) from err
-        if self.spec.kind == "jack":
+        if self._monitor is not None:
             self._route_jack()
         self.armed = True  # bar 0 starts on the first sample of the next block
 
-    def _route_jack(self) -> None:
-        """Connect our two ports where asked (PortAudio auto-connects to system playback),
-        and keep a JACK client open to hear the server's own xrun reports."""
+    def _open_monitor(self) -> None:
+        """A JACK client beside PortAudio's: routes our ports, hears the server's xruns and
+        shutdown, and reads the cycle's frame time so the playhead follows JACK's frame clock."""
         try:
             import jack
         except ImportError:
-            log.warning("JACK-Client is not installed: leaving PortAudio's default connections")
+            log.warning("JACK-Client is not installed: leaving PortAudio's default connections, playhead not frame-locked")
             return
         self.client_name = _PaJackName.get(self._sd, self.client_name)
         monitor = jack.Client(f"{self.client_name}-monitor", no_start_server=True)
@@ -213,6 +225,18 @@ class DeviceSink(Sink):
         monitor.set_shutdown_callback(lambda status, reason: self.finished.set())
         monitor.activate()
         self._monitor = monitor
+        period = monitor.blocksize
+        if self._feeder is not None:
+            log.info("resampling: the playhead follows the device's frames, not JACK's frame clock")
+        elif period % self.blocksize and self.blocksize % period:
+            log.warning("JACK period %d and block size %d do not divide: playhead not frame-locked", period, self.blocksize)
+        else:
+            self._frame_of = (jack._lib.jack_last_frame_time, monitor._ptr)
+
+    def _route_jack(self) -> None:
+        """Connect our two ports where asked (PortAudio auto-connects to system playback)."""
+        monitor = self._monitor
+        assert monitor is not None
         ours = monitor.get_ports(f"{self.client_name}:", is_output=True, is_audio=True)
         for port in ours:
             for dest in monitor.get_all_connections(port):

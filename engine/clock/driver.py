@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.clock.estimate import ClockEstimate
 from engine.clock.midi_follower import FollowerConfig, MidiClockFollower
+from engine.clock.jack_in import FrameTimebase, JackClockInput
 from engine.clock.midi_in import MidiApi, MidiClockInput
 from engine.clock.sampleclock import SampleClock
 from engine.clock.source import ClockSource, health, open_link_source
@@ -37,7 +38,7 @@ class ClockDriver:
         source: ClockSource,
         *,
         beats_per_bar: int,
-        midi_input: MidiClockInput | None = None,
+        midi_input: MidiClockInput | JackClockInput | None = None,
         follower: MidiClockFollower | None = None,
         link: Any = None,
     ) -> None:
@@ -50,14 +51,36 @@ class ClockDriver:
 
     @classmethod
     def open(cls, source: ClockSource, *, bpm: float, beats_per_bar: int, midi_api: MidiApi = "alsa",
-             grace: float | None = None) -> ClockDriver:
-        """Open what `source` needs. Link missing: runs internal and says so (`open_link_source`)."""
+             grace: float | None = None, jack_output: bool = False) -> ClockDriver:
+        """Open what `source` needs. Link missing: runs internal and says so (`open_link_source`).
+
+        A MIDI clock on JACK with the audio on JACK is read in JACK frames (`JackClockInput`):
+        the clock and the sink's playhead then share JACK's frame clock, and the engine loop
+        follows it through `frames` instead of the monotonic clock.
+        """
         if source.kind == "midi":
             assert source.port is not None
             config = FollowerConfig() if grace is None else FollowerConfig(grace=grace)
-            return cls(source, beats_per_bar=beats_per_bar, midi_input=MidiClockInput(source.port, api=midi_api),
+            midi_input: MidiClockInput | JackClockInput
+            if midi_api == "jack" and jack_output:
+                midi_input = JackClockInput(source.port)
+            else:
+                midi_input = MidiClockInput(source.port, api=midi_api)
+            return cls(source, beats_per_bar=beats_per_bar, midi_input=midi_input,
                        follower=MidiClockFollower(config=config))
         return cls(source, beats_per_bar=beats_per_bar, link=open_link_source(source, bpm=bpm, beats_per_bar=beats_per_bar))
+
+    @property
+    def jack_frames(self) -> JackClockInput | None:
+        """The JACK clock input when the clock is stamped in JACK frames, else None."""
+        return self.midi_input if isinstance(self.midi_input, JackClockInput) else None
+
+    def use_frames(self, *, origin: int, rate: int) -> FrameTimebase:
+        """From now on, clock times are JACK frame seconds with frame `origin` (the sink's playhead 0) at 0 s."""
+        frames = self.jack_frames
+        assert frames is not None
+        frames.timebase = FrameTimebase(origin=origin, rate=rate, frame_time=frames.frame_time)
+        return frames.timebase
 
     @property
     def external(self) -> bool:

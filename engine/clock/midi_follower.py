@@ -91,7 +91,7 @@ class MidiClockFollower:
         self._armed = False  # Start/Continue seen, waiting for its first clock
         self._epoch = 0
         self._log = RateLimitedLog(logger)
-        self.counters = {"clocks": 0, "rejected": 0, "jumps": 0, "dropouts": 0, "ignored": 0}
+        self.counters = {"clocks": 0, "rejected": 0, "jumps": 0, "dropouts": 0, "missed": 0, "duplicates": 0, "ignored": 0}
 
     # -- input ----------------------------------------------------------------------
     def feed(self, message: mido.Message, t: float) -> None:
@@ -135,6 +135,17 @@ class MidiClockFollower:
                 raw = self._raw + max(1, round(gap / period))
                 self.counters["dropouts"] += 1
                 logger.info("MIDI clock back after %.3f s; assuming %d ticks were missed", gap, raw - self._raw - 1)
+            else:
+                fitted = self._fitted_index(t)
+                if fitted is not None and fitted <= self._raw:
+                    self.counters["duplicates"] += 1
+                    self._log.warn("dup", "MIDI clock: a tick at %.6f s repeats tick %d on the line; ignored", t, fitted)
+                    return
+                if fitted is not None and fitted > raw and not self._pending:  # pending: maybe a tempo change
+                    self.counters["missed"] += fitted - raw
+                    self._log.warn("missed", "MIDI clock: %d tick(s) missing before %.6f s (they fall on the line); "
+                                   "counted", fitted - raw, t)
+                    raw = fitted
         self._raw = raw
         self._last_t = t
         if self._armed:
@@ -142,6 +153,22 @@ class MidiClockFollower:
             self._armed, self._playing = False, True
             self._epoch += 1
         self._add_point(raw, t)
+
+    def _fitted_index(self, t: float) -> int | None:
+        """The tick index whose predicted time is within `jump_threshold` of `t`, when that is not the next one.
+
+        A source stamped exactly (e.g. in JACK frames) can drop a tick (a skipped audio cycle)
+        or repeat one; a tick that lands on the line a whole period early or late is that, not
+        jitter. None while the line is young, or when `t` fits the next tick or no tick at all.
+        (A tempo that halves exactly looks like every other tick missing; no clock can tell.)
+        """
+        if self._fit is None or len(self._window) < _MIN_POINTS_TO_JUDGE:
+            return None
+        period = self._fit[1]
+        index = self._raw + round((t - self._predict(self._raw)) / period)
+        if index == self._raw + 1 or abs(t - self._predict(index)) > self.config.jump_threshold:
+            return None
+        return index
 
     def _add_point(self, raw: int, t: float) -> None:
         if self._fit is None or len(self._window) < _MIN_POINTS_TO_JUDGE:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 import mido
@@ -36,6 +36,18 @@ def port_matches(name: str, pattern: str) -> bool:
     """A glob (`TR-8*`) matches the whole name; plain text matches a part of it. Case-insensitive."""
     name, pattern = name.lower(), pattern.lower()
     return fnmatch.fnmatchcase(name, pattern) if any(c in pattern for c in "*?[") else pattern in name
+
+
+def parse_stamped(raw: Iterable[tuple[Sequence[int] | bytes, float]], *, log: RateLimitedLog,
+                  port: str | None) -> list[tuple[mido.Message, float]]:
+    """(message, stamp) for each (bytes, stamp); bytes mido cannot parse are logged (rate-limited) and skipped."""
+    out = []
+    for data, stamp in raw:
+        try:
+            out.append((mido.Message.from_bytes(data), stamp))
+        except ValueError as err:
+            log.warn("parse", "MIDI clock input %r: cannot parse %s (%s); ignored", port, list(data), err)
+    return out
 
 
 class MidiClockInput:
@@ -91,13 +103,7 @@ class MidiClockInput:
             return []
         offset = self._now() - raw[-1][1]
         self._offset = offset if self._offset is None else min(self._offset, offset)
-        out = []
-        for data, api_t in raw:
-            try:
-                out.append((mido.Message.from_bytes(data), api_t + self._offset))
-            except ValueError as err:
-                self._log.warn("parse", "MIDI clock input %r: cannot parse %s (%s); ignored", self.bound, data, err)
-        return out
+        return parse_stamped(((data, api_t + self._offset) for data, api_t in raw), log=self._log, port=self.bound)
 
     def close(self) -> None:
         self._port.close_port()

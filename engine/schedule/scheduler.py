@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from engine.audio.ring import PlaybackRing
+from engine.clock.tap import ramp
 from engine.conditioning import (
     DRUM_HIT,
     DRUM_MASK,
@@ -332,7 +333,9 @@ class Scheduler:
             return
         target, value = item.target, item.value
         if target == "tempo.bpm":
-            self.timeline = self.timeline.with_change(at_bar=self.timeline.bar_at(at), bpm=value)
+            bar, bars = self.timeline.bar_at(at), self.state.tempo_ramp_bars
+            self.timeline = (ramp(self.timeline, to_bpm=float(value), from_bar=bar, bars=bars) if bars
+                             else self.timeline.with_change(at_bar=bar, bpm=value))
         elif target == "meter.beats_per_bar":
             self.timeline = self.timeline.with_change(at_bar=self.timeline.bar_at(at), beats_per_bar=int(value))
         elif target.startswith("note."):

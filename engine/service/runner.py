@@ -21,6 +21,7 @@ from typing import Any
 
 from engine.audio.sinks import OutputSpec, open_sink
 from engine.clock.driver import ClockDriver
+from engine.clock.jack_out import JackClockOutput
 from engine.clock.midi_clock_out import open_clock_output
 from engine.clock.source import ClockSource
 from engine.control.surfaces import ControlSurfaces
@@ -85,8 +86,11 @@ class Service:
                                 resample=config.resample)
         source = clock_source(config, patch)
         notify.status(f"opening clock {source}")
-        self.clock = ClockDriver.open(source, bpm=float(patch.bpm), beats_per_bar=patch.beats_per_bar, midi_api=config.midi_api)
-        if config.clock_out:
+        self.clock = ClockDriver.open(source, bpm=float(patch.bpm), beats_per_bar=patch.beats_per_bar, midi_api=config.midi_api,
+                                     jack_output=spec.kind == "jack")
+        if config.clock_out and config.midi_api == "jack" and spec.kind == "jack":
+            self.clock_out = JackClockOutput(config.clock_out)  # written at its frames, like the audio
+        elif config.clock_out:
             self.clock_out = open_clock_output(config.clock_out, api=config.midi_api)
         notify.status(f"opening output {config.output}")
         engine = Engine(patch=patch, generator=generator, fallback=fallback, lookahead_ms=config.lookahead_ms,

@@ -1,7 +1,7 @@
 """A JACK client for clock tests: stamps MIDI events with JACK frame time, optionally records audio.
 
 Frame time (cycle start + event offset) is the audio sample clock itself, so clock ticks and
-recorded audio share one time base. Stamping with time.monotonic() in a Python callback
+recorded audio (placed at its frames) share one time base. Stamping with time.monotonic() in a Python callback
 instead would measure the test box (GIL waits, a loaded dummy driver), not the clock.
 """
 
@@ -26,6 +26,7 @@ class FrameStampedInput:
         self.clocks = 0
         self.audio_ins = [client.inports.register(f"in_{i + 1}") for i in range(2)] if audio_seconds else []
         self.audio = np.zeros((int(audio_seconds * 48_000), 2), dtype=np.float32)
+        self.recorded = np.zeros(len(self.audio), dtype=bool)  # frames this client was called for
         self.audio_first_frame: int | None = None
         self.audio_pos = 0
         client.set_process_callback(self._process)
@@ -41,12 +42,16 @@ class FrameStampedInput:
             self.raw.append((base + offset, message))  # list.append is atomic under the GIL
             self.clocks += message[0] == 0xF8
         if self.audio_ins:
+            # Placed by frame, not appended: JACK skips cycles on an xrun while its frame
+            # counter runs on, and the clock's ticks are stamped in those frames.
             if self.audio_first_frame is None:
                 self.audio_first_frame = base
-            n = min(frames, len(self.audio) - self.audio_pos)
+            pos = (base - self.audio_first_frame) & 0xFFFFFFFF
+            n = max(0, min(frames, len(self.audio) - pos))
             for ch, port in enumerate(self.audio_ins):
-                self.audio[self.audio_pos : self.audio_pos + n, ch] = port.get_array()[:n]
-            self.audio_pos += n
+                self.audio[pos : pos + n, ch] = port.get_array()[:n]
+            self.recorded[pos : pos + n] = True
+            self.audio_pos = max(self.audio_pos, pos + n)
 
     def snapshot(self) -> list[tuple[int, mido.Message]]:
         return [(f, mido.Message.from_bytes(b)) for f, b in list(self.raw)]
@@ -54,11 +59,40 @@ class FrameStampedInput:
     def clock_frames(self) -> np.ndarray:
         return np.array([f for f, m in self.snapshot() if m.type == "clock"], dtype=np.float64)
 
-    def song_tick_frames(self) -> np.ndarray:
-        """Frames of the clocks from the first Start on (song tick 0 first)."""
+    def song_tick_frames(self, bpm: float) -> dict[int, float]:
+        """Song tick number -> frame, for the clocks from the first Start on (song tick 0 first).
+
+        Numbered by frame, not by count: JACK skips cycles on an xrun and a clock source
+        drops the ticks that fell in them (jack_midi_clock does) or a cycle runs twice and
+        repeats them. `bpm` is the sender's nominal tempo; its jitter must stay below half
+        a tick period between neighbours.
+        """
         items = self.snapshot()
         first = next(i for i, (_, m) in enumerate(items) if m.type == "start")
-        return np.array([f for f, m in items[first:] if m.type == "clock"], dtype=np.float64)
+        frames = [f for f, m in items[first:] if m.type == "clock"]
+        period = 48_000 * 60 / bpm / 24
+        ticks = {0: float(frames[0])}
+        tick, last = 0, frames[0]
+        for frame in frames[1:]:
+            step = round((frame - last) / period)
+            if step >= 1:
+                tick, last = tick + step, frame
+                ticks[tick] = float(frame)
+        return ticks
+
+
+def unforeseeable_ms(ticks: dict[int, float], tick: int, *, horizon: int, window: int = 96) -> float:
+    """How far the clock's tick `tick` lands from where its last `window` ticks pointed, `horizon` ticks before.
+
+    A follower that must place a beat `horizon` ticks ahead cannot know where a wandering
+    clock goes after that; tests grant this much on top of their tolerance.
+    """
+    known = [(k, ticks[k]) for k in range(tick - horizon - window, tick - horizon) if k in ticks]
+    if len(known) < window // 2:
+        return 0.0
+    k, f = np.array(known, dtype=np.float64).T
+    slope, at = np.polyfit(k, f, 1)
+    return float((ticks[tick] - (at + slope * tick)) / 48_000 * 1e3)
 
 
 @contextmanager

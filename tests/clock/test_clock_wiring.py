@@ -119,3 +119,43 @@ def test_bad_clock_choices_name_where(tmp_path: Path) -> None:
     add_commands(parser.add_subparsers())
     with pytest.raises(Exception, match="--clock"):
         config_from_args(parser.parse_args(["run", "--patch", "p.yaml", "--clock", "midi:"]))
+
+
+def engine_with(clock: ClockDriver, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from engine.audio.sinks import WavRealtimeSink
+    from engine.engine import Engine
+
+    patch = load_patch(REPO / "patches/default.yaml")
+    return Engine(patch=patch, generator=SynthGenerator(), clock=clock,
+                  sink_factory=lambda ring: WavRealtimeSink(ring, tmp_path / "out.wav"))
+
+
+def test_local_tempo_does_not_fight_a_midi_clock(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from engine.params import ControlEvent
+
+    engine = engine_with(ClockDriver(ClockSource("midi", "synthetic"), beats_per_bar=4, follower=MidiClockFollower()),
+                         tmp_path)
+    before = engine.scheduler.timeline
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            engine.submit(ControlEvent("tempo.bpm", 150.0, source="osc"))
+        for _ in range(4):
+            engine.submit(ControlEvent("tempo.tap", source="midi"))
+    engine.scheduler.fill(0)  # drains the scheduler's queue: nothing there to apply
+    assert engine.scheduler.timeline == before
+    lines = [r.getMessage() for r in caplog.records if "ignored: the tempo follows clock midi:synthetic" in r.getMessage()]
+    assert len(lines) == 1, lines  # rate-limited: one line, not seven
+    assert "150.00 BPM from osc" in lines[0]
+
+
+def test_local_tempo_is_proposed_to_link(tmp_path: Path) -> None:
+    link = pytest.importorskip("link", reason="LinkPython-extern is not installed (pip install LinkPython-extern)")
+    import time
+
+    from engine.clock.link import LinkClock
+    from engine.params import ControlEvent
+
+    peer = LinkClock(bpm=120.0, beats_per_bar=4, binding=link)  # not enabled: no network traffic
+    engine = engine_with(ClockDriver(ClockSource("link"), beats_per_bar=4, link=peer), tmp_path)
+    engine.submit(ControlEvent("tempo.bpm", 140.0, source="osc"))
+    assert peer.estimate(time.monotonic()).tempo_bpm == pytest.approx(140.0)

@@ -17,27 +17,30 @@ import mido
 import numpy as np
 import pytest
 
-from jack_rx import receiver, wait_for
+from jack_rx import receiver, unforeseeable_ms, wait_for
 
 from engine.clock import MidiClockFollower, MidiClockOut, MidiClockSender, SampleClock
 from engine.timeline import Timeline
 
 SR = 48_000
-UNSTABLE = pytest.mark.xfail(
-    strict=False,
-    reason="not yet reliable on a loaded 2-core box: Python JACK receiver + dummy driver slip cycles "
-    "(measured 130.7..133.9 BPM following, 131.5..133.0 BPM out); see report",
-)
 
 
 
 @pytest.mark.jack
-@UNSTABLE
-def test_follows_jack_midi_clock_at_133_bpm_with_jitter(jack: str) -> None:
+@pytest.mark.parametrize("jitter", [0, pytest.param(1, marks=pytest.mark.xfail(strict=False, reason=(
+    "jack_midi_clock -J 1 is a random walk of tick intervals; the follower's ramp tangent (a parabola "
+    "when curvature beats 4 standard errors, which a random walk often does) extrapolates it a bar ahead "
+    "with up to 11 ms error where a straight line stays within 5 ms + the walk's own wander (measured "
+    "3 runs: max 4.4..11 ms vs 2..4.4 ms unforeseeable)")))])
+def test_follows_jack_midi_clock_at_133_bpm(jack: str, jitter: int) -> None:
+    """The follower on jack_midi_clock's ticks as stamped in JACK frames: its tempo, and each
+    bar line predicted at the bar before, within 5 ms plus what the clock could not foresee
+    (-J is a random walk of the tick intervals, see test_clock_e2e)."""
     if shutil.which("jack_midi_clock") is None:
         pytest.skip("jack_midi_clock is not installed (apt-get install jack-midi-clock)")
     with receiver(jack) as rx:
-        proc = subprocess.Popen(["jack_midi_clock", "-b", "133", "-B", "-J", "5", "bl-rx:in"],
+        rx.client.transport_frame = 0  # jack_midi_clock sends Start (not Continue) when rolling from 0
+        proc = subprocess.Popen(["jack_midi_clock", "-b", "133", "-B", "-J", str(jitter), "bl-rx:in"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             # Start the transport only once jack_midi_clock is connected, so that it sends Start.
@@ -49,39 +52,42 @@ def test_follows_jack_midi_clock_at_133_bpm_with_jitter(jack: str) -> None:
             proc.terminate()
             proc.wait(timeout=5)
         items = rx.snapshot()
-    kinds = [m.type for _, m in items]
-    assert "start" in kinds
+        ticks = rx.song_tick_frames(133.0)
+    assert "start" in [m.type for _, m in items]
     follower = MidiClockFollower()
-    song: list[float] = []
-    errors = []
+    errors, grants = [], []
     for frame, msg in items:
-        t = frame / SR
-        follower.feed(msg, t)
-        est = follower.estimate(t)
-        if msg.type == "clock" and est is not None and est.state == "running":
-            song.append(t)
-    # Bar lines: at each bar line, predict the next one and compare with the clock that arrived on it.
-    replay = MidiClockFollower()
-    replay.feed(mido.Message("start"), song[0] - 0.001)
-    for tick, t in enumerate(song):
-        replay.feed(mido.Message("clock"), t)
-        beat, sub = divmod(tick, 24)
-        if sub == 0 and beat >= 4 and beat % 4 == 0 and (beat + 4) * 24 < len(song):
-            errors.append(replay.estimate(t).beat_time(beat + 4) - song[(beat + 4) * 24])  # type: ignore[union-attr]
-    est = follower.estimate(song[-1])
+        follower.feed(msg, frame / SR)
+        if msg.type != "clock" or frame not in ticks.values():
+            continue
+        tick = next(k for k, f in ticks.items() if f == frame)
+        ahead = tick + 96
+        if tick % 96 == 0 and tick >= 96 and ahead in ticks:
+            est = follower.estimate(frame / SR)
+            assert est is not None and est.state == "running"
+            errors.append((est.tick_time(ahead) - ticks[ahead] / SR) * 1e3)
+            grants.append(abs(unforeseeable_ms(ticks, ahead, horizon=96)))
+    last = max(ticks)
+    est = follower.estimate(ticks[last] / SR)
     assert est is not None
-    errors_ms = np.abs(errors) * 1e3
-    print(f"\njack_midi_clock -b 133 -J 5: tempo {est.tempo_bpm:.3f} BPM, bar-line error median "
-          f"{np.median(errors_ms):.3f} ms, max {errors_ms.max():.3f} ms over {len(errors_ms)} bars")
-    # Looser than the synthetic 0.1 BPM / 5 ms: on a loaded 2-core box the dummy driver's cycles
-    # slip and jack_midi_clock's own stream wobbles (its raw regression measured 132.7 BPM here).
-    assert abs(est.tempo_bpm - 133.0) < 0.5
+    k = np.array([t for t in ticks if t > last - 96], dtype=np.float64)
+    clock_bpm = 60 * SR / (np.polyfit(k, [ticks[int(t)] for t in k], 1)[0] * 24)  # its last 4 beats
+    errors_ms, grants_ms = np.array(errors), np.array(grants)
+    print(f"\njack_midi_clock -b 133 -J {jitter}: follower {est.tempo_bpm:.3f} BPM, the clock's last 4 beats "
+          f"{clock_bpm:.3f} BPM; {follower.counters}; bar lines a bar ahead: "
+          + " ".join(f"{e:+.2f}" for e in errors_ms) + " ms; unforeseeable: " + " ".join(f"{g:.2f}" for g in grants_ms))
+    assert abs(est.tempo_bpm - clock_bpm) < 0.1
     assert len(errors_ms) >= 4
-    assert np.median(errors_ms) < 5.0
+    assert np.all(np.abs(errors_ms) < 5.0 + grants_ms), (errors_ms, grants_ms)
 
 
 @pytest.mark.jack
-@UNSTABLE
+@pytest.mark.xfail(strict=False, reason=(
+    "MidiClockSender times ticks by time.monotonic() and rtmidi's JACK output writes each message at "
+    "offset 0 of the next cycle, while the receiver measures in JACK frames; when the dummy driver "
+    "stalls, frames stop and wall time runs on, so ticks land late in frames (1 run in 4 here: "
+    "132.55 BPM, 20 ms late). The engine sends on JACK with JackClockSender, at each message's frame "
+    "(test_clock_out_e2e: sample-exact); MidiClockSender remains for ALSA."))
 def test_clock_out_is_measured_by_a_receiver(jack: str) -> None:
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     with receiver(jack) as rx, backend.open_output("clock-out", virtual=True) as port:

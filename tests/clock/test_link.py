@@ -1,8 +1,7 @@
 """Ableton Link through the real binding, WITHOUT joining any network.
 
-The two-peer test inside a network namespace (ip netns add, only lo up) is not written
-yet; these tests check the engine's Link timeline math against the binding with Link
-left disabled, so no multicast is sent at all.
+These check the engine's Link timeline math against the binding with Link left disabled,
+so no multicast is sent at all; two peers in a network namespace are in test_link_peers.py.
 """
 
 from __future__ import annotations

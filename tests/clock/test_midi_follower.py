@@ -207,3 +207,23 @@ def test_phase_errors_have_no_hidden_bias() -> None:
     errors = np.array([e for seed in range(3) for e in next_beat_errors(
         clock_stream(bpm=128.0, ticks=24 * 40, jitter=0.002, seed=seed), from_beat=8)])
     assert abs(errors.mean()) < 0.0005
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.0005])
+def test_ticks_dropped_or_repeated_by_skipped_jack_cycles_keep_the_song_position(jitter: float) -> None:
+    """JACK skips a cycle on an xrun (jack_midi_clock drops the ticks that fell in it) or runs
+    one twice (its ticks come again at the same frames): on a frame-exact clock these land on
+    the line a whole tick off, and are counted, not taken for jitter or a tempo jump."""
+    stream = clock_stream(bpm=133.0, ticks=24 * 24, jitter=jitter, seed=4, dropout=(300, 302))
+    events = list(stream.events)
+    dup = next(i for i, (_, m) in enumerate(events) if m.type == "clock" and _ > stream.tick_times[400])
+    events.insert(dup + 1, events[dup])  # a cycle run twice repeats its tick at the same frame
+    follower = MidiClockFollower()
+    for t, msg in events:
+        follower.feed(msg, t)
+    assert follower.counters["missed"] == 2
+    assert follower.counters["duplicates"] == 1
+    assert follower.counters["jumps"] == 0
+    est = follower.estimate(events[-1][0])
+    assert est is not None
+    assert abs(est.beat_time(23) - stream.beat_time(23)) < 0.001  # the song position survived both

@@ -73,3 +73,26 @@ def test_missing_link_binding_is_reported_and_the_engine_goes_on(
     caplog.set_level(logging.ERROR)
     assert open_link_source(ClockSource("link"), bpm=120, beats_per_bar=4) is None
     assert "Ableton Link is not available" in caplog.text and "internal clock" in caplog.text
+
+
+@pytest.mark.parametrize("ramp_bars", [0, 4])
+def test_tempo_bpm_glides_over_tempo_ramp_bars_in_bar_steps(tmp_path, ramp_bars: int) -> None:  # type: ignore[no-untyped-def]
+    """Rendered bar lines: 120 BPM, then tempo.bpm 140 issued in bar 2 lands at bar 3, jumping
+    (ramp_bars 0) or a step per bar over 4 bars (125, 130, 135, 140)."""
+    from fractions import Fraction
+
+    from engine.automation import TimedEvent
+    from engine.generator.synth import SynthGenerator
+    from engine.params import ControlEvent
+    from engine.patch import parse_patch
+    from engine.render import render
+
+    patch = parse_patch({"tempo": 120.0, "meter": 4, "seed": 1, "style": [{"text": "test groove"}]})
+    events = [TimedEvent(0, Fraction(0), ControlEvent("tempo.ramp_bars", ramp_bars, quantize="now")),
+              TimedEvent(2, Fraction(1), ControlEvent("tempo.bpm", 140.0))]
+    result = render(patch, bars=9, output=tmp_path / "ramp.wav", generator=SynthGenerator(), automation=events)
+    lengths = [b - a for a, b in zip(result.bar_starts, result.bar_starts[1:])]
+    tempos = [4 * 60 * 48_000 / n for n in lengths]  # from whole-sample bar lengths: within 0.002 BPM
+    steps = [125.0, 130.0, 135.0, 140.0] if ramp_bars else [140.0] * 4
+    expected = [120.0, 120.0, 120.0, *steps] + [140.0] * (len(tempos) - 7)
+    assert tempos == pytest.approx(expected, abs=0.002)

@@ -1,0 +1,124 @@
+"""MIDI clock input on a JACK MIDI port, stamped in JACK frames: for an engine whose audio goes to JACK.
+
+Why not rtmidi's JACK API here: it stamps every event with `jack_get_time()` when its
+process callback runs, dropping the event's frame offset. All events of a cycle then share
+one stamp (a period of jitter), and when the server is late or skips cycles (an xrun) the
+clock looks late or bursty in wall time although it is exact in frames. JACK frames are
+also the clock of the JACK audio sink (see `DeviceSink.frame_origin`), so a clock tick at
+frame f and the audio sample that plays at frame f are compared without any wall clock.
+
+The process callback (JACK's thread) appends (frame, bytes) to a deque and returns; the
+engine loop converts frames to the engine's clock seconds with a `FrameTimebase`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+import mido
+
+from engine.clock._ratelog import RateLimitedLog
+from engine.clock.midi_in import RESCAN_S, parse_stamped, port_matches
+from engine.errors import BacklineError
+
+logger = logging.getLogger(__name__)
+_WRAP = 1 << 32
+
+
+class FrameTimebase:
+    """JACK frames as seconds on the engine's clock: frame `origin` is 0 s (the sink's playhead 0).
+
+    JACK's frame counter is 32 bits and wraps after 24.8 hours at 48 kHz; each conversion
+    unwraps against the last frame seen (within +/- 12 hours of it). The last (raw, unwrapped)
+    pair is swapped whole, so any thread may convert.
+    """
+
+    def __init__(self, *, origin: int, rate: int, frame_time: Callable[[], int]) -> None:
+        self.rate = rate
+        self._frame_time = frame_time
+        self._last = (origin % _WRAP, 0)  # (32-bit frame, frames since origin)
+
+    def frames(self, raw: int) -> int:
+        """Frames since the origin for a 32-bit JACK frame time near the last one seen."""
+        last_raw, last = self._last
+        delta = (raw - last_raw) % _WRAP
+        if delta >= _WRAP // 2:
+            delta -= _WRAP
+        self._last = (raw % _WRAP, last + delta)
+        return last + delta
+
+    def seconds(self, raw: int) -> float:
+        return self.frames(raw) / self.rate
+
+    def now(self) -> float:
+        """JACK's current frame time (interpolated within the cycle) in seconds."""
+        return self.seconds(self._frame_time())
+
+
+class JackClockInput:
+    """A JACK MIDI input that connects to the first output port matching `pattern`."""
+
+    def __init__(self, pattern: str, *, client_name: str = "backline-clock") -> None:
+        try:
+            import jack
+        except ImportError as err:
+            raise BacklineError("JACK MIDI clock input needs the JACK-Client package (pip install JACK-Client)") from err
+        self.pattern = pattern
+        self.api = "jack"
+        try:
+            self._client = jack.Client(client_name, no_start_server=True)
+        except jack.JackError as err:
+            raise BacklineError(f"cannot open a JACK client for clock input: {err}") from err
+        self._port = self._client.midi_inports.register("clock in")
+        self._events: deque[tuple[int, bytes]] = deque(maxlen=4096)
+        self._client.set_process_callback(self._process)
+        self._client.activate()
+        self.bound: str | None = None
+        self.timebase: FrameTimebase | None = None
+        self._next_scan = 0.0
+        self._log = RateLimitedLog(logger, interval=30.0)
+
+    def _process(self, frames: int) -> None:
+        """JACK's process thread: stamp each event with its frame and queue it; nothing else."""
+        base = self._client.last_frame_time
+        for offset, data in self._port.incoming_midi_events():
+            self._events.append((base + offset, bytes(data)))
+
+    def frame_time(self) -> int:
+        """JACK's current frame time (any thread)."""
+        return self._client.frame_time
+
+    def _scan(self) -> None:
+        self._next_scan = time.monotonic() + RESCAN_S
+        names = [p.name for p in self._client.get_ports(is_midi=True, is_output=True)]
+        match = next((n for n in names if port_matches(n, self.pattern)), None)
+        if match is None:
+            self._log.warn("absent", "MIDI clock input %r not found on JACK (ports: %s); still looking",
+                           self.pattern, ", ".join(names) or "none")
+            return
+        self._client.connect(match, self._port)
+        self.bound = match
+        logger.info("MIDI clock input %r bound to %r (JACK, stamped in frames)", self.pattern, self.bound)
+
+    def poll(self) -> list[tuple[mido.Message, float]]:
+        """Messages since the last poll with their times in timebase seconds; the engine loop thread.
+
+        Until the sink has a frame origin (no `timebase` yet) messages stay queued. Bytes mido
+        cannot parse are counted and logged (rate-limited), never raised.
+        """
+        if self.bound is None or not self._port.connections:
+            self.bound = None
+            if time.monotonic() >= self._next_scan:
+                self._scan()
+        if self.timebase is None:
+            return []
+        timebase, events = self.timebase, self._events
+        raw = [(data, timebase.seconds(frame)) for frame, data in (events.popleft() for _ in range(len(events)))]
+        return parse_stamped(raw, log=self._log, port=self.bound)
+
+    def close(self) -> None:
+        self._client.deactivate()
+        self._client.close()

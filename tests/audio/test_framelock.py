@@ -1,0 +1,54 @@
+"""FrameLock and FrameTimebase against frame sequences as JACK delivers them on an overrun box."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.audio.framelock import FrameLock
+from engine.clock.jack_in import FrameTimebase
+
+
+def blocks(lock: FrameLock, frames: list[int], size: int) -> list[int]:
+    """Playhead at the start of each block, as the sink would compute it."""
+    playhead, starts = 0, []
+    for frame in frames:
+        start = lock.place(frame, size, playhead)
+        starts.append(start)
+        playhead = start + size
+    return starts
+
+
+def test_steady_cycles_count_like_a_callback_counter() -> None:
+    lock = FrameLock()
+    assert blocks(lock, [5000 + 256 * k for k in range(5)], 256) == [0, 256, 512, 768, 1024]
+    assert lock.origin == 5000 and lock.skipped == 0
+
+
+def test_skipped_cycles_skip_audio_and_a_repeated_cycle_repeats_it() -> None:
+    """JACK skipped cycle 2 and ran cycle 5 twice: the playhead stays frame - origin."""
+    lock = FrameLock()
+    frames = [1000, 1256, 2024, 2280, 2280, 2536]
+    assert blocks(lock, frames, 256) == [0, 256, 1024, 1280, 1536, 1536]
+    assert lock.skipped == 512
+
+
+@pytest.mark.parametrize(("period", "size"), [(1024, 256), (128, 256)])
+def test_blocks_and_periods_of_different_sizes(period: int, size: int) -> None:
+    lock = FrameLock()
+    if period > size:  # four blocks per cycle, all with the cycle's frame
+        frames = [f for c in range(3) for f in [7 + c * period] * (period // size)]
+    else:  # one block every other cycle
+        frames = [7 + c * size for c in range(6)]
+    assert blocks(lock, frames, size) == [k * size for k in range(len(frames))]
+    assert lock.skipped == 0
+
+
+def test_jack_frame_counter_wraps_after_2_to_32_frames() -> None:
+    lock = FrameLock()
+    first = (1 << 32) - 512
+    frames = [(first + 256 * k) % (1 << 32) for k in range(4)]
+    assert blocks(lock, frames, 256) == [0, 256, 512, 768]
+    base = FrameTimebase(origin=first, rate=48_000, frame_time=lambda: frames[-1])
+    assert base.frames(frames[3] + 100) == 768 + 100
+    assert base.frames(frames[1]) == 256  # an older stamp, before the wrap
+    assert base.now() == pytest.approx(768 / 48_000)

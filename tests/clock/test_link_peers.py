@@ -1,0 +1,54 @@
+"""Ableton Link between two peers: the binding's own peer at 128 BPM and an engine on `--clock link`.
+
+Link discovers peers by multicast, which must never leave this machine: both peers run in a
+network namespace the test creates (`ip netns add`, only `lo` up), where Link finds its peer
+on loopback. Needs root (or CAP_SYS_ADMIN) for the namespace; skips with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytest.importorskip("link", reason="LinkPython-extern is not installed (pip install backline[link])")
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A fresh network namespace with only loopback up; deleted afterwards."""
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2 is not installed: cannot make a network namespace for Link")
+    name = f"bl-link-{uuid.uuid4().hex[:8]}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a network namespace ({made.stderr.strip()}); Link is tested without a network "
+                    "in test_link.py")
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_engine_takes_the_session_tempo_and_bar_lines_sit_on_its_phase(netns: str, tmp_path: Path) -> None:
+    run = subprocess.run(["ip", "netns", "exec", netns, sys.executable, str(REPO / "tests/clock/link_session.py"),
+                          str(tmp_path / "out.wav")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    errors = result["errors_ms"]
+    print(f"\nLink peers on loopback: engine tempo {result['tempo']:.3f} BPM (session {result['session_bpm']}); "
+          f"bar lines vs the peer's "
+          f"phase 0: " + " ".join(f"{e:+.2f}" for e in errors) + f" ms; after the peer stopped: {result['after_peer_stop']}")
+    assert result["tempo"] == pytest.approx(result["session_bpm"], abs=0.01)  # the session's tempo change reached us
+    assert len(errors) == 6
+    assert max(abs(e) for e in errors) < 5.0
+    assert result["after_peer_stop"]["state"] == "stopped"  # start/stop sync
+    assert result["after_peer_stop"]["peers"] == 1
