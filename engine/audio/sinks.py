@@ -27,6 +27,7 @@ HostApi = Literal["jack", "alsa"]
 HOST_API_NAMES = {"jack": "JACK Audio Connection Kit", "alsa": "ALSA"}
 DEFAULT_BLOCKSIZE = 256
 DEFAULT_FADE_S = 0.05
+CLOSE_TIMEOUT_S = 3.0  # longest wait for PortAudio to stop a stream
 Resample = Quality | Literal["off"]
 PA_INVALID_SAMPLE_RATE = -9997  # PortAudio error codes (portaudio.h)
 PA_DEVICE_UNAVAILABLE = -9985
@@ -92,6 +93,7 @@ class Sink:
         self.finished = threading.Event()
         self.armed = False  # until armed the sink plays silence and the playhead stays at 0
         self.fade_s = fade_s
+        self.stuck = False  # the stream could not be stopped: exit without PortAudio's shutdown
         self._fader = _Fader(int(fade_s * rate), blocksize)
 
     def start(self) -> None:
@@ -260,13 +262,30 @@ class DeviceSink(Sink):
             self.finished.set()
 
     def close(self) -> None:
-        self._stream.stop()
-        self._stream.close()
+        """Stop and close the stream, giving PortAudio a bounded time.
+
+        PortAudio's JACK backend waits for one more process cycle to stop; when the server
+        is frozen or gone that cycle never comes. Then the stream is left behind (`stuck`)
+        and the caller exits without PortAudio's own shutdown, so systemd can restart us.
+        """
+        stopper = threading.Thread(target=self._stop_stream, name="portaudio-stop", daemon=True)
+        stopper.start()
+        stopper.join(CLOSE_TIMEOUT_S)
+        if stopper.is_alive():
+            self.stuck = True
+            log.error("PortAudio did not stop the %s stream within %.0f s (the audio server is frozen or gone); "
+                      "leaving it", self.spec.kind, CLOSE_TIMEOUT_S)
+            return
         if self._feeder is not None:
             self._feeder.close()
         if self._monitor is not None:
             self._monitor.deactivate()
             self._monitor.close()
+
+
+    def _stop_stream(self) -> None:
+        self._stream.stop()
+        self._stream.close()
 
 
 class WavRealtimeSink(Sink):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -286,9 +287,14 @@ def run_service(read_config: Callable[[], ServiceConfig], *, duration_s: float |
     with SignalThread(handlers):
         try:
             service.start()
-            return service.run(duration_s=duration_s)
+            code = service.run(duration_s=duration_s)
         except BacklineError as err:
             notifier.status(f"failed: {err}")  # shown by `systemctl status` until the restart
             raise
         finally:
             service.close()
+    if service.engine is not None and service.engine.sink.stuck:
+        # PortAudio's own shutdown would wait for the dead server forever; the state is saved
+        logging.shutdown()
+        os._exit(code)
+    return code

@@ -123,8 +123,10 @@ def test_a_taken_client_name_still_routes_our_own_ports(jack) -> None:
     assert np.abs(recorded).max() > 0.01
 
 
-def test_a_stalled_audio_server_ends_the_run_with_exit_1() -> None:
-    """SIGSTOP on jackd stops our callbacks mid-show: the engine says so and exits 1, so systemd restarts it.
+@pytest.mark.parametrize("thaw", ["after the error", "never"])
+def test_a_stalled_audio_server_ends_the_run_with_exit_1(thaw: str) -> None:
+    """SIGSTOP on jackd stops our callbacks mid-show: the engine says so and exits 1, so systemd restarts it,
+    even when the server never comes back (PortAudio's stop would wait for it forever).
 
     Its own server: freezing the module's shared one would disturb the other tests.
     """
@@ -153,6 +155,8 @@ def test_a_stalled_audio_server_ends_the_run_with_exit_1() -> None:
             while proc.poll() is None and not any("no audio block" in line or "ended unexpectedly" in line
                                                   for line in lines) and time.monotonic() < deadline:
                 time.sleep(0.1)
+            if thaw == "never":
+                assert proc.wait(timeout=30) == 1, "the run hung on a frozen server"
         finally:
             os.kill(jackd, signal.SIGCONT)
         assert proc.wait(timeout=30) == 1
