@@ -22,7 +22,7 @@ from engine.audio.sinks import Sink
 from engine.clock import ClockSource, MidiClockOut, MidiClockSender, SampleClock, SampleClockTracker, TapTempo
 from engine.clock.jack_in import FrameTimebase
 from engine.clock.jack_out import JackClockOutput, JackClockSender
-from engine.clock._ratelog import RateLimitedLog
+from engine.ratelog import RateLimitedLog
 from engine.clock.driver import ClockDriver
 from engine.conditioning import SAMPLE_RATE
 from engine.errors import BacklineError

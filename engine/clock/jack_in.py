@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import mido
 
-from engine.clock._ratelog import RateLimitedLog
+from engine.ratelog import RateLimitedLog
 from engine.clock.midi_in import RESCAN_S, parse_stamped, port_matches
 from engine.errors import BacklineError
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import mido
 import numpy as np
 
-from engine.clock._ratelog import RateLimitedLog
+from engine.ratelog import RateLimitedLog
 from engine.clock.estimate import PPQN, ClockEstimate, ClockState
 from engine.timeline import BPM_RANGE
 

@@ -22,7 +22,7 @@ from typing import Literal
 import mido
 import rtmidi
 
-from engine.clock._ratelog import RateLimitedLog
+from engine.ratelog import RateLimitedLog
 from engine.errors import BacklineError
 
 logger = logging.getLogger(__name__)

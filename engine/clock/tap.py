@@ -10,7 +10,7 @@ import logging
 from collections import deque
 from fractions import Fraction
 
-from engine.clock._ratelog import RateLimitedLog
+from engine.ratelog import RateLimitedLog
 from engine.timeline import BPM_RANGE, Timeline
 
 logger = logging.getLogger(__name__)

@@ -43,6 +43,7 @@ from engine.errors import GeneratorError
 from engine.generator.base import Generator
 from engine.params import ControlEvent, ParameterState
 from engine.patch import Patch
+from engine.ratelog import RateLimitedLog
 from engine.schedule.fitter import DEFAULT_MAX_CENTS, BarFitter, BarPlan, plan_bar
 from engine.style.bank import StyleBank
 from engine.style.embedder import Embedder
@@ -174,6 +175,7 @@ class Scheduler:
         self.fallback_frames = 0
         self.generate_seconds = 0.0
         self.errors = 0
+        self._rejects = RateLimitedLog(log)  # a flood of bad changes must not flood the log
         generator.reset(patch.seed)
         if fallback is not None:
             fallback.reset(patch.seed)
@@ -324,7 +326,7 @@ class Scheduler:
                 self._apply(item, at)
             except ValueError as err:
                 self.errors += 1
-                log.warning("control change rejected when applied: %s", err)
+                self._rejects.warn(getattr(item, "target", "patch"), "control change rejected when applied: %s", err)
             self._schedule_gain(at)
 
     def _apply(self, item: ControlEvent | _PatchChange, at: int) -> None:

@@ -132,3 +132,28 @@ def test_transport_stop_fades_to_silence_at_the_bar_and_play_comes_back_at_its_b
     assert np.abs(stopped[bar3:bar3 + fade]).max() > 0.0, "the stop cut instead of fading"
     assert np.abs(stopped[bar5:bar5 + 480]).max() > 0.0, "play did not start on its bar line"
     assert np.abs(stopped[bar5 + fade:]).max() > 0.1, "play did not bring the sound back"
+
+
+def test_a_flood_of_bad_changes_is_logged_at_a_rate_not_per_event(caplog) -> None:
+    """Changes that fail when applied (a slot the patch does not have) are counted, and logged once per interval."""
+    import logging
+
+    from engine.audio.ring import PlaybackRing
+    from engine.params import ControlEvent
+    from engine.schedule.scheduler import Scheduler
+    from engine.style.bank import StyleBank
+    from engine.style.embedder import HashEmbedder
+
+    p = patch("120")
+    embedder = HashEmbedder()
+    scheduler = Scheduler(generator=SynthGenerator(), patch=p, bank=StyleBank.for_patch(p, embedder), embedder=embedder,
+                          ring=PlaybackRing(), lookahead=9600)
+    caplog.set_level(logging.WARNING, logger="engine.schedule.scheduler")
+    try:
+        for k in range(200):
+            scheduler.submit(ControlEvent("style.7.weight", 0.5, source="test", quantize="now"))
+            scheduler.fill(k * 1920)
+    finally:
+        scheduler.close()
+    assert scheduler.errors == 200
+    assert 1 <= sum("rejected when applied" in r.message for r in caplog.records) <= 2

@@ -1,4 +1,4 @@
-"""Rate-limited warnings for bad input that can arrive many times a second (clock streams)."""
+"""Rate-limited warnings for bad input that can arrive many times a second (clock streams, control floods)."""
 
 from __future__ import annotations
 
