@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jack_rx import receiver, unforeseeable_ms, wait_for
+from jack_rx import JITTER, receiver, unforeseeable_ms, wait_for
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,11 +66,7 @@ def render_reference(tmp_path: Path, bars: int) -> tuple[np.ndarray, float]:
 
 
 @pytest.mark.jack
-@pytest.mark.parametrize("jitter", [0, pytest.param(1, marks=pytest.mark.xfail(strict=False, reason=(
-    "jack_midi_clock -J 1 is a random walk of tick intervals; the follower's ramp tangent (a parabola "
-    "when curvature beats 4 standard errors, which a random walk often does) extrapolates it a bar ahead "
-    "with up to 11 ms error where a straight line stays within 5 ms + the walk's own wander (measured "
-    "3 runs: max 4.4..11 ms vs 2..4.4 ms unforeseeable)")))])
+@JITTER
 def test_run_follows_jack_midi_clock_bar_lines_on_its_beats(jack: str, tmp_path: Path, jitter: int) -> None:
     """Bar lines within 5 ms of the clock's, plus what the clock itself could not foresee.
 

@@ -17,7 +17,7 @@ import mido
 import numpy as np
 import pytest
 
-from jack_rx import receiver, unforeseeable_ms, wait_for
+from jack_rx import JITTER, receiver, unforeseeable_ms, wait_for
 
 from engine.clock import MidiClockFollower, MidiClockOut, MidiClockSender, SampleClock
 from engine.timeline import Timeline
@@ -27,11 +27,7 @@ SR = 48_000
 
 
 @pytest.mark.jack
-@pytest.mark.parametrize("jitter", [0, pytest.param(1, marks=pytest.mark.xfail(strict=False, reason=(
-    "jack_midi_clock -J 1 is a random walk of tick intervals; the follower's ramp tangent (a parabola "
-    "when curvature beats 4 standard errors, which a random walk often does) extrapolates it a bar ahead "
-    "with up to 11 ms error where a straight line stays within 5 ms + the walk's own wander (measured "
-    "3 runs: max 4.4..11 ms vs 2..4.4 ms unforeseeable)")))])
+@JITTER
 def test_follows_jack_midi_clock_at_133_bpm(jack: str, jitter: int) -> None:
     """The follower on jack_midi_clock's ticks as stamped in JACK frames: its tempo, and each
     bar line predicted at the bar before, within 5 ms plus what the clock could not foresee
