@@ -26,7 +26,6 @@ from engine.patch import Patch, parse_patch
 from engine.render import DEFAULT_LOOKAHEAD_MS
 from engine.schedule.fitter import DEFAULT_CROSSFADE, MARGIN, BarFitter, BarPlan, plan_bar
 from engine.schedule.scheduler import Scheduler
-from engine.style.bank import StyleBank
 from engine.style.embedder import HashEmbedder
 from engine.timeline import Timeline, round_half_up
 
@@ -78,14 +77,7 @@ def _drive(generator: Generator, patch: Patch, *, seconds: float) -> tuple[float
     """
     embedder = HashEmbedder()
     ring = PlaybackRing()
-    scheduler = Scheduler(
-        generator=generator,
-        patch=patch,
-        bank=StyleBank.for_patch(patch, embedder),
-        embedder=embedder,
-        ring=ring,
-        lookahead=round(DEFAULT_LOOKAHEAD_MS * SAMPLE_RATE / 1000),
-    )
+    scheduler = Scheduler.for_patch(patch, generator, ring=ring, embedder=embedder, lookahead_ms=DEFAULT_LOOKAHEAD_MS)
     block = np.zeros((FRAME_SAMPLES, CHANNELS), dtype=np.float32)
     cpu = 0.0
     try:

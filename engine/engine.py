@@ -67,16 +67,8 @@ class Engine:
         at play and Stop at stop, timed by the sink's sample clock."""
         self.embedder = embedder or HashEmbedder()
         self.ring = PlaybackRing()
-        self.scheduler = Scheduler(
-            generator=generator,
-            patch=patch,
-            bank=StyleBank.for_patch(patch, self.embedder),
-            embedder=self.embedder,
-            ring=self.ring,
-            lookahead=round(lookahead_ms * SAMPLE_RATE / 1000),
-            frames_per_call=frames_per_call,
-            fallback=fallback,
-        )
+        self.scheduler = Scheduler.for_patch(patch, generator, ring=self.ring, embedder=self.embedder,
+                                             lookahead_ms=lookahead_ms, frames_per_call=frames_per_call, fallback=fallback)
         self.sink = sink_factory(self.ring)
         self.patch_set = list(patch_set or ([patch.path] if patch.path else []))
         self.on_ready: Callable[[], None] | None = None

@@ -18,7 +18,6 @@ from engine.errors import GeneratorError
 from engine.generator.base import Generator
 from engine.patch import Patch
 from engine.schedule.scheduler import Scheduler
-from engine.style.bank import StyleBank
 from engine.style.embedder import Embedder, HashEmbedder
 
 log = logging.getLogger(__name__)
@@ -59,15 +58,8 @@ def render(
         raise GeneratorError(f"generator {generator.name} was not ready after {ready_timeout_s:g} s")
     embedder = embedder or HashEmbedder()
     ring = PlaybackRing()
-    scheduler = Scheduler(
-        generator=generator,
-        patch=patch,
-        bank=StyleBank.for_patch(patch, embedder),
-        embedder=embedder,
-        ring=ring,
-        lookahead=round(lookahead_ms * SAMPLE_RATE / 1000),
-        frames_per_call=frames_per_call,
-    )
+    scheduler = Scheduler.for_patch(patch, generator, ring=ring, embedder=embedder, lookahead_ms=lookahead_ms,
+                                    frames_per_call=frames_per_call)
     queue = list(automation)
     buf = np.zeros((block, ring.channels), dtype=np.float32)
     playhead = 0

@@ -127,6 +127,14 @@ class NoteTracker:
 class Scheduler:
     """Generates bar-fitted audio ahead of the playhead into the playback ring."""
 
+    @classmethod
+    def for_patch(cls, patch: Patch, generator: Generator, *, ring: PlaybackRing, embedder: Embedder,
+                  lookahead_ms: float, frames_per_call: int = 2, fallback: Generator | None = None) -> Scheduler:
+        """A scheduler for `patch`, its style bank embedded with `embedder` (the engine, render and bench)."""
+        return cls(generator=generator, patch=patch, bank=StyleBank.for_patch(patch, embedder), embedder=embedder,
+                   ring=ring, lookahead=round(lookahead_ms * SAMPLE_RATE / 1000), frames_per_call=frames_per_call,
+                   fallback=fallback)
+
     def __init__(
         self,
         *,

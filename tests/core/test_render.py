@@ -141,13 +141,10 @@ def test_a_flood_of_bad_changes_is_logged_at_a_rate_not_per_event(caplog) -> Non
     from engine.audio.ring import PlaybackRing
     from engine.params import ControlEvent
     from engine.schedule.scheduler import Scheduler
-    from engine.style.bank import StyleBank
     from engine.style.embedder import HashEmbedder
 
-    p = patch("120")
-    embedder = HashEmbedder()
-    scheduler = Scheduler(generator=SynthGenerator(), patch=p, bank=StyleBank.for_patch(p, embedder), embedder=embedder,
-                          ring=PlaybackRing(), lookahead=9600)
+    scheduler = Scheduler.for_patch(patch("120"), SynthGenerator(), ring=PlaybackRing(), embedder=HashEmbedder(),
+                                    lookahead_ms=200.0)
     caplog.set_level(logging.WARNING, logger="engine.schedule.scheduler")
     try:
         for k in range(200):
