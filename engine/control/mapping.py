@@ -58,12 +58,12 @@ _OPTIONS = {
     },
 }
 _MIDI_NUMBER = {"type": "integer", "minimum": 0, "maximum": 127}
+_PORT_AND_CHANNEL = {"port": {"type": "string", "minLength": 1}, "channel": {"type": "integer", "minimum": 1, "maximum": 16}}
 _MIDI_MATCH = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "port": {"type": "string", "minLength": 1},
-        "channel": {"type": "integer", "minimum": 1, "maximum": 16},
+        **_PORT_AND_CHANNEL,
         "cc": _MIDI_NUMBER,
         "cc14": {"type": "integer", "minimum": 0, "maximum": 31},
         "nrpn": {"type": "integer", "minimum": 0, "maximum": 16383},
@@ -79,8 +79,7 @@ _OUTPUT_MIDI = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "port": {"type": "string", "minLength": 1},
-        "channel": {"type": "integer", "minimum": 1, "maximum": 16},
+        **_PORT_AND_CHANNEL,
         "cc": _MIDI_NUMBER,
         "note": _MIDI_NUMBER,
     },
