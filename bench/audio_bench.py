@@ -14,6 +14,12 @@ JSON line out): PortAudio keeps one JACK client per process, and a run that hang
 here: PortAudio waiting in start/stop for a JACK cycle that never came, on the first
 128-frame server after 256-frame ones in one process) is cut by a timeout and reported.
 
+The machine's own floor is measured beside each block size, because a VM can miss a
+period with no help from us: `cyclictest` (rt-tests; SCHED_FIFO 80) wakes a thread every
+period for the same time and reports how late it woke, and `jack_simple_client` (JACK's
+C example, a sine, no Python) plays alone through the same dummy server while JACK's
+xrun callback counts. backline's xruns are read against those two.
+
 The machine is shared while these run: quote figures with the load they ran under.
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +35,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import jack
 import numpy as np
 
 from bench import Row
@@ -40,11 +48,12 @@ from engine.patch import load_patch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from jackserver import portaudio_jack  # noqa: E402  (the tests' JACK starter; one copy of it)
+from jackserver import jack_server, portaudio_jack, stop_process  # noqa: E402  (the tests' JACK starter; one copy)
 
 PATCH = REPO / "patches" / "default.yaml"
 LOADS = (0, 1, 2)
 BLOCKS = (256, 128)
+LARGER_BLOCKS = (512, 1024)  # idle only: the smallest block this machine plays without an xrun
 
 
 class TimedDeviceSink(DeviceSink):
@@ -95,6 +104,58 @@ def _play(blocksize: int, load: int, seconds: float, *, rate: int = SAMPLE_RATE)
     }
 
 
+def _reference_xruns(blocksize: int, seconds: float) -> int | None:
+    """JACK's xrun count with `jack_simple_client` as the only audio client: the floor of this
+    machine and driver for a client with no Python in it. None where it is not installed."""
+    if shutil.which("jack_simple_client") is None:
+        return None
+    with jack_server(period=blocksize):
+        client = subprocess.Popen(["jack_simple_client"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        watcher = jack.Client("xrun-watch", no_start_server=True)
+        xruns = [0]
+        watcher.set_xrun_callback(lambda _delay: xruns.__setitem__(0, xruns[0] + 1))
+        watcher.activate()
+        try:
+            time.sleep(seconds)
+        finally:
+            watcher.deactivate()
+            watcher.close()
+            stop_process(client)
+    return xruns[0]
+
+
+def _wakeup_latency(blocksize: int, seconds: float) -> dict[str, float] | None:
+    """`cyclictest` at one wake-up per period (SCHED_FIFO 80): how late this machine wakes a
+    real-time thread, in µs. None where rt-tests is missing or RT priority is refused."""
+    if shutil.which("cyclictest") is None:
+        return None
+    period_us = round(blocksize * 1e6 / SAMPLE_RATE)
+    loops = int(seconds * 1e6 / period_us)
+    proc = subprocess.run(["cyclictest", "-m", "-q", "-t", "1", "-p", "80", "-i", str(period_us), "-l", str(loops),
+                           "-h", "100000"], capture_output=True, text=True)
+    bins = [tuple(map(int, line.split()[:2])) for line in proc.stdout.splitlines() if line[:1].isdigit()]
+    late = np.repeat([b for b, _ in bins], [n for _, n in bins])
+    if proc.returncode or late.size == 0:
+        return None
+    return {"p99": float(np.percentile(late, 99)), "p999": float(np.percentile(late, 99.9)), "max": float(late.max()),
+            "over_half": int((late > period_us / 2).sum()), "period": period_us, "wakeups": int(late.size)}
+
+
+def _floor_rows(blocksize: int, seconds: float) -> list[Row]:
+    out: list[Row] = []
+    ref = _reference_xruns(blocksize, seconds)
+    out.append(Row(f"audio.reference_xruns@{blocksize}", "n/a" if ref is None else ref, "count",
+                   f"jack_simple_client (C) alone on the same dummy server, {seconds:g} s, idle"))
+    lat = _wakeup_latency(blocksize, seconds)
+    if lat is None:
+        out.append(Row(f"audio.wakeup_late_max@{blocksize}", "n/a", "us", "cyclictest (rt-tests) missing or no RT priority"))
+    else:
+        out.append(Row(f"audio.wakeup_late_max@{blocksize}", lat["max"], "us",
+                       f"cyclictest SCHED_FIFO 80 every {lat['period']} us, {lat['wakeups']} wake-ups: p99 {lat['p99']:g}, "
+                       f"p99.9 {lat['p999']:g}; {lat['over_half']} woke over half a period late"))
+    return out
+
+
 def _run(blocksize: int, load: int, seconds: float, *, rate: int = SAMPLE_RATE) -> dict[str, float] | None:
     """`_play` in a fresh process; None if it hung or failed (its stderr tail is printed)."""
     limit = seconds * 2 + 60
@@ -140,6 +201,10 @@ def rows(quick: bool) -> list[Row]:
             out += _rows(f"@{blocksize}/load{load}", r, f"{seconds:g} s, {load} busy process(es)")
             if first_xrun[blocksize] == "none" and r is not None and r["xruns"] + r["server"] > 0:
                 first_xrun[blocksize] = load
+        out += _floor_rows(blocksize, seconds)
+    for blocksize in LARGER_BLOCKS:
+        out += _rows(f"@{blocksize}/load0", _run(blocksize, 0, seconds), f"{seconds:g} s, idle")
+        out += _floor_rows(blocksize, seconds)
     for blocksize, load in first_xrun.items():
         out.append(Row(f"audio.first_xrun_load@{blocksize}", load, "busy processes",
                        f"lowest of {LOADS} with a PortAudio or JACK xrun"))
