@@ -57,9 +57,6 @@ class FrameStampedInput:
     def snapshot(self) -> list[tuple[int, mido.Message]]:
         return [(f, mido.Message.from_bytes(b)) for f, b in list(self.raw)]
 
-    def clock_frames(self) -> np.ndarray:
-        return np.array([f for f, m in self.snapshot() if m.type == "clock"], dtype=np.float64)
-
     def song_tick_frames(self, bpm: float) -> dict[int, float]:
         """Song tick number -> frame, for the clocks from the first Start on (song tick 0 first).
 
