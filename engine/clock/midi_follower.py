@@ -7,7 +7,9 @@ needs several loop time constants to settle and a second-order one overshoots on
 jump), and it has one knob whose meaning is plain (window length = how far back we
 trust the tempo). Ticks that land far off the line are held back as suspected jitter;
 three in a row on the same side mean the tempo jumped, and the window restarts there.
-Ramps are followed by the window sliding.
+Ramps are followed by the window sliding, and by a parabola's tangent where the curvature
+stands out of the clock's timing noise (jitter and wander both). A tick lost while the
+window is young (just after Start) is counted once a few intervals give the period.
 
 Pure: no threads, no clock reads. The MIDI input callback (or a test) calls
 `feed(message, t)` with the arrival time; the scheduler calls `estimate(t)`.
@@ -30,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 _JUMP_RUN = 3
 _MIN_POINTS_TO_JUDGE = 12  # below this the line itself is too uncertain to call a tick an outlier
+_NOISE_MEMORY_WINDOWS = 8  # timing noise is averaged over this many windows
+_MIN_POINTS_TO_RELABEL = 4  # three intervals: their median is a period even when one holds a lost tick
+_WHOLE_PERIODS = 0.25  # every interval of a young window within this many periods of a whole number, to relabel it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,23 +61,60 @@ class FollowerConfig:
             raise ValueError(f"grace must be in 0..60 s, got {self.grace}")
 
 
-def _line_at_end(k: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+def _line_at_end(k: np.ndarray, t: np.ndarray, noise: _TimingNoise) -> tuple[float, float]:
     """Time and period at k = 0 (the newest tick) from a least-squares fit.
 
     A straight line when the tempo is steady; during a ramp (curvature clearly above the
-    noise: |c| > 4 standard errors) the tangent of a parabola at the newest tick, which
-    follows the ramp instead of lagging half a window behind it.
+    clock's own timing noise: |c| > 4 standard errors, see `_TimingNoise`) the tangent of a
+    parabola at the newest tick, which follows the ramp instead of lagging half a window
+    behind it.
     """
     if len(k) >= _MIN_POINTS_TO_JUDGE:
         x = np.stack([np.ones_like(k), k, k * k], axis=1)
-        coef, ssr, _, _ = np.linalg.lstsq(x, t, rcond=None)
-        if ssr.size:
-            cov_cc = np.linalg.inv(x.T @ x)[2, 2] * float(ssr[0]) / (len(k) - 3)
-            if abs(coef[2]) > 4.0 * np.sqrt(cov_cc):
-                return float(coef[0]), float(coef[1])
+        weights = np.linalg.pinv(x)  # row i: the weights of the ticks' times in coefficient i
+        coef = weights @ t
+        jitter, wander = noise.update(t - x @ coef)
+        a = weights[2]
+        tails = np.cumsum(a[::-1])[::-1][1:]  # a wander step before tick m moves ticks m.. alike
+        variance = jitter * float(a @ a) + wander * float(np.diff(k) @ (tails * tails))
+        if abs(coef[2]) > 4.0 * np.sqrt(variance):
+            return float(coef[0]), float(coef[1])
     km, tm = k.mean(), t.mean()
     period = float(((k - km) * (t - tm)).sum() / ((k - km) ** 2).sum())
     return float(tm - period * km), period
+
+
+def _line_ssr(k: np.ndarray, t: np.ndarray) -> float:
+    """Sum of squared residuals of the least-squares line of `t` on `k`."""
+    x = np.stack([np.ones_like(k), k], axis=1)
+    return float(np.sum((t - x @ np.linalg.lstsq(x, t, rcond=None)[0]) ** 2))
+
+
+class _TimingNoise:
+    """A clock's timing noise, jitter and wander, as variances (s²) averaged over several windows.
+
+    Jitter: each tick stamped off by its own amount (MIDI transport, a callback's wake-up).
+    Wander: each interval off by its own amount, so the time error adds up (a sender's
+    drifting clock, jack_midi_clock -J): a random walk, whose residuals are correlated and
+    which looks curved far more often than white noise of its size. A curvature test that
+    assumes jitter only takes wander for a ramp. In the fit residuals' successive
+    differences e, jitter j gives var(e) = 2j and lag-1 covariance -j; wander w per tick
+    gives var(e) = w and none. Both belong to the clock and its transport and change slowly,
+    unlike its tempo, so they are averaged over several windows: one window's estimate is
+    noisy, and under heavy jitter shows wander that is not there, hiding a ramp's start.
+    """
+
+    def __init__(self, *, memory: int) -> None:
+        self._decay = 1.0 - 1.0 / memory
+        self._sums = np.zeros(3)  # weight, var(e), lag-1 covariance of e
+
+    def update(self, residual: np.ndarray) -> tuple[float, float]:
+        """Add one window's residuals; return (jitter, wander)."""
+        e = np.diff(residual)
+        self._sums *= self._decay
+        self._sums += (1.0, float(e @ e) / len(e), float(e[1:] @ e[:-1]) / (len(e) - 1))
+        g0, g1 = self._sums[1:] / self._sums[0]
+        return max(0.0, -g1), max(0.0, g0 + 2.0 * g1)
 
 
 class MidiClockFollower:
@@ -82,6 +124,7 @@ class MidiClockFollower:
         self.config = config or FollowerConfig()
         self._window: deque[tuple[int, float]] = deque(maxlen=max(3, round(self.config.window_beats * PPQN)))
         self._pending: list[tuple[int, float]] = []
+        self._noise = _TimingNoise(memory=_NOISE_MEMORY_WINDOWS * self._window.maxlen)
         self._fit: tuple[float, float, int] | None = None  # (time at raw tick k0, period, k0)
         self._raw = -1  # raw index of the last clock (counts every clock, playing or not)
         self._last_t: float | None = None
@@ -173,6 +216,7 @@ class MidiClockFollower:
     def _add_point(self, raw: int, t: float) -> None:
         if self._fit is None or len(self._window) < _MIN_POINTS_TO_JUDGE:
             self._window.append((raw, t))
+            self._relabel_young_window()
             self._refit()
             return
         residual = t - self._predict(raw)
@@ -195,6 +239,39 @@ class MidiClockFollower:
             self.counters["jumps"] += 1
             self._refit()
 
+    def _relabel_young_window(self) -> None:
+        """Count the ticks lost while the window is too young to judge single ticks.
+
+        A tick lost in the first few after Start (JACK skipping a cycle) leaves a gap of
+        two periods among a handful of points; numbered as one, it bends the line, reads as
+        a tempo jump a few ticks later, and the song position stays a tick late for good.
+        Once a few intervals are known, their median is the period and a gap of n periods
+        is n ticks; those labels are taken when every interval is close to whole periods (a
+        tick 0.6 periods late leaves a gap of 1.6 and then 0.4: not a lost tick) and a line
+        fits them better.
+        """
+        if len(self._window) < _MIN_POINTS_TO_RELABEL:
+            return
+        k, t = np.asarray(self._window, dtype=np.float64).T
+        dt = np.diff(t)
+        period = float(np.median(dt))
+        if period <= 0.0:  # repeated ticks; nothing to tell a period by yet
+            return
+        steps = np.maximum(1.0, np.rint(dt / period))
+        if np.any(np.abs(dt / period - steps) > _WHOLE_PERIODS):  # a late tick, not whole ticks lost
+            return
+        labels = k[0] + np.concatenate(([0.0], np.cumsum(steps)))
+        if np.array_equal(labels, k) or _line_ssr(labels, t) >= _line_ssr(k, t):
+            return
+        relabel = {int(old): int(new) for old, new in zip(k, labels)}
+        self.counters["missed"] += relabel[self._raw] - self._raw
+        self._log.warn("missed", "MIDI clock: %d tick(s) missing among the last %d (gaps of whole periods); counted",
+                       relabel[self._raw] - self._raw, len(k))
+        self._window.clear()
+        self._window.extend(zip(map(int, labels), t.tolist()))
+        self._base = (relabel.get(self._base[0], self._base[0]), self._base[1])
+        self._raw = relabel[self._raw]
+
     def _refit(self) -> None:
         if len(self._window) < 2:
             return
@@ -202,7 +279,7 @@ class MidiClockFollower:
         k0 = int(pts[-1, 0])
         k = pts[:, 0] - k0
         t = pts[:, 1] - pts[-1, 1]
-        at_end, period = _line_at_end(k, t)
+        at_end, period = _line_at_end(k, t, self._noise)
         lo, hi = 60.0 / (BPM_RANGE[1] * PPQN), 60.0 / (BPM_RANGE[0] * PPQN)
         if not lo <= period <= hi:
             self._log.warn("range", "MIDI clock: tempo %.1f BPM is outside %s..%s BPM; ignored",

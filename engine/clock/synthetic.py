@@ -31,18 +31,23 @@ def clock_stream(
     seed: int = 0,
     preroll_ticks: int = 0,
     dropout: tuple[int, int] | None = None,
+    wander: float = 0.0,
 ) -> ClockStream:
     """A Start message, then `ticks` clocks (song tick 0 first) at `bpm` (constant or per tick).
 
-    `jitter` adds uniform noise of +/- that many seconds to each arrival time; `preroll_ticks`
-    clocks arrive before Start (as a stopped sequencer sends them); `dropout=(first, last)`
-    leaves out song ticks first..last-1, the sender keeping time meanwhile.
+    `jitter` adds uniform noise of +/- that many seconds to each arrival time; `wander` makes
+    each interval up to +/- that fraction longer or shorter, the sender's time error adding up
+    (a random walk, as jack_midi_clock -J sends); `preroll_ticks` clocks arrive before Start (as
+    a stopped sequencer sends them); `dropout=(first, last)` leaves out song ticks
+    first..last-1, the sender keeping time meanwhile.
     """
     tempo = bpm if callable(bpm) else (lambda _k, _b=float(bpm): _b)
     total = preroll_ticks + ticks
     periods = np.array([60.0 / (tempo(k - preroll_ticks) * PPQN) for k in range(total)])
-    times = t0 + np.concatenate(([0.0], np.cumsum(periods[:-1])))
     rng = np.random.default_rng(seed)
+    if wander:
+        periods *= 1.0 + rng.uniform(-wander, wander, size=total)
+    times = t0 + np.concatenate(([0.0], np.cumsum(periods[:-1])))
     arrivals = times + rng.uniform(-jitter, jitter, size=total) if jitter else times
     events: list[tuple[float, mido.Message]] = []
     for i in range(total):

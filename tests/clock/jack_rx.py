@@ -57,9 +57,6 @@ class FrameStampedInput:
     def snapshot(self) -> list[tuple[int, mido.Message]]:
         return [(f, mido.Message.from_bytes(b)) for f, b in list(self.raw)]
 
-    def clock_frames(self) -> np.ndarray:
-        return np.array([f for f, m in self.snapshot() if m.type == "clock"], dtype=np.float64)
-
     def song_tick_frames(self, bpm: float) -> dict[int, float]:
         """Song tick number -> frame, for the clocks from the first Start on (song tick 0 first).
 
@@ -118,9 +115,5 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "
             raise AssertionError(f"timed out waiting for {what}")
 
 
-# jack_midi_clock without and with its -J 1 jitter option, for the tests that follow it.
-JITTER = pytest.mark.parametrize("jitter", [0, pytest.param(1, marks=pytest.mark.xfail(strict=False, reason=(
-    "jack_midi_clock -J 1 is a random walk of tick intervals; the follower's ramp tangent (a parabola "
-    "when curvature beats 4 standard errors, which a random walk often does) extrapolates it a bar ahead "
-    "with up to 11 ms error where a straight line stays within 5 ms + the walk's own wander (measured "
-    "3 runs: max 4.4..11 ms vs 2..4.4 ms unforeseeable)")))])
+# jack_midi_clock without and with its -J 1 jitter option (a random walk), for the tests that follow it.
+JITTER = pytest.mark.parametrize("jitter", [0, 1])
