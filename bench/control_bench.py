@@ -12,19 +12,27 @@
    starts. A JACK client of ours records the engine's output; latency = JACK frame time of
    the first changed sample - JACK frame time when the message was sent (the device's own
    output latency, one period, comes on top).
-4. flood through the engine: 5,000 OSC messages/s for 30 s (quick: 5 s) at the running
-   engine; PortAudio xruns, JACK server xruns (seen by our client), ring underruns, and
-   the engine process's RSS before and after.
+4. flood through the engine: spans of 30 s (quick: 5 s) alternate, idle then 5,000 OSC
+   messages/s, several times on one running engine; for each span: PortAudio xruns, JACK
+   server xruns (seen by our client), ring underruns, engine CPU, control -> sound latency
+   measured all through the span, and the engine process's RSS before and after. A third
+   span sends the same flood to a socket nobody reads: the sender's own load. This VM
+   has its own xrun floor (a C JACK client alone gets some), so the idle spans are the
+   baseline. It runs twice: with the interpreter's switch interval (5 ms) and with 1 ms set
+   right after the sink starts (the GIL wait an audio callback may see is up to one interval).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import threading
@@ -33,7 +41,9 @@ import tracemalloc
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pythonosc.osc_message import OscMessage
@@ -85,6 +95,8 @@ class CountingTarget(TimedTarget):
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
+    if not s:
+        return float("nan")
     return s[min(len(s) - 1, int(q / 100 * len(s)))]
 
 
@@ -107,19 +119,30 @@ def latency_sender(port: int, count: int, gap: float, sent) -> None:
         time.sleep(gap)  # pacing a load generator, not a deadline
 
 
-def flood_sender(port: int, rate: int, seconds: float, counter, addresses: Sequence[str]) -> None:
-    """Another process: `rate` messages/s, every tenth a drum hit, the rest to `addresses` (values 0..0.99)."""
-    client = SimpleUDPClient("127.0.0.1", port)
-    start, n = time.perf_counter(), 0
-    while (now := time.perf_counter()) - start < seconds:
-        due = int((now - start) * rate)
-        while n < due:
-            if n % 10 == 9:
-                client.send_message("/backline/drum/hit", [])
-            else:
-                client.send_message(addresses[n % len(addresses)], (n % 100) / 100)
-            n += 1
-        time.sleep(0.001)  # pacing a load generator, not a deadline
+def flood_sender(port: int, rate: int, seconds: float, counter, addresses: Sequence[str], started=None) -> None:
+    """Another process: `rate` messages/s, every tenth a drum hit, the rest to `addresses` (values 0..0.99).
+
+    The datagrams are built once, so that the sender's own CPU (it shares the machine) stays
+    small. Sets the `started` event (if given) just before the first message."""
+    def dgram(n: int) -> bytes:
+        if n % 10 == 9:
+            return OscMessageBuilder("/backline/drum/hit").build().dgram
+        builder = OscMessageBuilder(addresses[n % len(addresses)])
+        builder.add_arg((n % 100) / 100)
+        return builder.build().dgram
+
+    cycle = [dgram(n) for n in range(math.lcm(10, len(addresses), 100))]
+    dest = ("127.0.0.1", port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        if started is not None:
+            started.set()
+        start, n = time.perf_counter(), 0
+        while (now := time.perf_counter()) - start < seconds:
+            due = int((now - start) * rate)
+            while n < due:
+                sock.sendto(cycle[n % len(cycle)], dest)
+                n += 1
+            time.sleep(0.001)  # pacing a load generator, not a deadline
     counter.value = n
 
 
@@ -171,7 +194,7 @@ def run_flood(rate: int, seconds: float) -> dict[str, float]:
         grown = tracemalloc.get_traced_memory()[0] - base
         tracemalloc.stop()
     events = target.count
-    return {"sent": counter.value, "received": dispatcher.received, "events": events,
+    return {"sent": counter.value, "received": server.received, "handled": server.handled, "events": events,
             "drain_p50_us": pct(drains, 50) * 1e6, "drain_p99_us": pct(drains, 99) * 1e6,
             "drain_max_us": max(drains) * 1e6, "peak_pending": peak_pending,
             "mem_growth_kib": grown / 1024, "rejects": sum(dispatcher.rejects.counts().values())}
@@ -194,13 +217,26 @@ class LevelGenerator(Generator):
         return out
 
 
-def engine_main(config: str) -> None:
-    """The engine process: the service runner with the level generator (quiet log)."""
+def engine_main(config: str, switch_interval_s: float | None = None) -> None:
+    """The engine process: the service runner with the level generator (quiet log).
+
+    `switch_interval_s` replaces the interpreter's switch interval right after the sink
+    started, so that both can be compared.
+    """
     logging.basicConfig(level=logging.WARNING, format="engine %(levelname)s %(name)s: %(message)s")
+    from engine.audio.sinks import DeviceSink
     from engine.service import runner
     from engine.service.config import load_config
 
     runner.create_generator = lambda name, **options: LevelGenerator()
+    if switch_interval_s is not None:
+        sink_start = DeviceSink.start
+
+        def start_then_reset(self: DeviceSink) -> None:
+            sink_start(self)
+            sys.setswitchinterval(switch_interval_s)
+
+        DeviceSink.start = start_then_reset  # type: ignore[method-assign]
     sys.exit(runner.run_service(lambda: load_config(config)))
 
 
@@ -249,7 +285,7 @@ class Engine:
 
 
 @contextmanager
-def running_engine(lookahead_ms: float) -> Iterator[Engine]:
+def running_engine(lookahead_ms: float, *, switch_interval_s: float | None = None) -> Iterator[Engine]:
     """The runner in its own process on the current JACK server (JACK_DEFAULT_SERVER); stopped with SIGTERM."""
     osc_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,7 +294,7 @@ def running_engine(lookahead_ms: float) -> Iterator[Engine]:
             f"output: jack\npatch: {REPO / 'patches/default.yaml'}\nstate_file: null\nlookahead_ms: {lookahead_ms}\n"
             f"fade_s: 0.05\nosc: {{port: {osc_port}}}\nmidi: {{enabled: false}}\nstatus_http: {{port: {http_port}}}\n"
             f"learn_file: {Path(tmp) / 'learned.yaml'}\n")
-        proc = mp.get_context("spawn").Process(target=engine_main, args=(str(config),), name="engine")
+        proc = mp.get_context("spawn").Process(target=engine_main, args=(str(config), switch_interval_s), name="engine")
         proc.start()
         engine = Engine(proc, osc_port, http_port)
         try:
@@ -310,28 +346,82 @@ class Probe:
         self.client.close()
 
 
-def sound_latencies(engine: Engine, probe: Probe, count: int) -> list[float]:
-    """Alternate master gain 1.0 / 0.5; each time: JACK frame time at send -> first changed output sample (ms)."""
+def sound_latencies(engine: Engine, probe: Probe) -> Iterator[float | None]:
+    """Toggle master gain between 1.0 and 0.5; each time: JACK frame time at send -> first
+    changed output sample (ms), or None if no change showed within 5 s. Endless: the caller stops."""
     wait = threading.Event()
-    out = []
-    for i in range(count):
-        gain = 0.5 if i % 2 == 0 else 1.0
-        steady = LEVEL * (1.0 if gain == 0.5 else 0.5)
+    for i in itertools.count():
         deadline = time.monotonic() + 5
-        while probe.last != steady and time.monotonic() < deadline:
+        while probe.last not in (LEVEL, LEVEL * 0.5) and time.monotonic() < deadline:
             wait.wait(0.002)
+        steady = probe.last
         probe.level, probe.found = steady, None
         probe.armed = True
         sent = probe.client.frame_time
-        engine.osc.send_message("/backline/master/gain", gain)
+        engine.osc.send_message("/backline/master/gain", 0.5 if steady == LEVEL else 1.0)
         deadline = time.monotonic() + 5
         while probe.found is None and time.monotonic() < deadline:
             wait.wait(0.001)
         probe.armed = False
-        if probe.found is not None:
-            out.append((probe.found - sent) * 1e3 / SAMPLE_RATE)
+        yield None if probe.found is None else (probe.found - sent) * 1e3 / SAMPLE_RATE
         wait.wait(0.05 + (i % 7) * 0.0131)  # not locked to the frame or block grid
-    return out
+
+
+@dataclass
+class Span:
+    """What one idle or flood span of the running engine did."""
+
+    seconds: float
+    xruns: int
+    server_xruns: int
+    underruns: int
+    cpu_pct: float
+    latencies: list[float]
+    lost: int  # gain changes that never showed
+    rss_kib: tuple[int, int]
+    sent: int = 0
+
+
+SpanKind = Literal["idle", "blind", "flood"]
+SPAN_KINDS: tuple[SpanKind, ...] = ("idle", "blind", "flood")
+
+
+def measure_span(engine: Engine, probe: Probe, seconds: float, kind: SpanKind) -> Span:
+    """`seconds` with no OSC (idle), with the flood sent to a socket nobody reads (blind: the
+    sender's and the kernel's share of the machine) or with the flood at the engine; the
+    control -> sound latency is probed all through."""
+    spawn = mp.get_context("spawn")
+    counter, started = spawn.Value("l", 0), spawn.Event()
+    sender = None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blind:
+        blind.bind(("127.0.0.1", 0))
+        if kind != "idle":  # the span starts with the first message, not with the sender's start-up
+            port = engine.osc_port if kind == "flood" else blind.getsockname()[1]
+            sender = spawn.Process(target=flood_sender, args=(port, FLOOD_RATE, seconds, counter, FLOOD_ADDRESSES, started))
+            sender.start()
+            started.wait(60)
+        return _span(engine, probe, seconds, sender, counter)
+
+
+def _span(engine: Engine, probe: Probe, seconds: float, sender: mp.Process | None, counter) -> Span:
+    before, server0, cpu0, rss0 = engine.status(), probe.xruns, engine.cpu_s(), engine.rss_kib()
+    t0 = time.monotonic()
+    latencies, lost = [], 0
+    for latency in sound_latencies(engine, probe):
+        if latency is None:
+            lost += 1
+        else:
+            latencies.append(latency)
+        if not (sender.is_alive() if sender is not None else time.monotonic() - t0 < seconds):
+            break
+    if sender is not None:
+        sender.join()
+    elapsed = time.monotonic() - t0
+    cpu = (engine.cpu_s() - cpu0) / elapsed * 100
+    after, server1 = engine.status(), probe.xruns
+    time.sleep(1.0)  # RSS once the last messages are handled
+    return Span(elapsed, after["xruns"] - before["xruns"], server1 - server0, after["underruns"] - before["underruns"],
+                cpu, latencies, lost, (rss0, engine.rss_kib()), counter.value)
 
 
 def engine_rows(quick: bool) -> list[Row]:
@@ -341,53 +431,60 @@ def engine_rows(quick: bool) -> list[Row]:
 
     rows: list[Row] = []
     cpus = len(os.sched_getaffinity(0))
-    with jack_server() as name:
-        for lookahead in (200,) if quick else (100, 200):
-            with running_engine(lookahead) as engine:
+    where = f"JACK dummy 48 kHz/256, engine in its own process, {cpus} CPUs shared with other work"
+    with jack_server():
+        if not quick:
+            with running_engine(100) as engine:
                 probe = Probe()
                 try:
-                    lat = sound_latencies(engine, probe, 10 if quick else 60)
-                    note = (f"n={len(lat)}, look-ahead {lookahead} ms, JACK dummy 48 kHz/256, engine in its own "
-                            f"process, {cpus} CPUs shared with other work")
-                    rows += [Row(f"control.sound_latency_p50@{lookahead}ms", pct(lat, 50), "ms", note),
-                             Row(f"control.sound_latency_p99@{lookahead}ms", pct(lat, 99), "ms", note)]
-                    if lookahead == 200:
-                        rows += flood_engine_rows(engine, probe, 5.0 if quick else 30.0)
+                    lat = [x for x in itertools.islice(sound_latencies(engine, probe), 60) if x is not None]
                 finally:
                     probe.close()
+            note = f"n={len(lat)}, look-ahead 100 ms, no flood, {where}"
+            rows += [Row("control.sound_latency_p50@100ms", pct(lat, 50), "ms", note),
+                     Row("control.sound_latency_p99@100ms", pct(lat, 99), "ms", note)]
+        variants = {"default": None} if quick else {"default": None, "switch1ms": 0.001}
+        for variant, interval in variants.items():
+            with running_engine(200, switch_interval_s=interval) as engine:
+                probe = Probe()
+                try:
+                    spans = [measure_span(engine, probe, 5.0 if quick else 30.0, kind)
+                             for _ in range(1 if quick else 3) for kind in SPAN_KINDS]
+                finally:
+                    probe.close()
+            label = ("switch interval 5 ms (default)" if interval is None
+                     else f"switch interval {interval * 1e3:g} ms (set after the sink starts)")
+            rows += flood_engine_rows(variant, spans, f"{label}, look-ahead 200 ms, {where}")
     return rows
 
 
-def flood_engine_rows(engine: Engine, probe: Probe, seconds: float) -> list[Row]:
-    """The same span without and then with the flood, so the machine's own xruns show apart."""
-    idle0, idle_server0, idle_cpu0 = engine.status(), probe.xruns, engine.cpu_s()
-    time.sleep(seconds)
-    idle1, idle_server1, idle_cpu = engine.status(), probe.xruns, (engine.cpu_s() - idle_cpu0) / seconds * 100
-    idle = (f"the same {seconds:g} s with no OSC: {idle1['xruns'] - idle0['xruns']} PortAudio xruns, "
-            f"{idle_server1 - idle_server0} JACK xruns, {idle1['underruns'] - idle0['underruns']} underruns, "
-            f"engine CPU {idle_cpu:.0f}%")
-    before, rss0, server0 = engine.status(), engine.rss_kib(), probe.xruns
-    counter = mp.get_context("spawn").Value("l", 0)
-    sender = mp.get_context("spawn").Process(target=flood_sender, args=(engine.osc_port, FLOOD_RATE, seconds, counter, FLOOD_ADDRESSES))
-    cpu0 = engine.cpu_s()
-    sender.start()
-    rss = []
-    while sender.is_alive():
-        sender.join(0.5)
-        rss.append(engine.rss_kib())
-    cpu = (engine.cpu_s() - cpu0) / seconds * 100
-    time.sleep(1.0)
-    after, rss1 = engine.status(), engine.rss_kib()
-    half = rss[len(rss) // 2]
-    note = f"{counter.value} messages in {seconds:g} s ({counter.value / seconds:.0f}/s), look-ahead 200 ms"
-    return [
-        Row("control.flood_engine_cpu", cpu, "% of a core", f"engine process CPU time during the flood; {note}; {idle}"),
-        Row("control.flood_xruns", after["xruns"] - before["xruns"], "xruns", f"PortAudio underflows; {note}; {idle}"),
-        Row("control.flood_server_xruns", probe.xruns - server0, "xruns", "JACK server xruns seen by our client"),
-        Row("control.flood_underruns", after["underruns"] - before["underruns"], "underruns", "engine ring replays"),
-        Row("control.flood_rss_growth", rss1 - rss0, "KiB", f"engine process VmRSS {rss0} -> {half} (half-way) -> "
-            f"{rss1} KiB (1 s after)"),
-    ]
+def flood_engine_rows(variant: str, spans: list[Span], where: str) -> list[Row]:
+    """Idle, blind and flood spans side by side: each figure is the median over the runs, every run in the notes."""
+    by_kind = {kind: spans[i::len(SPAN_KINDS)] for i, kind in enumerate(SPAN_KINDS)}
+    med = statistics.median
+    out = []
+    for kind, of in by_kind.items():
+        what = {"idle": "no OSC", "blind": "the flood sent to a socket nobody reads",
+                "flood": "the flood at the engine"}[kind]
+        sent = f" ({', '.join(f'{s.sent / s.seconds:.0f}/s' for s in of)})" if kind != "idle" else ""
+        out.append(Row(f"control.{kind}_xruns@{variant}", med(s.xruns for s in of), "xruns",
+                       f"PortAudio xruns per {of[0].seconds:.0f} s, {what}{sent}, runs: {_runs(of, 'xruns')}; "
+                       f"JACK server xruns {_runs(of, 'server_xruns')}; underruns {_runs(of, 'underruns')}; "
+                       f"engine CPU {', '.join(f'{s.cpu_pct:.0f}%' for s in of)}; {where}"))
+    flood = by_kind["flood"]
+    out.append(Row(f"control.flood_rss_growth@{variant}", sum(s.rss_kib[1] - s.rss_kib[0] for s in flood), "KiB",
+                   "engine VmRSS over the flood spans (before -> 1 s after): "
+                   + "; ".join(f"{s.rss_kib[0]} -> {s.rss_kib[1]}" for s in flood)))
+    for kind in ("idle", "flood"):
+        values = [x for s in by_kind[kind] for x in s.latencies]
+        note = f"n={len(values)} ({sum(s.lost for s in by_kind[kind])} never showed) through the {kind} spans; {where}"
+        out += [Row(f"control.sound_latency_p50@{variant}.{kind}", pct(values, 50), "ms", note),
+                Row(f"control.sound_latency_p99@{variant}.{kind}", pct(values, 99), "ms", note)]
+    return out
+
+
+def _runs(spans: list[Span], field: str) -> str:
+    return ", ".join(str(getattr(s, field)) for s in spans)
 
 
 def rows(quick: bool) -> list[Row]:
@@ -399,7 +496,8 @@ def rows(quick: bool) -> list[Row]:
            Row("control.param_latency_p99", pct(param, 99), "ms", note)]
     seconds = 2.0 if quick else 5.0
     flood = run_flood(FLOOD_RATE, seconds)
-    note = f"{flood['sent']} sent in {seconds:g} s, {flood['received']} received, {flood['events']} events"
+    note = (f"{flood['sent']} sent in {seconds:g} s, {flood['received']} received, {flood['handled']} parsed "
+            f"(the rest coalesced unread), {flood['events']} events")
     out += [Row("control.flood_drain_p99", flood["drain_p99_us"], "us", note),
             Row("control.flood_drain_max", flood["drain_max_us"], "us", note),
             Row("control.flood_mem_growth", flood["mem_growth_kib"], "KiB", "tracemalloc, control layer in-process")]
