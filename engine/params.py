@@ -7,6 +7,7 @@ apply. `PARAMETERS` is the one documented list of paths (`backline params` print
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -92,8 +93,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 TEMPO_LOCK_MODES = ("beats", "none", "off")
 
 
+@functools.lru_cache(maxsize=1024)  # every ControlEvent looks up its path: an OSC flood made the regex scan hot
 def lookup(path: str) -> tuple[ParameterSpec, int | None]:
-    """The spec for a concrete path and its index (slot or pitch), or ValueError."""
+    """The spec for a concrete path and its index (slot or pitch), or ValueError (not cached)."""
     for spec in PARAMETERS:
         match = spec.regex.match(path)
         if match:

@@ -59,7 +59,12 @@ def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None =
 
 
 def stop_process(proc: subprocess.Popen, *, timeout: float = 5) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds (test fixtures' servers)."""
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds (test fixtures' servers).
+
+    SIGCONT first: a server a test froze (SIGSTOP) would not act on SIGTERM, and a jackd that is
+    SIGKILLed keeps its slot in JACK's shared registry (8 slots; unique names are never reused).
+    """
+    proc.send_signal(signal.SIGCONT)
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=timeout)
