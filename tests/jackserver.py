@@ -2,7 +2,9 @@
 
 Each server gets its own name so parallel runs never share one; clients find it through
 JACK_DEFAULT_SERVER. The server is waited for with `jack_wait`, never a fixed sleep, and
-stopped by its own process id.
+stopped by its own process id. Its log goes to a file, never an unread pipe: jackd logs
+every xrun, and once a pipe's 64 KiB fill up jackd blocks in write() and the whole server
+freezes (seen: a 30 s OSC flood through the engine, "no audio block for 2 s").
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,18 +33,20 @@ def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None =
         raise JackUnavailable("jackd is not installed (apt-get install jackd2)")
     name = f"bl{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=name)
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         ["jackd", "-n", name, "--no-realtime", *(["--port-max", str(port_max)] if port_max else []),
          "-d", "dummy", "-r", str(rate), "-p", str(period)],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         ready = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True, text=True)
         if ready.returncode != 0 or proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ready.stdout
+            log.seek(0)
+            err = log.read().decode(errors="replace") if proc.poll() is not None else ready.stdout
             raise JackUnavailable(f"jackd did not start: {err.strip()[-500:]}")
         old = os.environ.get("JACK_DEFAULT_SERVER")
         os.environ["JACK_DEFAULT_SERVER"] = name
@@ -54,8 +59,7 @@ def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None =
                 os.environ["JACK_DEFAULT_SERVER"] = old
     finally:
         stop_process(proc, timeout=8)
-        if proc.stderr:
-            proc.stderr.close()
+        log.close()
 
 
 def stop_process(proc: subprocess.Popen, *, timeout: float = 5) -> None:
