@@ -62,8 +62,10 @@ class FrameStampedInput:
 
         Numbered by frame, not by count: JACK skips cycles on an xrun and a clock source
         drops the ticks that fell in them (jack_midi_clock does) or a cycle runs twice and
-        repeats them. `bpm` is the sender's nominal tempo; its jitter must stay below half
-        a tick period between neighbours.
+        repeats them. A sender that keeps its ticks writes the overdue one at the start of
+        the next cycle it gets: a tick that arrives late and less than half a period before
+        the next one is that overdue tick, numbered as the one before. `bpm` is the sender's
+        nominal tempo; its jitter must stay below half a tick period between neighbours.
         """
         items = self.snapshot()
         first = next(i for i, (_, m) in enumerate(items) if m.type == "start")
@@ -71,12 +73,25 @@ class FrameStampedInput:
         period = 48_000 * 60 / bpm / 24
         ticks = {0: float(frames[0])}
         tick, last = 0, frames[0]
-        for frame in frames[1:]:
+        for i, frame in enumerate(frames[1:], start=1):
             step = round((frame - last) / period)
+            overdue = step >= 2 and i + 1 < len(frames) and frames[i + 1] - frame < period / 2
+            if overdue:
+                step -= 1
             if step >= 1:
-                tick, last = tick + step, frame
+                tick, last = tick + step, (last + step * period if overdue else frame)  # overdue: where it was due
                 ticks[tick] = float(frame)
         return ticks
+
+    def skipped_before(self, frame: int, period: int) -> int:
+        """Frames of the JACK cycles skipped just before the cycle holding `frame` (audio recording only):
+        what a message due in them was delayed by, on top of one cycle."""
+        assert self.audio_first_frame is not None
+        at = ((frame - self.audio_first_frame) & 0xFFFFFFFF) // period * period
+        gap = 0
+        while at - gap > 0 and not self.recorded[at - gap - 1]:
+            gap += 1
+        return gap
 
 
 def unforeseeable_ms(ticks: dict[int, float], tick: int, *, horizon: int, window: int = 96) -> float:
