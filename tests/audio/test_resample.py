@@ -67,6 +67,8 @@ def test_jack_at_44100_plays_the_stream_resampled_with_bars_in_place(jack44, tmp
     # The playhead the engine sees counts 48 kHz samples: --duration 5 ends the stream after
     # 5 s of device audio plus the 50 ms fade (counting device frames would give 5.44 s).
     assert seconds * RATE - 4096 <= end - start < (seconds + 0.3) * RATE, (end - start, rec.xrun_positions, proc.stderr)
+    xruns = np.array(rec.xrun_positions, dtype=np.int64) - start  # in `live`'s samples
+    compared = []
     for bar in bars:
         at = round(Fraction(timeline.bar_start(bar) * RATE, 48000))
         # The bar is exactly where the timeline says, unless JACK's dummy driver dropped whole
@@ -76,8 +78,13 @@ def test_jack_at_44100_plays_the_stream_resampled_with_bars_in_place(jack44, tmp
         lag = _best_lag(live, expected, at, search=4096)
         if lag:
             assert rec.xrun_positions and lag % 256 == 0, (bar, lag, rec.xrun_positions, proc.stderr[-300:])
+        if np.any((xruns > at + lag - 4096) & (xruns < at + lag + 2048 + 4096)):
+            continue  # an xrun in this window: a late client's block there is not the stream's (JACK's report)
         # Streaming and one-shot resampling agree closely, so the match is the same audio, not a lucky lag.
-        assert np.abs(live[at + lag : at + lag + 2048] - expected[at : at + 2048]).max() < 1e-3, (bar, lag)
+        assert np.abs(live[at + lag : at + lag + 2048] - expected[at : at + 2048]).max() < 1e-3, (bar, lag, proc.stderr[-300:])
+        compared.append(bar)
+    print(f"bars compared {compared} of {bars}; JACK xruns at {rec.xrun_positions}")
+    assert compared, ("an xrun near every bar: nothing could be compared", rec.xrun_positions)
 
 
 def _ramp(n: int) -> np.ndarray:
