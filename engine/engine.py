@@ -22,13 +22,13 @@ from engine.audio.sinks import Sink
 from engine.clock import ClockSource, MidiClockOut, MidiClockSender, SampleClock, SampleClockTracker, TapTempo
 from engine.clock.jack_in import FrameTimebase
 from engine.clock.jack_out import JackClockOutput, JackClockSender
-from engine.ratelog import RateLimitedLog
 from engine.clock.driver import ClockDriver
 from engine.conditioning import SAMPLE_RATE
 from engine.errors import BacklineError
 from engine.generator.base import Generator
 from engine.params import ControlEvent
 from engine.patch import Patch, load_patch
+from engine.ratelog import RateLimitedLog
 from engine.schedule.scheduler import Scheduler
 from engine.style.bank import StyleBank
 from engine.style.embedder import Embedder, HashEmbedder
@@ -284,7 +284,6 @@ class Engine:
             self.sink.close()
             self.scheduler.close()
             log.info("stopped: %s", format_status(self.status()))
-
 
     def _start_clock_out(self) -> None:
         """Loop thread, once the sink plays: send our clock from bar 0. A JACK port with the sink

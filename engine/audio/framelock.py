@@ -9,7 +9,13 @@ block is played again, and the bar grid stays on JACK's clock.
 
 from __future__ import annotations
 
-_MASK = 0xFFFFFFFF
+FRAME_MASK = 0xFFFFFFFF  # JACK's frame counter is 32 bits and wraps (24.8 hours at 48 kHz)
+
+
+def frame_delta(frame: int, base: int) -> int:
+    """Signed frames from `base` to `frame` on JACK's wrapping counter (within +/- 2**31)."""
+    delta = (frame - base) & FRAME_MASK
+    return delta - (1 << 32) if delta >= 1 << 31 else delta
 
 
 class FrameLock:
@@ -33,8 +39,7 @@ class FrameLock:
         if self.origin is None:
             self.origin, self._cycle_frame, self._cycle_start = frame - playhead, frame, playhead
         elif frame != self._cycle_frame:
-            delta = (frame - self._cycle_frame) & _MASK
-            self._cycle_start += delta - (1 << 32) if delta >= 1 << 31 else delta
+            self._cycle_start += frame_delta(frame, self._cycle_frame)
             self._cycle_frame, self._in_cycle = frame, 0
         start = self._cycle_start + self._in_cycle
         self._in_cycle += frames

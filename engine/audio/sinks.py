@@ -297,7 +297,6 @@ class DeviceSink(Sink):
             self._monitor.deactivate()
             self._monitor.close()
 
-
     def _stop_stream(self) -> None:
         self._stream.stop()
         self._stream.close()

@@ -20,12 +20,12 @@ from collections.abc import Callable
 
 import mido
 
-from engine.ratelog import RateLimitedLog
+from engine.audio.framelock import FRAME_MASK, frame_delta
 from engine.clock.midi_in import RESCAN_S, parse_stamped, port_matches
 from engine.errors import BacklineError
+from engine.ratelog import RateLimitedLog
 
 logger = logging.getLogger(__name__)
-_WRAP = 1 << 32
 
 
 class FrameTimebase:
@@ -39,15 +39,13 @@ class FrameTimebase:
     def __init__(self, *, origin: int, rate: int, frame_time: Callable[[], int]) -> None:
         self.rate = rate
         self._frame_time = frame_time
-        self._last = (origin % _WRAP, 0)  # (32-bit frame, frames since origin)
+        self._last = (origin & FRAME_MASK, 0)  # (32-bit frame, frames since origin)
 
     def frames(self, raw: int) -> int:
         """Frames since the origin for a 32-bit JACK frame time near the last one seen."""
         last_raw, last = self._last
-        delta = (raw - last_raw) % _WRAP
-        if delta >= _WRAP // 2:
-            delta -= _WRAP
-        self._last = (raw % _WRAP, last + delta)
+        delta = frame_delta(raw, last_raw)
+        self._last = (raw & FRAME_MASK, last + delta)
         return last + delta
 
     def seconds(self, raw: int) -> float:

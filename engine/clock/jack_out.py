@@ -19,20 +19,14 @@ from collections.abc import Callable
 
 import mido
 
+from engine.audio.framelock import FRAME_MASK, frame_delta
 from engine.clock.midi_clock_out import MidiClockOut
 from engine.clock.midi_in import port_matches
 from engine.errors import BacklineError
 from engine.timeline import Timeline
 
 logger = logging.getLogger(__name__)
-_MASK = 0xFFFFFFFF
 LEAD_S = 0.05  # events are queued this far ahead of the playhead
-
-
-def _ahead(frame: int, base: int) -> int:
-    """Signed frames from `base` to `frame` on JACK's 32-bit wrapping counter."""
-    delta = (frame - base) & _MASK
-    return delta - (1 << 32) if delta >= 1 << 31 else delta
 
 
 class JackClockOutput:
@@ -64,13 +58,13 @@ class JackClockOutput:
         self._port.clear_buffer()
         base = self._client.last_frame_time
         queue = self._queue
-        while queue and _ahead(queue[0][0], base) < frames:
+        while queue and frame_delta(queue[0][0], base) < frames:
             frame, data = queue.popleft()
-            self._port.write_midi_event(max(0, _ahead(frame, base)), data)
+            self._port.write_midi_event(max(0, frame_delta(frame, base)), data)
 
     def put(self, frame: int, message: mido.Message) -> None:
         """Queue `message` for JACK frame `frame` (32 bits); frames must come in order. Any thread."""
-        self._queue.append((frame & _MASK, bytes(message.bytes())))
+        self._queue.append((frame & FRAME_MASK, bytes(message.bytes())))
 
     def close(self, *, drain_s: float = 0.5) -> None:
         """Let what is queued (a final Stop) go out, for at most `drain_s`, then leave JACK."""
