@@ -90,7 +90,7 @@ class NoteTracker:
         self._held: set[int] = set()
         self._onsets: set[int] = set()
         self._released: set[int] = set()
-        self._pads = 0
+        self._pad_hit = False
 
     def press(self, pitch: int) -> None:
         self._held.add(pitch)
@@ -103,13 +103,14 @@ class NoteTracker:
         self._released.add(pitch)
 
     def hit(self) -> None:
-        self._pads += 1
+        """A pad hit for the next frame not yet generated; hits before it is generated are one hit."""
+        self._pad_hit = True
 
     def take_pad_hit(self) -> bool:
-        if self._pads:
-            self._pads -= 1
-            return True
-        return False
+        """Does the frame being generated now carry a pad hit? (A frame is 40 ms: a faster roll
+        cannot be played, and hits must not queue up and go on sounding after the player stopped.)"""
+        hit, self._pad_hit = self._pad_hit, False
+        return hit
 
     def frame_states(self) -> np.ndarray | None:
         """States for the next frame, or None when no key is down (notes masked)."""
@@ -329,19 +330,25 @@ class Scheduler:
         taken = {entry[1] for entry in due}
         self._pending = [entry for entry in self._pending if entry[1] not in taken]
         heapq.heapify(self._pending)
+        restyle_at = None
         for at, _, item in sorted(due, key=lambda e: (e[0], e[1])):
             try:
-                self._apply(item, at)
+                if self._apply(item, at):
+                    restyle_at = at
             except ValueError as err:
                 self.errors += 1
                 self._rejects.warn(getattr(item, "target", "patch"), "control change rejected when applied: %s", err)
             self._schedule_gain(at)
+        if restyle_at is not None:  # once for the lot: a fader sweep brings several style changes per frame
+            self._restyle(restyle_at)
 
-    def _apply(self, item: ControlEvent | _PatchChange, at: int) -> None:
+    def _apply(self, item: ControlEvent | _PatchChange, at: int) -> bool:
+        """Apply one change at sample `at`; True when the style mix must be recomputed (the caller does it)."""
         if isinstance(item, _PatchChange):
             self._apply_patch(item, at)
-            return
+            return True
         target, value = item.target, item.value
+        restyle = False
         if target == "tempo.bpm":
             bar, bars = self.timeline.bar_at(at), self.state.tempo_ramp_bars
             self.timeline = (ramp(self.timeline, to_bpm=float(value), from_bar=bar, bars=bars) if bars
@@ -361,9 +368,9 @@ class Scheduler:
         else:
             old = self.state
             self.state = self.state.with_event(item)
-            if target.startswith(_STYLE_TARGETS) and self.state != old:
-                self._restyle(at)
+            restyle = target.startswith(_STYLE_TARGETS) and self.state != old
         self._notify(target, value, item.source)
+        return restyle
 
     def _apply_patch(self, change: _PatchChange, at: int) -> None:
         patch = change.patch
@@ -373,7 +380,6 @@ class Scheduler:
         self.patch, self.bank = patch, change.bank
         # freeze, transport and master gain belong to the performer, not the patch
         self.state = replace(patch.initial_state(), freeze=self.state.freeze, playing=self.state.playing, gain=self.state.gain)
-        self._restyle(at)
         self._notify("patch.load", patch.name, change.source)
         # every value the patch changed, so surfaces follow (LEDs, motor faders, OSC) and soft takeover re-arms
         for path, value in _values(self.state, self.timeline, at).items():

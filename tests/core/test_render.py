@@ -98,6 +98,52 @@ def test_style_ramp_moves_gradually_over_the_given_beats(tmp_path) -> None:
     assert np.array_equal(plain[:96000], ramped[:96000])
 
 
+def test_style_changes_landing_together_are_mixed_once_into_their_final_values(tmp_path, monkeypatch) -> None:
+    """A fader sweep brings several style changes per frame; the mix is recomputed once, from the last values."""
+    from engine.style.bank import StyleBank
+
+    p = patch("120", style=[{"text": "a"}, {"text": "b", "weight": 0.0}], ramp={"beats": 1})
+    final = "  - {bar: 2, target: style.0.weight, value: 0.5, quantize: bar}\n  - {bar: 2, target: style.1.weight, value: 3.0, quantize: bar}\n"
+    _, once = do_render(tmp_path, p, 4, "events:\n" + final, name="once.wav")
+    mixes = []
+    real_mix = StyleBank.mix
+    monkeypatch.setattr(StyleBank, "mix", lambda self, state: mixes.append(state) or real_mix(self, state))
+    sweep = ("events:\n  - {bar: 2, target: style.0.weight, value: 0.1, quantize: bar}\n"
+             "  - {bar: 2, target: style.1.weight, value: 1.0, quantize: bar}\n"
+             "  - {bar: 2, target: style.0.weight, value: 0.3, quantize: bar}\n" + final)
+    _, swept = do_render(tmp_path, p, 4, sweep, name="swept.wav")
+    assert np.array_equal(once, swept)
+    assert [s.style_weights for s in mixes] == [(1.0, 0.0), (0.5, 3.0)]  # the patch's start, then the sweep once
+
+
+def test_pad_hits_before_a_frame_is_generated_are_one_hit_in_that_frame(tmp_path) -> None:
+    """A roll faster than a frame (40 ms) is one hit per frame: hits never queue up to sound after the player stopped."""
+    from engine.conditioning import DRUM_HIT
+
+    class Recording(SynthGenerator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.drums: list[int] = []
+
+        def generate(self, conditioning):
+            self.drums += [c.drum for c in conditioning]
+            return super().generate(conditioning)
+
+    roll = "".join(f"  - {{bar: 2, beat: 1, target: drum.hit}}\n" for _ in range(50))
+    gen = Recording()
+    render(patch("120", tempo_lock="none"), bars=4, output=tmp_path / "roll.wav", generator=gen,
+           automation=load_automation_text(tmp_path, "events:\n" + roll))
+    hits = [i for i, d in enumerate(gen.drums) if d == DRUM_HIT]
+    # submitted when bar 2 (frame 50) plays, they land on the first frame not yet generated: one look-ahead later
+    assert len(hits) == 1 and 50 < hits[0] <= 50 + 7, f"50 hits sent together sounded on frames {hits}"
+
+
+def load_automation_text(tmp_path, text):
+    path = tmp_path / "auto.yaml"
+    path.write_text(text)
+    return load_automation(path)
+
+
 def test_cli_render_follows_the_readme(tmp_path) -> None:
     out = tmp_path / "demo.wav"
     proc = subprocess.run(
