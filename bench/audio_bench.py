@@ -18,7 +18,10 @@ The machine's own floor is measured beside each block size, because a VM can mis
 period with no help from us: `cyclictest` (rt-tests; SCHED_FIFO 80) wakes a thread every
 period for the same time and reports how late it woke, and `jack_simple_client` (JACK's
 C example, a sine, no Python) plays alone through the same dummy server while JACK's
-xrun callback counts. backline's xruns are read against those two.
+xrun callback counts. A third reference is a bare sounddevice client, a Python callback
+that fills zeros (`python -m bench.audio_bench --python-reference BLOCK SECONDS`): the
+cost of PortAudio plus a Python callback, without backline's other threads. backline's
+xruns are read against those three.
 
 The machine is shared while these run: quote figures with the load they ran under.
 """
@@ -40,7 +43,7 @@ import numpy as np
 
 from bench import Row
 from engine.audio.ring import PlaybackRing
-from engine.audio.sinks import DeviceSink, OutputSpec
+from engine.audio.sinks import DeviceSink, OutputSpec, find_device
 from engine.conditioning import SAMPLE_RATE
 from engine.engine import Engine
 from engine.generator import create_generator
@@ -124,6 +127,36 @@ def _reference_xruns(blocksize: int, seconds: float) -> int | None:
     return xruns[0]
 
 
+def _python_reference(blocksize: int, seconds: float) -> dict[str, int]:
+    """A bare sounddevice client on JACK: a Python callback that fills zeros, nothing else in the
+    process. Its xruns are the cost of PortAudio plus a Python callback (the GIL to take, the
+    binding's calls) on this machine, with no scheduler, generator or control thread beside it."""
+    import sounddevice as sd
+
+    underflows = [0]
+
+    def callback(outdata: np.ndarray, frames: int, time_info: object, status: sd.CallbackFlags) -> None:
+        outdata.fill(0)
+        if status.output_underflow:
+            underflows[0] += 1
+
+    with portaudio_jack(period=blocksize):
+        watcher = jack.Client("xrun-watch", no_start_server=True)
+        server = [0]
+        watcher.set_xrun_callback(lambda _delay: server.__setitem__(0, server[0] + 1))
+        watcher.activate()
+        sd._terminate()  # PortAudio scans for JACK when it starts: again, now the server runs
+        sd._initialize()
+        try:
+            with sd.OutputStream(samplerate=SAMPLE_RATE, blocksize=blocksize, device=find_device(sd, "jack", None), channels=2,
+                                 dtype="float32", callback=callback):
+                time.sleep(seconds)
+        finally:
+            watcher.deactivate()
+            watcher.close()
+    return {"xruns": underflows[0], "server": server[0]}
+
+
 def _wakeup_latency(blocksize: int, seconds: float) -> dict[str, float] | None:
     """`cyclictest` at one wake-up per period (SCHED_FIFO 80): how late this machine wakes a
     real-time thread, in µs. None where rt-tests is missing or RT priority is refused."""
@@ -146,6 +179,10 @@ def _floor_rows(blocksize: int, seconds: float) -> list[Row]:
     ref = _reference_xruns(blocksize, seconds)
     out.append(Row(f"audio.reference_xruns@{blocksize}", "n/a" if ref is None else ref, "count",
                    f"jack_simple_client (C) alone on the same dummy server, {seconds:g} s, idle"))
+    py = _child(["--python-reference", str(blocksize), str(seconds)], f"python reference {blocksize}", seconds)
+    out.append(Row(f"audio.python_reference_xruns@{blocksize}", "hung" if py is None else int(py["xruns"]), "count",
+                   f"a bare sounddevice client (Python callback filling zeros) alone, {seconds:g} s, idle"
+                   + ("" if py is None else f"; JACK server {int(py['server'])}")))
     lat = _wakeup_latency(blocksize, seconds)
     if lat is None:
         out.append(Row(f"audio.wakeup_late_max@{blocksize}", "n/a", "us", "cyclictest (rt-tests) missing or no RT priority"))
@@ -157,21 +194,26 @@ def _floor_rows(blocksize: int, seconds: float) -> list[Row]:
 
 
 def _run(blocksize: int, load: int, seconds: float, *, rate: int = SAMPLE_RATE) -> dict[str, float] | None:
-    """`_play` in a fresh process; None if it hung or failed (its stderr tail is printed)."""
+    """`_play` in a fresh process; None if it hung or failed."""
+    return _child([str(blocksize), str(load), str(seconds), str(rate)], f"audio bench {blocksize}/{load}/{rate}", seconds)
+
+
+def _child(args: list[str], what: str, seconds: float) -> dict[str, float] | None:
+    """`python -m bench.audio_bench ARGS` in a fresh process (PortAudio keeps one JACK client per
+    process); its last JSON line, or None if it hung or failed (its stderr tail is printed)."""
     limit = seconds * 2 + 60
-    child = subprocess.Popen([sys.executable, "-m", "bench.audio_bench", str(blocksize), str(load), str(seconds), str(rate)],
+    child = subprocess.Popen([sys.executable, "-m", "bench.audio_bench", *args],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = child.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, signal.SIGKILL)  # the run and its busy loops (its jackd has its own session)
         child.communicate()
-        print(f"audio bench {blocksize}/{load}/{rate}: hung, cut after {limit:g} s", file=sys.stderr)
+        print(f"{what}: hung, cut after {limit:g} s", file=sys.stderr)
         return None
-    proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode or not lines:
-        print(f"audio bench {blocksize}/{load}/{rate} failed:\n{proc.stderr[-1500:]}", file=sys.stderr)
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if child.returncode or not lines:
+        print(f"{what} failed:\n{stderr[-1500:]}", file=sys.stderr)
         return None
     return json.loads(lines[-1])
 
@@ -213,5 +255,8 @@ def rows(quick: bool) -> list[Row]:
 
 
 if __name__ == "__main__":
-    block, load_, secs, rate_ = sys.argv[1:5]
-    print(json.dumps(_play(int(block), int(load_), float(secs), rate=int(rate_))))
+    if sys.argv[1] == "--python-reference":
+        print(json.dumps(_python_reference(int(sys.argv[2]), float(sys.argv[3]))))
+    else:
+        block, load_, secs, rate_ = sys.argv[1:5]
+        print(json.dumps(_play(int(block), int(load_), float(secs), rate=int(rate_))))
