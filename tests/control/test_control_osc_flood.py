@@ -138,3 +138,14 @@ def test_which_addresses_coalesce():
                    "/backline/safety/freeze": True, "/backline/drum/hit": False, "/backline/note/60": False,
                    "/backline/patch/load": False, "/backline/style/0/prompt": False, "/backline/status": False,
                    "/backline/nope": False, "/elsewhere": False}
+
+
+def test_only_a_flood_waits_for_the_rest_of_its_burst(idle) -> None:
+    """A surface played by hand (a few datagrams per read) is handled with no pause, so a drum
+    hit never waits behind a fader; a flood pauses half a frame to gather; a full batch reads on."""
+    from engine.control.osc_server import BATCH_WINDOW_S, BURST_DATAGRAMS
+
+    _, _, server = idle
+    assert [server.pause_after(n) for n in (1, 2, BURST_DATAGRAMS - 1)] == [0.0, 0.0, 0.0]
+    assert server.pause_after(BURST_DATAGRAMS) == server.pause_after(server.max_batch - 1) == BATCH_WINDOW_S
+    assert server.pause_after(server.max_batch) == 0.0
