@@ -87,7 +87,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("safety.freeze", "bool", "loop the current bar and ignore changes until released"),
     ParameterSpec("master.gain", "float", "master gain, linear (1.0 = unity)", 0.0, 2.0),
     ParameterSpec("note.<pitch>", "float", "key velocity 0..1 (0 = release): onset, then held, off on release", 0.0, 1.0),
-    ParameterSpec("drum.hit", "action", "a drum hit in the next frame not yet generated"),
+    ParameterSpec("drum.hit", "action", "a drum hit in the next frame not yet generated; a roll keeps its spacing at frame resolution"),
 )
 
 TEMPO_LOCK_MODES = ("beats", "none", "off")

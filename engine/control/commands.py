@@ -46,7 +46,7 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def _osc_docs(args: argparse.Namespace) -> int:
-    print(describe_osc())
+    print(describe_osc(), end="")  # `backline osc-docs > docs/osc.md` writes the file exactly
     return 0
 
 

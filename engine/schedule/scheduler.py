@@ -18,6 +18,7 @@ import logging
 import math
 import queue
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -83,6 +84,9 @@ class _Ramp:
         return sample >= self.start + self.length
 
 
+MAX_PENDING_PAD_HITS = 64  # hits waiting to be generated; more is a flood, not a roll (dropped)
+
+
 class NoteTracker:
     """Keyboard notes as MRT2 note states: onset on the first frame, then held, off on release."""
 
@@ -90,7 +94,8 @@ class NoteTracker:
         self._held: set[int] = set()
         self._onsets: set[int] = set()
         self._released: set[int] = set()
-        self._pad_hit = False
+        self._pad_hits: deque[int] = deque()  # output samples of hits not yet generated
+        self._last_hit: tuple[int, int] | None = None  # (at, heard) of the latest hit
 
     def press(self, pitch: int) -> None:
         self._held.add(pitch)
@@ -102,14 +107,27 @@ class NoteTracker:
         self._onsets.discard(pitch)
         self._released.add(pitch)
 
-    def hit(self) -> None:
-        """A pad hit for the next frame not yet generated; hits before it is generated are one hit."""
-        self._pad_hit = True
+    def hit(self, *, at: int, heard: int) -> None:
+        """A pad hit heard at output sample `heard`, for the first frame not yet generated (`at`).
 
-    def take_pad_hit(self) -> bool:
-        """Does the frame being generated now carry a pad hit? (A frame is 40 ms: a faster roll
-        cannot be played, and hits must not queue up and go on sounding after the player stopped.)"""
-        hit, self._pad_hit = self._pad_hit, False
+        While the hit before it still waits to be generated, it keeps the player's distance
+        from that one: a roll keeps its rhythm at frame resolution (40 ms), pads struck
+        together land in one frame, and hits never queue up to sound after the player stopped.
+        """
+        if self._last_hit is not None:
+            last_at, last_heard = self._last_hit
+            if last_at >= at:
+                at = last_at + heard - last_heard
+        self._last_hit = (at, heard)
+        if len(self._pad_hits) < MAX_PENDING_PAD_HITS:
+            self._pad_hits.append(at)
+
+    def take_pad_hit(self, until: int) -> bool:
+        """Does the frame that ends at output sample `until` carry a pad hit? Takes every hit before it."""
+        hit = False
+        while self._pad_hits and self._pad_hits[0] < until:
+            self._pad_hits.popleft()
+            hit = True
         return hit
 
     def frame_states(self) -> np.ndarray | None:
@@ -175,6 +193,7 @@ class Scheduler:
         self._embeds: list[tuple[int, Future[np.ndarray], str]] = []
         self._next_bar = 0
         self._plan: BarPlan | None = None
+        self._playhead = 0  # as of the last fill: when a pad hit was heard
         self._frame_in_bar = 0
         self._beat_frames: set[int] = set()
         self._style = bank.mix(self.state)
@@ -242,6 +261,7 @@ class Scheduler:
     def fill(self, playhead: int) -> int:
         """Generate until the ring holds `lookahead` samples past `playhead`. Returns frames made."""
         made = 0
+        self._playhead = playhead
         self._drain_inbox()
         self._collect_embeddings()
         while self.ring.written < playhead + self.lookahead + 1 and self.ring.space(playhead) > 2 * FRAME_SAMPLES * self.frames_per_call:
@@ -359,7 +379,7 @@ class Scheduler:
             pitch = int(target.split(".")[1])
             self.notes.press(pitch) if float(value) > 0 else self.notes.release(pitch)
         elif target == "drum.hit":
-            self.notes.hit()
+            self.notes.hit(at=at, heard=self._playhead)
         elif target == "safety.freeze":
             self.state = self.state.with_event(item)
             self.ring.freeze = bool(value)
@@ -442,7 +462,7 @@ class Scheduler:
             drum = DRUM_HIT if frame in self._beat_frames else DRUM_MASK
         else:
             drum = DRUM_NONE if lock == "none" else DRUM_MASK
-        if self.notes.take_pad_hit():
+        if self.notes.take_pad_hit(until=round(plan.frame_out_start(frame + 1))):
             drum = DRUM_HIT
         return FrameConditioning(
             style=self._style,

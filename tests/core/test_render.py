@@ -116,26 +116,48 @@ def test_style_changes_landing_together_are_mixed_once_into_their_final_values(t
     assert [s.style_weights for s in mixes] == [(1.0, 0.0), (0.5, 3.0)]  # the patch's start, then the sweep once
 
 
-def test_pad_hits_before_a_frame_is_generated_are_one_hit_in_that_frame(tmp_path) -> None:
-    """A roll faster than a frame (40 ms) is one hit per frame: hits never queue up to sound after the player stopped."""
+class DrumRecorder(SynthGenerator):
+    """The synth, noting the drum state of every frame it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drums: list[int] = []
+
+    def generate(self, conditioning):
+        self.drums += [c.drum for c in conditioning]
+        return super().generate(conditioning)
+
+
+def hit_frames(tmp_path, beats: list[float]) -> list[int]:
+    """Frames with a drum hit when pads are struck at `beats` of bar 2 (120 BPM: 50 frames a bar, no beat lock)."""
     from engine.conditioning import DRUM_HIT
 
-    class Recording(SynthGenerator):
-        def __init__(self) -> None:
-            super().__init__()
-            self.drums: list[int] = []
+    events = "".join(f"  - {{bar: 2, beat: {1 + b}, target: drum.hit}}\n" for b in beats)
+    gen = DrumRecorder()
+    render(patch("120", tempo_lock="none"), bars=4, output=tmp_path / "pads.wav", generator=gen,
+           automation=load_automation_text(tmp_path, "events:\n" + events))
+    return [i for i, d in enumerate(gen.drums) if d == DRUM_HIT]
 
-        def generate(self, conditioning):
-            self.drums += [c.drum for c in conditioning]
-            return super().generate(conditioning)
 
-    roll = "".join(f"  - {{bar: 2, beat: 1, target: drum.hit}}\n" for _ in range(50))
-    gen = Recording()
-    render(patch("120", tempo_lock="none"), bars=4, output=tmp_path / "roll.wav", generator=gen,
-           automation=load_automation_text(tmp_path, "events:\n" + roll))
-    hits = [i for i, d in enumerate(gen.drums) if d == DRUM_HIT]
-    # submitted when bar 2 (frame 50) plays, they land on the first frame not yet generated: one look-ahead later
-    assert len(hits) == 1 and 50 < hits[0] <= 50 + 7, f"50 hits sent together sounded on frames {hits}"
+def test_pads_struck_together_are_one_hit(tmp_path) -> None:
+    hits = hit_frames(tmp_path, [0.0] * 50)
+    # heard when bar 2 (frame 50) plays, they land on the first frame not yet generated: one look-ahead later
+    assert len(hits) == 1 and 50 < hits[0] <= 50 + 7, f"50 hits struck together sounded on frames {hits}"
+
+
+def test_a_roll_keeps_its_rhythm_at_frame_resolution(tmp_path) -> None:
+    """32nd notes at 120 BPM are 62.5 ms apart (1.56 frames): every one sounds, each on its own frame."""
+    hits = hit_frames(tmp_path, [i / 8 for i in range(8)])
+    assert len(hits) == 8, f"8 hits of a roll sounded on frames {hits}"
+    assert set(np.diff(hits)) <= {1, 2} and hits[-1] - hits[0] in (10, 11, 12), hits  # 7 x 1.5625 = 10.9 frames
+
+
+def test_a_flood_of_hits_stops_sounding_when_it_stops(tmp_path) -> None:
+    """400 hits 5 ms apart over one bar: a hit on every frame while they come, none a look-ahead after."""
+    hits = hit_frames(tmp_path, [i / 100 for i in range(400)])
+    first, last = hits[0], hits[-1]
+    assert hits == list(range(first, last + 1)), "a frame without a hit inside the flood"
+    assert 50 < first <= 57 and 100 <= last <= 107, f"the flood (frames 50-99) sounded on frames {first}-{last}"
 
 
 def load_automation_text(tmp_path, text):
