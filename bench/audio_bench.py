@@ -180,9 +180,9 @@ def _floor_rows(blocksize: int, seconds: float) -> list[Row]:
     out.append(Row(f"audio.reference_xruns@{blocksize}", "n/a" if ref is None else ref, "count",
                    f"jack_simple_client (C) alone on the same dummy server, {seconds:g} s, idle"))
     py = _child(["--python-reference", str(blocksize), str(seconds)], f"python reference {blocksize}", seconds)
-    out.append(Row(f"audio.python_reference_xruns@{blocksize}", "hung" if py is None else int(py["xruns"]), "count",
+    out.append(Row(f"audio.python_reference_xruns@{blocksize}", "n/a" if py is None else int(py["xruns"]), "count",
                    f"a bare sounddevice client (Python callback filling zeros) alone, {seconds:g} s, idle"
-                   + ("" if py is None else f"; JACK server {int(py['server'])}")))
+                   + ("; the run hung or failed (see stderr)" if py is None else f"; JACK server {int(py['server'])}")))
     lat = _wakeup_latency(blocksize, seconds)
     if lat is None:
         out.append(Row(f"audio.wakeup_late_max@{blocksize}", "n/a", "us", "cyclictest (rt-tests) missing or no RT priority"))

@@ -70,6 +70,7 @@ class Engine:
         self.scheduler = Scheduler.for_patch(patch, generator, ring=self.ring, embedder=self.embedder,
                                              lookahead_ms=lookahead_ms, frames_per_call=frames_per_call, fallback=fallback)
         self.sink = sink_factory(self.ring)
+        self.scheduler.playhead_now = lambda: self.sink.playhead  # when a control arrived, as heard
         self.patch_set = list(patch_set or ([patch.path] if patch.path else []))
         self.on_ready: Callable[[], None] | None = None
         self.on_tick: Callable[[], None] | None = None

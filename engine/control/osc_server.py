@@ -10,9 +10,10 @@ batch), and of the datagrams one sender sent to one value address in that batch 
 last is parsed and dispatched; the others are counted in `coalesced`, unread. Parsing in
 Python holds the GIL, which the audio callback needs too, so parsing less is what keeps a
 flood from delaying audio. Triggers, actions, notes, switches, pickup controls, server
-addresses and bundles are never coalesced. After a batch of `BURST_DATAGRAMS` or more the
-thread waits `batch_window_s` so that the rest of the burst gathers in the kernel's buffer;
-smaller batches (a surface played by hand) are handled with no wait.
+addresses and bundles are never coalesced. After a batch of `BURST_DATAGRAMS` or more
+(short of a full batch) the thread waits `batch_window_s` so that the rest of the burst
+gathers in the kernel's buffer; smaller batches (a surface played by hand) are handled with
+no wait. The price, during a flood only: a message (a drum hit too) may wait that long.
 """
 
 from __future__ import annotations

@@ -119,6 +119,8 @@ class NoteTracker:
             if last_at >= at:
                 at = last_at + heard - last_heard
         self._last_hit = (at, heard)
+        if self._pad_hits and self._pad_hits[-1] >= at:
+            return  # heard in the same audio block as the hit before: the same hit
         if len(self._pad_hits) < MAX_PENDING_PAD_HITS:
             self._pad_hits.append(at)
 
@@ -185,7 +187,7 @@ class Scheduler:
         self.state = patch.initial_state()
         self.fitter = BarFitter()
         self.notes = NoteTracker()
-        self._inbox: queue.SimpleQueue[ControlEvent | _PatchChange] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[ControlEvent | _PatchChange, int]] = queue.SimpleQueue()
         self._pending: list[tuple[int, int, ControlEvent | _PatchChange]] = []
         self._seq = itertools.count()
         self._listeners: list[Listener] = []
@@ -193,7 +195,11 @@ class Scheduler:
         self._embeds: list[tuple[int, Future[np.ndarray], str]] = []
         self._next_bar = 0
         self._plan: BarPlan | None = None
-        self._playhead = 0  # as of the last fill: when a pad hit was heard
+        self._playhead = 0  # as of the last fill
+        # The output sample playing now, read on the control threads as an event arrives (it
+        # places pad hits). Offline it is the playhead of the last fill; the live engine sets
+        # it to its sink's playhead, which moves while a slow generator runs.
+        self.playhead_now: Callable[[], int] = lambda: self._playhead
         self._frame_in_bar = 0
         self._beat_frames: set[int] = set()
         self._style = bank.mix(self.state)
@@ -211,12 +217,12 @@ class Scheduler:
 
     # -- other threads ------------------------------------------------------------------
     def submit(self, event: ControlEvent) -> None:
-        """Queue a control event. Thread-safe and never blocks."""
-        self._inbox.put(event)
+        """Queue a control event, stamped with the output sample playing. Thread-safe and never blocks."""
+        self._inbox.put((event, self.playhead_now()))
 
     def submit_patch(self, patch: Patch, bank: StyleBank, *, quantize: str = "bar", source: str = "internal") -> None:
         """Queue a loaded, validated patch (and its embeddings) to take over at a boundary."""
-        self._inbox.put(_PatchChange(patch, bank, quantize, source))
+        self._inbox.put((_PatchChange(patch, bank, quantize, source), self.playhead_now()))
 
     def add_listener(self, fn: Listener) -> None:
         """`fn(path, value, source)` runs on the scheduler thread after a change applies."""
@@ -283,19 +289,25 @@ class Scheduler:
     def _drain_inbox(self) -> None:
         while True:
             try:
-                item = self._inbox.get_nowait()
+                item, heard = self._inbox.get_nowait()
             except queue.Empty:
                 return
             try:
-                self._schedule(item)
+                self._schedule(item, heard)
             except (ValueError, GeneratorError) as err:
                 self.errors += 1
                 log.warning("control change %s rejected: %s", getattr(item, "target", "patch"), err)
 
-    def _schedule(self, item: ControlEvent | _PatchChange) -> None:
-        """Decide the sample an event applies at, and queue it in time order."""
+    def _schedule(self, item: ControlEvent | _PatchChange, heard: int) -> None:
+        """Decide the sample an event applies at, and queue it in time order.
+
+        `heard` is the output sample that was playing when the event arrived."""
         if isinstance(item, ControlEvent) and item.target == "safety.freeze":
             self._apply(item, self.next_frame_time())  # safety acts at once, even while frozen
+            return
+        if isinstance(item, ControlEvent) and item.target == "drum.hit":
+            self.notes.hit(at=self.next_frame_time(), heard=heard)
+            self._notify(item.target, item.value, item.source)
             return
         if isinstance(item, ControlEvent) and item.target.startswith(("note.", "drum.")):
             self._apply(item, self.next_frame_time())
@@ -352,6 +364,8 @@ class Scheduler:
         heapq.heapify(self._pending)
         restyle_at = None
         for at, _, item in sorted(due, key=lambda e: (e[0], e[1])):
+            if isinstance(item, _PatchChange):
+                restyle_at = at  # its bank and state replace ours first: restyle even if a later step fails
             try:
                 if self._apply(item, at):
                     restyle_at = at
@@ -360,7 +374,11 @@ class Scheduler:
                 self._rejects.warn(getattr(item, "target", "patch"), "control change rejected when applied: %s", err)
             self._schedule_gain(at)
         if restyle_at is not None:  # once for the lot: a fader sweep brings several style changes per frame
-            self._restyle(restyle_at)
+            try:
+                self._restyle(restyle_at)
+            except ValueError as err:
+                self.errors += 1
+                self._rejects.warn("style", "style mix rejected, the previous one plays on: %s", err)
 
     def _apply(self, item: ControlEvent | _PatchChange, at: int) -> bool:
         """Apply one change at sample `at`; True when the style mix must be recomputed (the caller does it)."""
@@ -378,8 +396,6 @@ class Scheduler:
         elif target.startswith("note."):
             pitch = int(target.split(".")[1])
             self.notes.press(pitch) if float(value) > 0 else self.notes.release(pitch)
-        elif target == "drum.hit":
-            self.notes.hit(at=at, heard=self._playhead)
         elif target == "safety.freeze":
             self.state = self.state.with_event(item)
             self.ring.freeze = bool(value)
@@ -462,7 +478,7 @@ class Scheduler:
             drum = DRUM_HIT if frame in self._beat_frames else DRUM_MASK
         else:
             drum = DRUM_NONE if lock == "none" else DRUM_MASK
-        if self.notes.take_pad_hit(until=round(plan.frame_out_start(frame + 1))):
+        if self.notes.take_pad_hit(until=min(round(plan.frame_out_start(frame + 1)), plan.out_end)):
             drum = DRUM_HIT
         return FrameConditioning(
             style=self._style,

@@ -152,12 +152,40 @@ def test_a_roll_keeps_its_rhythm_at_frame_resolution(tmp_path) -> None:
     assert set(np.diff(hits)) <= {1, 2} and hits[-1] - hits[0] in (10, 11, 12), hits  # 7 x 1.5625 = 10.9 frames
 
 
-def test_a_flood_of_hits_stops_sounding_when_it_stops(tmp_path) -> None:
-    """400 hits 5 ms apart over one bar: a hit on every frame while they come, none a look-ahead after."""
-    hits = hit_frames(tmp_path, [i / 100 for i in range(400)])
+@pytest.mark.parametrize("per_beat", [100, 2500])
+def test_a_flood_of_hits_stops_sounding_when_it_stops(tmp_path, per_beat) -> None:
+    """Hits 5 ms apart (about one per audio block) or 5,000 a second (many per block) over one
+    bar: a hit on every frame while they come, none a look-ahead after."""
+    hits = hit_frames(tmp_path, [i / per_beat for i in range(4 * per_beat)])
     first, last = hits[0], hits[-1]
-    assert hits == list(range(first, last + 1)), "a frame without a hit inside the flood"
+    assert hits == list(range(first, last + 1)), f"frames without a hit inside the flood: {hits}"
     assert 50 < first <= 57 and 100 <= last <= 107, f"the flood (frames 50-99) sounded on frames {first}-{last}"
+
+
+def test_hits_that_arrive_while_the_generator_runs_keep_their_spacing() -> None:
+    """Live, the scheduler drains hits after a chunk it took a while to generate; each hit was
+    stamped with the output sample playing when it arrived (the sink's playhead), so a roll that
+    arrived meanwhile is not squashed into one frame."""
+    from engine.audio.ring import PlaybackRing
+    from engine.conditioning import DRUM_HIT, FRAME_SAMPLES
+    from engine.params import ControlEvent
+    from engine.schedule.scheduler import Scheduler
+    from engine.style.embedder import HashEmbedder
+
+    playing = [0]
+    gen = DrumRecorder()
+    sched = Scheduler.for_patch(patch("120", tempo_lock="none"), gen, ring=PlaybackRing(), embedder=HashEmbedder(),
+                                lookahead_ms=200)
+    sched.playhead_now = lambda: playing[0]
+    sched.fill(0)
+    for heard in (100, 100 + 3 * FRAME_SAMPLES, 100 + 6 * FRAME_SAMPLES):  # three hits, 120 ms apart, all before the next fill
+        playing[0] = heard
+        sched.submit(ControlEvent("drum.hit"))
+    sched.fill(FRAME_SAMPLES)
+    sched.fill(12 * FRAME_SAMPLES)
+    sched.close()
+    hits = [i for i, d in enumerate(gen.drums) if d == DRUM_HIT]
+    assert len(hits) == 3 and list(np.diff(hits)) == [3, 3], f"a roll 3 frames apart sounded on frames {hits}"
 
 
 def load_automation_text(tmp_path, text):
