@@ -1,7 +1,11 @@
 """Start and stop a real JACK server (dummy driver) for tests.
 
-Each server gets its own name so parallel runs never share one; clients find it through
-JACK_DEFAULT_SERVER. The server is waited for with `jack_wait`, never a fixed sleep, and
+Each server gets a name no running server has, so parallel runs never share one; clients
+find it through JACK_DEFAULT_SERVER. Names come from a small pool and are reused: JACK's
+registry has 8 slots, and a server that died without unregistering (SIGKILL) keeps its slot
+until a server of the same name starts (JACK reclaims a dead server's slot only under its
+own name). With a fresh name every time, 8 such deaths left every later test with "Too
+many servers already active" (seen on a dev box). The server is waited for with `jack_wait`, never a fixed sleep, and
 stopped by its own process id. Its log goes to a file, never an unread pipe: jackd logs
 every xrun, and once a pipe's 64 KiB fill up jackd blocks in write() and the whole server
 freezes (seen: a 30 s OSC flood through the engine, "no audio block for 2 s").
@@ -14,9 +18,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+
+NAME_POOL = 16  # test servers' names: bltest0 .. bltest15
 
 
 class JackUnavailable(RuntimeError):
@@ -25,13 +32,16 @@ class JackUnavailable(RuntimeError):
 
 @contextmanager
 def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None = None) -> Iterator[str]:
-    """Run `jackd -d dummy` under a fresh name; yield the name; stop it on exit.
+    """Run `jackd -d dummy` under a name no running server has; yield the name; stop it on exit.
 
     `port_max` caps the server's ports (jackd --port-max), to test a server that refuses a client.
     """
     if shutil.which("jackd") is None:
         raise JackUnavailable("jackd is not installed (apt-get install jackd2)")
-    name = f"bl{uuid.uuid4().hex[:8]}"
+    taken = _running_server_names()
+    name = next((n for n in (f"bltest{i}" for i in range(NAME_POOL)) if n not in taken), None)
+    if name is None:
+        raise JackUnavailable(f"all {NAME_POOL} test server names are in use by running servers")
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=name)
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
@@ -60,6 +70,19 @@ def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None =
     finally:
         stop_process(proc, timeout=8)
         log.close()
+
+
+def _running_server_names() -> set[str]:
+    """The `-n` names of the jackd processes running now (from /proc)."""
+    names = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process ended meanwhile
+            continue
+        if argv and Path(argv[0].decode(errors="replace")).name == "jackd" and b"-n" in argv[:-1]:
+            names.add(argv[argv.index(b"-n") + 1].decode(errors="replace"))
+    return names
 
 
 def stop_process(proc: subprocess.Popen, *, timeout: float = 5) -> None:
