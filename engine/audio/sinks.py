@@ -185,6 +185,7 @@ class DeviceSink(Sink):
         self._monitor = None  # a JACK-Client that routes our ports and hears JACK's xruns
         self._frame_of: tuple[object, object] | None = None  # (jack_last_frame_time, client) once frame-locked
         self.frame_lock = FrameLock()
+        self._switch_interval: float | None = None  # the interpreter's, while a started stream shortens it
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
         """PortAudio's audio thread. Copies from the ring (or the feeder's FIFO) and returns:
@@ -218,6 +219,7 @@ class DeviceSink(Sink):
             self._feeder.start()  # the FIFO holds the first frames before the stream asks
         if self.spec.kind == "jack":
             self._open_monitor()
+        self._switch_interval = sys.getswitchinterval()  # process-wide: put back on close
         sys.setswitchinterval(LIVE_SWITCH_INTERVAL_S)  # see CALLBACK_CHUNK_FRAMES
         try:
             self._stream.start()
@@ -283,6 +285,9 @@ class DeviceSink(Sink):
         is frozen or gone that cycle never comes. Then the stream is left behind (`stuck`)
         and the caller exits without PortAudio's own shutdown, so systemd can restart us.
         """
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
         stopper = threading.Thread(target=self._stop_stream, name="portaudio-stop", daemon=True)
         stopper.start()
         stopper.join(CLOSE_TIMEOUT_S)

@@ -25,7 +25,7 @@ from jackrec import Recorder  # noqa: E402
 
 from engine.audio.resample import CHUNK, DeviceFifo, ResamplingFeeder  # noqa: E402
 from engine.audio.ring import PlaybackRing  # noqa: E402
-from engine.audio.sinks import DeviceSink, OutputSpec  # noqa: E402
+from engine.audio.sinks import LIVE_SWITCH_INTERVAL_S, DeviceSink, OutputSpec  # noqa: E402
 from engine.errors import OutputError  # noqa: E402
 from engine.timeline import Timeline  # noqa: E402
 
@@ -139,6 +139,18 @@ def test_resampling_is_announced_with_both_rates(jack44, caplog) -> None:
         assert "44100 Hz: resampling the 48000 Hz stream to 44100 Hz (soxr LQ" in caplog.text
     finally:
         sink.close()
+
+
+def test_a_started_stream_shortens_the_switch_interval_until_it_closes(jack44) -> None:
+    """The interval is process-wide: a closed sink gives the interpreter its own back."""
+    before = sys.getswitchinterval()
+    sink = DeviceSink(PlaybackRing(capacity=1 << 12), OutputSpec("jack", resample="LQ"))
+    try:
+        sink.start()
+        assert sys.getswitchinterval() == pytest.approx(LIVE_SWITCH_INTERVAL_S)
+    finally:
+        sink.close()
+    assert sys.getswitchinterval() == before
 
 
 def test_cli_resample_off_exits_1_with_the_message(jack44) -> None:
