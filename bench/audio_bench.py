@@ -35,7 +35,8 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import jack
@@ -114,17 +115,26 @@ def _reference_xruns(blocksize: int, seconds: float) -> int | None:
         return None
     with jack_server(period=blocksize):
         client = subprocess.Popen(["jack_simple_client"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        watcher = jack.Client("xrun-watch", no_start_server=True)
-        xruns = [0]
-        watcher.set_xrun_callback(lambda _delay: xruns.__setitem__(0, xruns[0] + 1))
-        watcher.activate()
         try:
-            time.sleep(seconds)
+            with _server_xruns() as xruns:
+                time.sleep(seconds)
         finally:
-            watcher.deactivate()
-            watcher.close()
             stop_process(client)
     return xruns[0]
+
+
+@contextmanager
+def _server_xruns() -> Iterator[list[int]]:
+    """A JACK client on the current server that only counts its xruns; yields [count]."""
+    watcher = jack.Client("xrun-watch", no_start_server=True)
+    xruns = [0]
+    watcher.set_xrun_callback(lambda _delay: xruns.__setitem__(0, xruns[0] + 1))
+    watcher.activate()
+    try:
+        yield xruns
+    finally:
+        watcher.deactivate()
+        watcher.close()
 
 
 def _python_reference(blocksize: int, seconds: float) -> dict[str, int]:
@@ -140,20 +150,12 @@ def _python_reference(blocksize: int, seconds: float) -> dict[str, int]:
         if status.output_underflow:
             underflows[0] += 1
 
-    with portaudio_jack(period=blocksize):
-        watcher = jack.Client("xrun-watch", no_start_server=True)
-        server = [0]
-        watcher.set_xrun_callback(lambda _delay: server.__setitem__(0, server[0] + 1))
-        watcher.activate()
+    with portaudio_jack(period=blocksize), _server_xruns() as server:
         sd._terminate()  # PortAudio scans for JACK when it starts: again, now the server runs
         sd._initialize()
-        try:
-            with sd.OutputStream(samplerate=SAMPLE_RATE, blocksize=blocksize, device=find_device(sd, "jack", None), channels=2,
-                                 dtype="float32", callback=callback):
-                time.sleep(seconds)
-        finally:
-            watcher.deactivate()
-            watcher.close()
+        with sd.OutputStream(samplerate=SAMPLE_RATE, blocksize=blocksize, device=find_device(sd, "jack", None), channels=2,
+                             dtype="float32", callback=callback):
+            time.sleep(seconds)
     return {"xruns": underflows[0], "server": server[0]}
 
 

@@ -5,8 +5,8 @@ find it through JACK_DEFAULT_SERVER. Names come from a small pool and are reused
 registry has 8 slots, and a server that died without unregistering (SIGKILL) keeps its slot
 until a server of the same name starts (JACK reclaims a dead server's slot only under its
 own name). With a fresh name every time, 8 such deaths left every later test with "Too
-many servers already active" (seen on a dev box). The server is waited for with `jack_wait`, never a fixed sleep, and
-stopped by its own process id. Its log goes to a file, never an unread pipe: jackd logs
+many servers already active" (seen on a dev box). The server is waited for with
+`jack_wait`, never a fixed sleep, and stopped by its own process id. Its log goes to a file, never an unread pipe: jackd logs
 every xrun, and once a pipe's 64 KiB fill up jackd blocks in write() and the whole server
 freezes (seen: a 30 s OSC flood through the engine, "no audio block for 2 s").
 """
@@ -89,7 +89,7 @@ def stop_process(proc: subprocess.Popen, *, timeout: float = 5) -> None:
     """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds (test fixtures' servers).
 
     SIGCONT first: a server a test froze (SIGSTOP) would not act on SIGTERM, and a jackd that is
-    SIGKILLed keeps its slot in JACK's shared registry (8 slots; unique names are never reused).
+    SIGKILLed keeps its slot in JACK's shared registry (8 slots) until a server of its name starts.
     """
     proc.send_signal(signal.SIGCONT)
     proc.send_signal(signal.SIGTERM)

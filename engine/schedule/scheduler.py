@@ -309,7 +309,7 @@ class Scheduler:
             self.notes.hit(at=self.next_frame_time(), heard=heard)
             self._notify(item.target, item.value, item.source)
             return
-        if isinstance(item, ControlEvent) and item.target.startswith(("note.", "drum.")):
+        if isinstance(item, ControlEvent) and item.target.startswith("note."):
             self._apply(item, self.next_frame_time())
             return
         if isinstance(item, ControlEvent) and item.target.startswith("style.") and item.target.endswith(".text"):
