@@ -21,7 +21,7 @@ import mido
 
 from engine.conditioning import FRAME_SAMPLES, SAMPLE_RATE
 from engine.control import osc_space
-from engine.control.mapping import KEYBOARD_TARGET, MappingError, MappingSet, Rule
+from engine.control.mapping import MappingError, MappingSet, Rule
 from engine.control.rejects import Rejects
 from engine.control.shaping import (
     Cc14Assembler,

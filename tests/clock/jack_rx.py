@@ -30,6 +30,7 @@ class FrameStampedInput:
         self.recorded = np.zeros(len(self.audio), dtype=bool)  # frames this client was called for
         self.audio_first_frame: int | None = None
         self.audio_pos = 0
+        self.cycle: tuple[int, float] | None = None  # (this cycle's first frame, monotonic time it was called)
         client.set_process_callback(self._process)
 
     def _process(self, frames: int) -> None:
@@ -38,6 +39,7 @@ class FrameStampedInput:
         Test code: it allocates, which the engine's callbacks must not.
         """
         base = self.client.last_frame_time
+        self.cycle = (base, time.monotonic())
         for offset, data in self.port.incoming_midi_events():
             message = bytes(data)
             self.raw.append((base + offset, message))  # list.append is atomic under the GIL

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 
 import mido
 import numpy as np
@@ -82,18 +81,26 @@ def test_clock_out_is_measured_by_a_receiver(jack: str) -> None:
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     with receiver(jack) as rx, backend.open_output("clock-out", virtual=True) as port:
         subprocess.run(["jack_connect", "RtMidiOut Client:clock-out", "bl-rx:in"], check=True)
-        start_frame = rx.client.frame_time + SR // 10  # song starts 100 ms from now, in JACK frames
+        wait_for(lambda: rx.cycle is not None)
+        start_frame = rx.cycle[0] + SR // 10  # song starts 100 ms from now, in JACK frames
         timeline = Timeline.start(133, origin=start_frame)
 
         def sink_clock() -> SampleClock:
-            """The sink's sample counter (JACK frame time) against monotonic time, as the sink publishes it."""
-            return SampleClock(sample=rx.client.frame_time, time=time.monotonic())
+            """The sample clock as a sink publishes it: the cycle it was last called for, and when.
+
+            Not jack_frame_time(): JACK interpolates that between cycles with its DLL, and on
+            the dummy driver of an idle VM it strayed from the cycle counter by -358..+760
+            frames (periods of 256) and ran 0.5 % slow, so a sender on time to 0.2 ms by it
+            measured 132.1-132.7 BPM at the receiver (CI failed on this).
+            """
+            frame, t = rx.cycle  # type: ignore[misc]
+            return SampleClock(sample=frame, time=t)
 
         out = MidiClockOut()
         out.start(beat=0)
         with MidiClockSender(port, out, timeline=lambda: timeline, sample_clock=sink_clock) as sender:
             wait_for(lambda: rx.clocks >= 24 * 12)
-            out.stop(at_sample=rx.client.frame_time + SR // 10)
+            out.stop(at_sample=rx.cycle[0] + SR // 10)  # type: ignore[index]
             wait_for(lambda: any(b[0] == 0xFC for _, b in list(rx.raw)))
         items = rx.snapshot()
     kinds = [m.type for _, m in items]
@@ -114,6 +121,6 @@ def test_clock_out_is_measured_by_a_receiver(jack: str) -> None:
           f"(ideal {60e3 / 133 / 24:.3f}); late vs the sample clock p50 {np.median(offsets):.2f} ms")
     assert sender.sent >= ticks[-1] + 3  # Start, every tick up to the last that arrived, Stop
     assert len(ticks) >= 0.95 * (ticks[-1] + 1)
-    assert abs(60 / (period * 24) - 133.0) < 0.5  # rtmidi delivers once per JACK period; see module doc
+    assert abs(60 / (period * 24) - 133.0) < 0.2  # measured within 0.02; rtmidi delivers once per JACK period
     assert abs(np.median(spacing) - 60e3 / 133 / 24) < 6.0  # within one JACK period of quantisation
     assert 0.0 <= np.median(offsets) < 12.0  # delivered at the next cycle or the one after
