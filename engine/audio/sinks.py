@@ -111,6 +111,14 @@ class Sink:
     def close(self) -> None:
         raise NotImplementedError
 
+    @property
+    def playing(self) -> bool:
+        """Between arming and the end of the fade-out: the span whose xruns can be heard.
+
+        A stream's teardown (clients leaving the JACK graph) causes xruns of its own, after
+        the last sample was played; they are not counted."""
+        return self.armed and not self.finished.is_set()
+
     def fade_out(self) -> None:
         """Begin the fade; `finished` is set once silence is reached."""
         if self._fader.pos < 0:
@@ -190,7 +198,7 @@ class DeviceSink(Sink):
     def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
         """PortAudio's audio thread. Copies from the ring (or the feeder's FIFO) and returns:
         no locks, no allocation beyond numpy views, no logging, no waiting for the generator."""
-        if status.output_underflow and self.armed:  # type: ignore[attr-defined]
+        if status.output_underflow and self.playing:  # type: ignore[attr-defined]
             self.xruns += 1
         if self._frame_of is not None and self.armed:
             self.playhead = self.frame_lock.place(self._frame_of[0](self._frame_of[1]), frames, self.playhead)  # type: ignore[operator]
@@ -268,8 +276,8 @@ class DeviceSink(Sink):
                  list(self.spec.connect or (["system:playback_*"] if self.spec.autoconnect else [])))
 
     def _jack_xrun(self, delay_usecs: float) -> None:
-        """JACK's notification thread: count the server's xruns while our audio runs."""
-        if self.armed:
+        """JACK's notification thread: count the server's xruns while our audio plays."""
+        if self.playing:
             self.server_xruns += 1
 
     def _jack_client_gone(self, name: str, register: bool) -> None:
