@@ -61,6 +61,7 @@ class MidiHub:
         self._lost: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closed = False
         self._probe_in = rtmidi.MidiIn(RTMIDI_API[api], name=f"{client_name}-probe")
         self._probe_out = rtmidi.MidiOut(RTMIDI_API[api], name=f"{client_name}-probe")
         self._links = _JackLinks(client_name) if api == "jack" else None
@@ -80,21 +81,28 @@ class MidiHub:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop watching, send All Notes Off to outputs, close every port."""
+        """Stop watching, send All Notes Off to outputs, close every port and its client.
+
+        Each rtmidi object is a client of the MIDI API (on JACK, a JACK client); close_port()
+        leaves the client open until the object is collected, and a client still open when
+        its JACK server stops is torn down under it by libjack at the next client's open."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True  # a deleted rtmidi object must never be touched again: it would segfault
             for out in self._outputs.values():
                 for ch in range(16):
                     out.send_message(mido.Message("control_change", channel=ch, control=123, value=0).bytes())
-                out.close_port()
+                out.delete()
             for port in self._inputs.values():
                 _close_input(port)
             self._inputs.clear()
             self._outputs.clear()
-        self._probe_in.close_port()
-        self._probe_out.close_port()
+            self._probe_in.delete()
+            self._probe_out.delete()
         if self._links is not None:
             self._links.close()
 
@@ -122,10 +130,12 @@ class MidiHub:
 
     def scan(self) -> None:
         """Open new matching ports, close vanished ones. Runs on the watcher thread (or the caller's)."""
-        in_names = self._foreign(self._probe_in.get_ports())
         out_patterns = [o.midi.port for o in self.dispatcher.mappings.outputs if o.midi is not None]
-        out_names = self._foreign(self._probe_out.get_ports())
         with self._lock:
+            if self._closed:
+                return
+            in_names = self._foreign(self._probe_in.get_ports())
+            out_names = self._foreign(self._probe_out.get_ports())
             for name in [n for n in self._inputs if n not in in_names]:
                 _close_input(self._inputs.pop(name))
                 self._lost.add(name)
@@ -136,7 +146,7 @@ class MidiHub:
                 self._lost.add(name)
                 log.warning("MIDI input %r was unplugged and plugged back (our connection is gone)", name)
             for name in [n for n in self._outputs if n not in out_names]:
-                self._outputs.pop(name).close_port()
+                self._outputs.pop(name).delete()
             for name in in_names:
                 if name not in self._inputs and _matches(name, self.patterns):
                     self._open_input(name, in_names.index(name))
@@ -232,7 +242,7 @@ def _close_input(port: rtmidi.MidiIn) -> None:
     """Cancel the Python callback before closing: closing while JACK's process thread waits for
     the GIL to run the callback can deadlock."""
     port.cancel_callback()
-    port.close_port()
+    port.delete()
 
 
 def _feedback_message(out: Output, value: int) -> mido.Message:
