@@ -73,8 +73,11 @@ class FrameStampedInput:
         first = next(i for i, (_, m) in enumerate(items) if m.type == "start")
         frames = [f for f, m in items[first:] if m.type == "clock"]
         period = 48_000 * 60 / bpm / 24
-        ticks = {0: float(frames[0])}
-        tick, last = 0, frames[0]
+        # Song tick 0 is the first clock after Start, due within half a tick of it (jack_midi_clock
+        # sends it one cycle later): the first clock to arrive a tick or more late follows lost ones.
+        tick = round((frames[0] - items[first][0]) / period)
+        ticks = {tick: float(frames[0])}
+        last = frames[0]
         for i, frame in enumerate(frames[1:], start=1):
             step = round((frame - last) / period)
             overdue = step >= 2 and i + 1 < len(frames) and frames[i + 1] - frame < period / 2
