@@ -14,6 +14,7 @@ onset detector is not used: this synth's strongest transient near a bar line sit
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,14 +34,17 @@ SEARCH = SR // 50  # look for each bar within +/- 20 ms of the clock's bar line
 MATCH = SR // 10  # 100 ms of each bar's start are matched
 
 
-def bar_start_in(recording: np.ndarray, expected: int, reference: np.ndarray) -> int:
-    """The sample near `expected` where `recording` best matches `reference` (normalised cross-correlation)."""
+def bar_start_in(recording: np.ndarray, recorded: np.ndarray, expected: int, reference: np.ndarray) -> int:
+    """The sample near `expected` where `recording` best matches `reference`: normalised
+    cross-correlation over the recorded samples only (a cycle JACK skipped leaves a hole,
+    and the frame-locked audio after it is still in place)."""
     seg = reference[:MATCH].mean(axis=1).astype(np.float64)
-    lo = expected - SEARCH
-    win = recording[lo : expected + SEARCH + MATCH].mean(axis=1).astype(np.float64)
+    lo, hi = expected - SEARCH, expected + SEARCH + MATCH
+    win = recording[lo:hi].mean(axis=1).astype(np.float64) * recorded[lo:hi]
     corr = np.correlate(win, seg, mode="valid")
-    energy = np.sqrt(np.convolve(win**2, np.ones(MATCH), mode="valid")) + 1e-12
-    return lo + int(np.argmax(corr / energy))
+    win_energy = np.convolve(win**2, np.ones(MATCH), mode="valid")
+    seg_energy = np.correlate(recorded[lo:hi].astype(np.float64), seg**2, mode="valid")  # seg where recorded
+    return lo + int(np.argmax(corr / np.sqrt(win_energy * seg_energy + 1e-24)))
 
 
 def connections(client, port: str) -> list[object]:  # type: ignore[no-untyped-def]
@@ -100,6 +104,7 @@ def test_run_follows_jack_midi_clock_bar_lines_on_its_beats(jack: str, tmp_path:
             clock.terminate()
             clock.wait(timeout=5)
         ticks = rx.song_tick_frames(BPM)
+        items = rx.snapshot()
         audio = rx.audio[: rx.audio_pos].copy()
         recorded = rx.recorded[: rx.audio_pos].copy()
         first_frame = rx.audio_first_frame
@@ -111,26 +116,33 @@ def test_run_follows_jack_midi_clock_bar_lines_on_its_beats(jack: str, tmp_path:
     # the clock dropped (it drops those in cycles JACK skipped) is left out.
     bars = {k // 96: ticks[k] - first_frame for k in range(0, max(ticks) + 1, 96) if k in ticks}
     audible = np.flatnonzero(np.abs(audio).max(axis=1) > 1e-4)
-    first_bar = min(bars, key=lambda b: abs(bars[b] - audible[0]))
+    # The bar the engine says it started on (in the clock's numbering); each bar line from it on
+    # is then checked against the recording. Not "the bar nearest the first audible sample":
+    # under load a stray early sample once made that the bar before.
+    first_bar = int(re.search(r"audio starts at its bar (\d+)", stderr).group(1)) - 1  # type: ignore[union-attr]
     errors, grants, unseen = [], [], 0
     for bar, line in sorted(bars.items()):
         expected = int(round(line))
         ref_bar = bar - first_bar
         if ref_bar < 0 or expected + SEARCH + MATCH > audible[-1] or (ref_bar + 1) * bar_len > len(reference):
             continue
-        if not recorded[expected - SEARCH : expected + SEARCH + MATCH].all():
-            unseen += 1  # JACK skipped the recorder's cycle there (an xrun): nothing to compare
+        if recorded[expected - SEARCH : expected + SEARCH + MATCH].mean() < 0.5:
+            unseen += 1  # JACK skipped most of the recorder's cycles there (xruns): too little to compare
             continue
         ref = reference[int(round(ref_bar * bar_len)) :]
-        errors.append((bar_start_in(audio, expected, ref) - expected) / SR * 1e3)
+        errors.append((bar_start_in(audio, recorded, expected, ref) - expected) / SR * 1e3)
         # The engine plans whole bars (the fitter stretches frames onto an exact bar), so a bar
         # line is fixed when the bar before it is planned: a bar plus look-ahead and one
         # generator call (1.8 s + 280 ms, 111 ticks at 133 BPM) before it plays.
         grants.append(abs(unforeseeable_ms(ticks, bar * 96, horizon=96 + 15)))
     errors_ms, grants_ms = np.array(errors), np.array(grants)
-    print(f"\njack_midi_clock -J {jitter}: audio starts at the clock's bar {first_bar + 1}; bar lines vs the clock's "
+    print(f"\njack_midi_clock -J {jitter}: audio starts at the clock's bar {first_bar + 1} (first audible sample "
+          f"{(audible[0] - bars[first_bar]) / SR * 1e3:+.1f} ms from its line); bar lines vs the clock's "
           f"over {len(errors_ms)} bars ({unseen} in skipped cycles): " + " ".join(f"{e:+.2f}" for e in errors_ms) + " ms; the clock's own unforeseeable wander there: "
           + " ".join(f"{g:.2f}" for g in grants_ms) + " ms")
+    start = next(i for i, (_, m) in enumerate(items) if m.type == "start")
+    print("the clock's first messages (frames after Start): "
+          + " ".join(f"{m.type}@{f - items[start][0]}" for f, m in items[start : start + 4]) + f"; song ticks from {min(ticks)}")
     print("\n".join(line for line in stderr.splitlines() if "clock" in line))
     # --start-on bar: silence until a bar line of the clock, then the music starts on it.
     assert first_bar >= 1
