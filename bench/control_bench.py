@@ -53,6 +53,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from bench import Row
 from engine.audio.sinks import LIVE_SWITCH_INTERVAL_S
+from engine.clock.jack_in import leave_jack
 from engine.conditioning import SAMPLE_RATE, FrameConditioning
 from engine.control.dispatcher import FRAME_S, Dispatcher
 from engine.control.osc_server import OscServer
@@ -344,8 +345,7 @@ class Probe:
         self.xruns += 1
 
     def close(self) -> None:
-        self.client.deactivate()
-        self.client.close()
+        leave_jack(self.client)
 
 
 def sound_latencies(engine: Engine, probe: Probe) -> Iterator[float | None]:

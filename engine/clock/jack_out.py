@@ -21,6 +21,7 @@ import mido
 
 from engine.audio.framelock import FRAME_MASK, frame_delta
 from engine.clock.midi_clock_out import MidiClockOut
+from engine.clock.jack_in import leave_jack
 from engine.clock.midi_in import port_matches
 from engine.errors import BacklineError
 from engine.timeline import Timeline
@@ -71,8 +72,7 @@ class JackClockOutput:
         idle, deadline = threading.Event(), time.monotonic() + drain_s
         while self._queue and time.monotonic() < deadline:
             idle.wait(0.01)
-        self._client.deactivate()
-        self._client.close()
+        leave_jack(self._client)
 
 
 class JackClockSender:

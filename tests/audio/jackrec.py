@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.clock.jack_in import leave_jack
+
 
 class Recorder:
-    """Two inputs, `recorder:in_1` and `recorder:in_2`; use the client as a context manager."""
+    """Two inputs, `recorder:in_1` and `recorder:in_2`; a context manager (activate, then leave JACK)."""
 
     def __init__(self, seconds: float, *, rate: int = 48000) -> None:
         import jack
@@ -18,6 +20,13 @@ class Recorder:
         self.xrun_positions: list[int] = []
         self.client.set_process_callback(self._process)
         self.client.set_xrun_callback(self._xrun)
+
+    def __enter__(self) -> "Recorder":
+        self.client.activate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        leave_jack(self.client)
 
     def _process(self, frames: int) -> None:
         """JACK's process thread: copy into the buffer and return."""

@@ -28,7 +28,7 @@ def run_engine(patch: str, seconds: float, *extra: str) -> subprocess.CompletedP
 
 def test_jack_output_is_the_exact_stream_with_bars_where_the_timeline_says(jack, tmp_path) -> None:
     rec = Recorder(30.0)  # room for a slow start on a loaded machine
-    with rec.client:
+    with rec:
         proc = run_engine("patches/night-drive.yaml", 4.0)
         recorded = rec.buf[: rec.pos].copy()
     assert proc.returncode == 0, proc.stderr
@@ -115,7 +115,7 @@ def test_a_taken_client_name_still_routes_our_own_ports(jack) -> None:
     squatter = jack_client.Client("backline", no_start_server=True)
     rec = Recorder(30.0)
     try:
-        with rec.client:
+        with rec:
             proc = run_engine("patches/default.yaml", 1.0)
             recorded = rec.buf[: rec.pos].copy()
     finally:

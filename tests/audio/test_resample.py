@@ -43,7 +43,7 @@ def _best_lag(recorded: np.ndarray, expected: np.ndarray, at: int, *, search: in
 def test_jack_at_44100_plays_the_stream_resampled_with_bars_in_place(jack44, tmp_path) -> None:
     seconds = 5.0
     rec = Recorder(seconds + 25, rate=RATE)  # room for a slow start on a loaded machine
-    with rec.client:
+    with rec:
         proc = subprocess.run(
             [sys.executable, "-m", "engine", "run", "--patch", "patches/jungle.yaml", "--output", "jack",
              "--duration", str(seconds), "--connect", "recorder:in_1,recorder:in_2"],

@@ -16,6 +16,8 @@ import mido
 import numpy as np
 import pytest
 
+from engine.clock.jack_in import leave_jack
+
 
 class FrameStampedInput:
     """A JACK MIDI input (and `audio_seconds` of stereo recording) stamped in JACK frames."""
@@ -123,8 +125,7 @@ def receiver(jack_server: str, *, audio_seconds: float = 0.0) -> Iterator[FrameS
         client.activate()
         yield rx
     finally:
-        client.deactivate()
-        client.close()
+        leave_jack(client)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "MIDI") -> None:
