@@ -147,4 +147,14 @@ def test_run_follows_jack_midi_clock_bar_lines_on_its_beats(jack: str, tmp_path:
     # --start-on bar: silence until a bar line of the clock, then the music starts on it.
     assert first_bar >= 1
     assert len(errors_ms) >= 4
-    assert np.all(np.abs(errors_ms) < 5.0 + grants_ms), (errors_ms, grants_ms)
+    # Whole ticks apart: the engine's clock input and this receiver are two JACK clients, and
+    # on this loaded dummy server each loses the events of the cycles JACK skips for it alone,
+    # so their tick counts can differ by one from there on (seen in CI: +19 ms from bar 7 at
+    # -J 0, the engine logging ticks missing and repeated). That is allowed only when the
+    # engine logged such ticks, and at most one tick; within the tick it must be exact.
+    tick_ms = 60e3 / BPM / 24
+    whole = np.rint(errors_ms / tick_ms)
+    irregular = sum(("tick(s) missing" in line or "repeats tick" in line) for line in stderr.splitlines())
+    print(f"whole-tick offsets {whole.astype(int).tolist()}; the engine logged {irregular} lost or repeated ticks")
+    assert np.all(np.abs(whole) <= (1 if irregular else 0)), (errors_ms, irregular)
+    assert np.all(np.abs(errors_ms - whole * tick_ms) < 5.0 + grants_ms), (errors_ms, grants_ms)
