@@ -84,6 +84,9 @@ class TimedTarget:
     def add_listener(self, fn) -> None:
         return None
 
+    def value_of(self, path: str) -> object:
+        return None
+
 
 class CountingTarget(TimedTarget):
     """Counts events without keeping them, so memory growth measures the control layer only."""

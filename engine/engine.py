@@ -24,7 +24,7 @@ from engine.clock.jack_in import FrameTimebase
 from engine.clock.jack_out import JackClockOutput, JackClockSender
 from engine.clock.driver import ClockDriver
 from engine.conditioning import SAMPLE_RATE
-from engine.errors import BacklineError
+from engine.errors import BacklineError, PatchRefused
 from engine.generator.base import Generator
 from engine.params import ControlEvent
 from engine.patch import Patch, load_patch
@@ -92,26 +92,35 @@ class Engine:
         self._taps = TapTempo()
         self._clock_log = RateLimitedLog(log, interval=10.0)
         self._tap_lock = threading.Lock()
+        self.refused = 0  # engine actions refused (a patch outside the set, a path from a surface)
         self.stall_s = 0.0  # test hook: make the loop stall (a stuck scheduler)
 
     # -- control (any thread) ----------------------------------------------------------
     def submit(self, event: ControlEvent) -> None:
-        """Route a control event; engine-level actions are resolved here. Thread-safe."""
+        """Route a control event by its spec's route; engine actions are resolved here.
+
+        Any thread; control surfaces call it from the scheduler's per-frame drain. A refused
+        action (a patch not in the set, a path) is logged and counted in `rejected`."""
         try:
-            if event.target in ("patch.load", "patch.next", "patch.prev"):
-                self._patch_action(event)
-            elif event.target == "tempo.tap":
-                self._tap(event)
+            if event.spec.route == "engine":
+                self._tap(event) if event.target == "tempo.tap" else self._patch_action(event)
             elif event.target == "tempo.bpm" and self.clock.external:
                 self._tempo_under_clock(float(event.value), event.source)  # type: ignore[arg-type]
             else:
                 self.scheduler.submit(event)
         except BacklineError as err:
+            self.refused += 1
             log.error("%s from %s: %s", event.target, event.source, err)
         self._wake.set()
 
     def add_listener(self, fn: Callable[[str, object, str], None]) -> None:
         self.scheduler.add_listener(fn)
+
+    def value_of(self, path: str) -> object:
+        """A parameter's current value (any thread: it reads values swapped whole); None if it has none."""
+        sched = self.scheduler
+        seg = sched.timeline.segments[-1]
+        return sched.state.show_state(bpm=seg.bpm, beats_per_bar=seg.beats_per_bar).get(path)
 
     def load_patch(self, path: str | Path, *, quantize: str = "bar", source: str = "internal") -> Patch:
         """Validate and embed a patch off the audio path; it takes over at the boundary.
@@ -125,17 +134,16 @@ class Engine:
         return patch
 
     def _patch_action(self, event: ControlEvent) -> None:
-        if event.target == "patch.load":
-            name = str(event.value)
-            candidates = [p for p in self.patch_set if p.stem == name] or [Path(name)]
-            self.load_patch(candidates[0], quantize=event.quantize or "bar", source=event.source)
-            return
         if not self.patch_set:
-            raise BacklineError("no patch set to step through")
-        current = self.scheduler.patch.path
-        index = self.patch_set.index(current) if current in self.patch_set else -1
-        step = 1 if event.target == "patch.next" else -1
-        self.load_patch(self.patch_set[(index + step) % len(self.patch_set)], quantize=event.quantize or "bar", source=event.source)
+            raise BacklineError("no patch set to choose from")
+        if event.target == "patch.load":
+            path = patch_in_set(self.patch_set, event.value)
+        else:
+            current = self.scheduler.patch.path
+            index = self.patch_set.index(current) if current in self.patch_set else -1
+            step = 1 if event.target == "patch.next" else -1
+            path = self.patch_set[(index + step) % len(self.patch_set)]
+        self.load_patch(path, quantize=event.quantize or "bar", source=event.source)
 
     def _tap(self, event: ControlEvent) -> None:
         """Tap tempo (any control thread): the average of the last taps, from the first unplanned bar."""
@@ -188,7 +196,7 @@ class Engine:
             "generator": sched.generator.name,
             "speed": round(sched.speed(), 2),
             "fallback_frames": sched.fallback_frames,
-            "rejected": sched.errors,
+            "rejected": sched.errors + self.refused,
             "frozen": sched.state.freeze,
             "playing": sched.state.playing,
             "output": self.sink.name,
@@ -198,32 +206,26 @@ class Engine:
         }
 
     def snapshot_state(self) -> dict[str, object]:
-        """What crash recovery needs to resume with the same sound."""
+        """What crash recovery needs to resume with the same sound: the patch and the show state
+        (every parameter whose spec says `show`). Any thread: it reads values swapped whole."""
         sched = self.scheduler
-        return {
-            "patch": str(sched.patch.path) if sched.patch.path else None,
-            "tempo": float(sched.timeline.segments[-1].bpm),
-            "meter": sched.timeline.segments[-1].beats_per_bar,
-            "style_weights": list(sched.state.style_weights),
-            "centroid_weights": list(sched.state.centroid_weights),
-            "mean_weight": sched.state.mean_weight,
-            "sampling": {k: getattr(sched.state.sampling, k) for k in ("temperature", "top_k", "cfg_style", "cfg_notes", "cfg_drums")},
-            "gain": sched.state.gain,
-            "playing": sched.state.playing,
-        }
+        last = sched.timeline.segments[-1]
+        return {"patch": str(sched.patch.path) if sched.patch.path else None,
+                "values": sched.state.show_state(bpm=last.bpm, beats_per_bar=last.beats_per_bar)}
 
     def restore_state(self, data: dict[str, object]) -> None:
-        """Re-apply saved values as control events (validated like any other input)."""
-        events = [ControlEvent("tempo.bpm", data["tempo"], source="restore", quantize="now")]
-        events.append(ControlEvent("meter.beats_per_bar", int(data["meter"]), source="restore", quantize="now"))
-        events += [ControlEvent(f"style.{i}.weight", w, source="restore", quantize="now") for i, w in enumerate(data.get("style_weights", []))]
-        events += [ControlEvent(f"centroid.{i}.weight", w, source="restore", quantize="now") for i, w in enumerate(data.get("centroid_weights", []))]
-        events.append(ControlEvent("mean.weight", data.get("mean_weight", 0.0), source="restore", quantize="now"))
-        events += [ControlEvent(f"sampling.{k}", v, source="restore", quantize="now") for k, v in dict(data.get("sampling", {})).items()]
-        events.append(ControlEvent("master.gain", data.get("gain", 1.0), source="restore", quantize="now"))
-        events.append(ControlEvent("transport.playing", bool(data.get("playing", True)), source="restore", quantize="now"))
-        for event in events:
-            self.scheduler.submit(event)
+        """Re-apply a snapshot before the loop starts: the tempo and meter from bar 0, the rest as
+        control events at the first frame (validated like any other input; ValueError if not)."""
+        values = dict(data["values"])  # type: ignore[call-overload]
+        events = [ControlEvent(path, value, source="restore", quantize="now") for path, value in values.items()]
+        timeline = {e.target: e.value for e in events if e.spec.route == "timeline"}
+        first = self.scheduler.timeline.segments[0]
+        self.scheduler.start_at(Timeline.start(timeline.get("tempo.bpm", first.bpm),
+                                               int(timeline.get("meter.beats_per_bar", first.beats_per_bar)),
+                                               origin=self.ring.origin), 0)
+        for event in sorted(events, key=lambda e: e.spec.route == "safety"):  # freeze last: it holds what follows
+            if event.spec.route != "timeline":
+                self.scheduler.submit(event)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None, *, duration_s: float | None = None) -> None:
@@ -341,6 +343,31 @@ class Engine:
         new = self.clock.follow(sched.timeline, planned_until=sched.planned_until, clock=clock, t=now)
         if new is not None:
             sched.retime(new)
+
+
+def patch_in_set(patch_set: list[Path], value: object) -> Path:
+    """Entry `value` of the set (0-based, the order of `patch_set`: file names sorted), or the
+    set's patch with that file stem or `name:`. Never a path: a control surface cannot make
+    the engine read a file outside the set (PatchRefused)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != int(value) or not 0 <= value < len(patch_set):
+            raise PatchRefused(f"patch {value:g} is not in the set: entries are 0..{len(patch_set) - 1}")
+        return patch_set[int(value)]
+    name = str(value).strip()
+    if not name or any(c in name for c in "/\\") or name.endswith((".yaml", ".yml")) or name.startswith("."):
+        raise PatchRefused(f"patch {name!r} refused: a control picks a patch of the set by number or name, never a path")
+    for path in patch_set:
+        if path.stem == name:
+            return path
+    for path in patch_set:
+        try:
+            if load_patch(path).name == name:
+                return path
+        except BacklineError:
+            continue
+    if name.isdigit():
+        return patch_in_set(patch_set, int(name))
+    raise PatchRefused(f"no patch named {name!r} in the set ({', '.join(p.stem for p in patch_set)})")
 
 
 def format_status(s: dict[str, object]) -> str:

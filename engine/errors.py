@@ -47,3 +47,7 @@ class GeneratorUnavailable(GeneratorError):
 
 class OutputError(BacklineError):
     """The audio output could not be opened or configured."""
+
+
+class PatchRefused(BacklineError):
+    """A control asked for a patch the set does not hold, or named a path (never taken from a surface)."""

@@ -18,6 +18,13 @@ from engine.conditioning import CFG_RANGE, TEMPERATURE_RANGE, TOP_K_RANGE, Sampl
 Quantize = Literal["now", "beat", "bar"]
 QUANTIZE_VALUES: tuple[Quantize, ...] = ("now", "beat", "bar")
 Kind = Literal["float", "int", "bool", "text", "action"]
+# Where a change goes: the one table that answers "what runs for X" (see docs/architecture.md).
+#   style: the style mix (restyled in embedding space)   prompt: a slot's text, embedded off the generation thread
+#   sampling: temperature, top-k, CFG                     state: a plain field of ParameterState
+#   timeline: a new tempo segment at a bar line            notes: keyboard notes and the sustain pedal
+#   drums: a pad hit                                       safety: acts at once, even while frozen
+#   transport: play/stop (a gain envelope)                 engine: an engine action (patch, tap tempo)
+Route = Literal["style", "prompt", "sampling", "state", "timeline", "notes", "drums", "safety", "transport", "engine"]
 RampCurve = Literal["linear", "equal_power"]
 WEIGHT_RANGE = (-4.0, 4.0)
 MAX_SLOTS = 16
@@ -33,6 +40,8 @@ class ParameterSpec:
     low: float | None = None
     high: float | None = None
     quantize: Quantize = "now"
+    route: Route = "state"
+    show: bool = True  # part of the show state: saved for crash recovery, restored after a restart
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,34 +70,46 @@ class ParameterSpec:
         return int(round(number)) if self.kind == "int" else number
 
 
+P = ParameterSpec
 PARAMETERS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("style.<i>.weight", "float", "weight of style slot i of the patch; negative subtracts", *WEIGHT_RANGE),
-    ParameterSpec("style.<i>.text", "text", "replace slot i's prompt; embedded off the audio path, old mix plays until ready"),
-    ParameterSpec("centroid.<i>.weight", "float", "weight of cluster centroid i", *WEIGHT_RANGE),
-    ParameterSpec("mean.weight", "float", "weight of the mean style embedding", *WEIGHT_RANGE),
-    ParameterSpec("sampling.temperature", "float", "sampling temperature", *TEMPERATURE_RANGE),
-    ParameterSpec("sampling.top_k", "int", "top-k sampling", *TOP_K_RANGE),
-    ParameterSpec("sampling.cfg_style", "float", "classifier-free guidance for style", *CFG_RANGE),
-    ParameterSpec("sampling.cfg_notes", "float", "classifier-free guidance for notes", *CFG_RANGE),
-    ParameterSpec("sampling.cfg_drums", "float", "classifier-free guidance for drums", *CFG_RANGE),
-    ParameterSpec("style.ramp_beats", "float", "style ramp time in beats (0 = jump)", 0.0, 256.0),
-    ParameterSpec("style.ramp_curve", "text", "style ramp curve: linear or equal_power"),
-    ParameterSpec("tempo.bpm", "float", "tempo in BPM (applies at a bar line by default)", 20.0, 400.0, "bar"),
-    ParameterSpec("tempo.ramp_bars", "int", "tempo.bpm glides there over this many bars, a step per bar (0 = jump)", 0, 64),
-    ParameterSpec("tempo.tap", "action", "tap tempo: average of the last taps, applied at the next bar", quantize="bar"),
-    ParameterSpec("meter.beats_per_bar", "int", "beats per bar", 1, 32, "bar"),
-    ParameterSpec("tempo.lock", "text", "tempo lock: beats (drum hit on every beat), none (no drums), off (model decides)"),
-    ParameterSpec("transport.play", "action", "fade the output back in (at the next bar by default)", quantize="bar"),
-    ParameterSpec("transport.stop", "action", "fade the output to silence; the clock and generation keep running", quantize="bar"),
-    ParameterSpec("transport.playing", "bool", "the transport state: true plays, false is silent (LED feedback)", quantize="bar"),
-    ParameterSpec("patch.load", "action", "load a patch by name or path", quantize="bar"),
-    ParameterSpec("patch.next", "action", "load the next patch in the set", quantize="bar"),
-    ParameterSpec("patch.prev", "action", "load the previous patch in the set", quantize="bar"),
-    ParameterSpec("safety.freeze", "bool", "loop the current bar and ignore changes until released"),
-    ParameterSpec("master.gain", "float", "master gain, linear (1.0 = unity)", 0.0, 2.0),
-    ParameterSpec("note.<pitch>", "float", "key velocity 0..1 (0 = release): onset, then held, off on release", 0.0, 1.0),
-    ParameterSpec("drum.hit", "action", "a drum hit in the next frame not yet generated; a roll keeps its spacing at frame resolution"),
+    P("style.<i>.weight", "float", "weight of style slot i of the patch; negative subtracts", *WEIGHT_RANGE, route="style"),
+    P("style.<i>.text", "text", "replace slot i's prompt; embedded off the audio path, old mix plays until ready",
+      route="prompt"),
+    P("centroid.<i>.weight", "float", "weight of cluster centroid i", *WEIGHT_RANGE, route="style"),
+    P("mean.weight", "float", "weight of the mean style embedding", *WEIGHT_RANGE, route="style"),
+    P("sampling.temperature", "float", "sampling temperature", *TEMPERATURE_RANGE, route="sampling"),
+    P("sampling.top_k", "int", "top-k sampling", *TOP_K_RANGE, route="sampling"),
+    P("sampling.cfg_style", "float", "classifier-free guidance for style", *CFG_RANGE, route="sampling"),
+    P("sampling.cfg_notes", "float", "classifier-free guidance for notes", *CFG_RANGE, route="sampling"),
+    P("sampling.cfg_drums", "float", "classifier-free guidance for drums", *CFG_RANGE, route="sampling"),
+    P("style.ramp_beats", "float", "style ramp time in beats (0 = jump)", 0.0, 256.0),
+    P("style.ramp_curve", "text", "style ramp curve: linear or equal_power"),
+    P("tempo.bpm", "float", "tempo in BPM (applies at a bar line by default)", 20.0, 400.0, "bar", route="timeline"),
+    P("tempo.ramp_bars", "int", "tempo.bpm glides there over this many bars, a step per bar (0 = jump)", 0, 64),
+    P("tempo.tap", "action", "tap tempo: average of the last taps, applied at the next bar", quantize="bar",
+      route="engine", show=False),
+    P("meter.beats_per_bar", "int", "beats per bar", 1, 32, "bar", route="timeline"),
+    P("tempo.lock", "text", "tempo lock: beats (drum hit on every beat), none (no drums), off (model decides)"),
+    P("transport.play", "action", "fade the output back in (at the next bar by default)", quantize="bar",
+      route="transport", show=False),
+    P("transport.stop", "action", "fade the output to silence; the clock and generation keep running", quantize="bar",
+      route="transport", show=False),
+    P("transport.playing", "bool", "the transport state: true plays, false is silent (LED feedback)", quantize="bar",
+      route="transport"),
+    P("patch.load", "action", "load entry N of the patch set (0-based: program change 0 is the first file in name "
+      "order) or a patch by name; never a path", quantize="bar", route="engine", show=False),
+    P("patch.next", "action", "load the next patch in the set", quantize="bar", route="engine", show=False),
+    P("patch.prev", "action", "load the previous patch in the set", quantize="bar", route="engine", show=False),
+    P("safety.freeze", "bool", "loop the current bar and ignore changes until released", route="safety"),
+    P("master.gain", "float", "master gain, linear (1.0 = unity)", 0.0, 2.0),
+    P("note.sustain", "bool", "sustain pedal (CC 64): released keys keep sounding until it lifts", route="notes",
+      show=False),
+    P("note.<pitch>", "float", "key velocity 0..1 (0 = release): an onset in the next frame however short the note, "
+      "held while down, off for 1 s after release", 0.0, 1.0, route="notes", show=False),
+    P("drum.hit", "action", "a drum hit in the next frame not yet generated; a roll keeps its spacing at frame "
+      "resolution", route="drums", show=False),
 )
+del P
 
 TEMPO_LOCK_MODES = ("beats", "none", "off")
 
@@ -158,43 +179,60 @@ class ParameterState:
     playing: bool = True
 
     def with_event(self, event: ControlEvent) -> ParameterState:
-        """The state after `event`; targets this state does not own are returned unchanged."""
-        target, value = event.target, event.value
-        _, index = lookup(target)
-        if target.startswith("style.") and target.endswith(".weight"):
-            return replace(self, style_weights=_set_index(self.style_weights, index, float(value), "style slot"))
-        if target.startswith("style.") and target.endswith(".text"):
-            return replace(self, style_texts=_set_index(self.style_texts, index, str(value), "style slot"))
-        if target.startswith("centroid."):
-            return replace(self, centroid_weights=_set_index(self.centroid_weights, index, float(value), "centroid"))
-        if target == "mean.weight":
-            return replace(self, mean_weight=float(value))
-        if target.startswith("sampling."):
-            return replace(self, sampling=replace(self.sampling, **{target.split(".", 1)[1]: value}))
-        if target in ("transport.play", "transport.stop"):
-            return replace(self, playing=target == "transport.play")
-        if target in _FIELDS:
-            return replace(self, **{_FIELDS[target]: value})
-        return self
+        """The state after `event`; targets this state does not hold are returned unchanged."""
+        spec, index = lookup(event.target)
+        if spec.route == "sampling":
+            return replace(self, sampling=replace(self.sampling, **{event.target.split(".", 1)[1]: event.value}))
+        if spec.route == "transport" and spec.kind == "action":
+            return replace(self, playing=event.target == "transport.play")
+        name = _HELD_IN.get(spec.pattern)
+        if name is None:
+            return self
+        if index is None:
+            return replace(self, **{name: event.value})
+        return replace(self, **{name: _set_index(getattr(self, name), index, event.value,
+                                                  "centroid" if name == "centroid_weights" else "style slot")})
 
     def value_of(self, path: str) -> float | int | bool | str | None:
         """Current value of a parameter path (for feedback and status); None if not held here."""
-        _, index = lookup(path)
-        if path.startswith("style.") and path.endswith(".weight"):
-            return self.style_weights[index] if index < len(self.style_weights) else None
-        if path.startswith("style.") and path.endswith(".text"):
-            return self.style_texts[index] if index < len(self.style_texts) else None
-        if path.startswith("centroid."):
-            return self.centroid_weights[index] if index < len(self.centroid_weights) else None
-        if path == "mean.weight":
-            return self.mean_weight
-        if path.startswith("sampling."):
+        spec, index = lookup(path)
+        if spec.route == "sampling":
             return getattr(self.sampling, path.split(".", 1)[1])
-        return getattr(self, _FIELDS[path]) if path in _FIELDS else None
+        name = _HELD_IN.get(spec.pattern)
+        if name is None:
+            return None
+        held = getattr(self, name)
+        if index is None:
+            return held
+        return held[index] if index < len(held) else None
+
+    def show_state(self, *, bpm: float, beats_per_bar: int) -> dict[str, float | int | bool | str]:
+        """Every show-state path (spec.show) and its value, slots expanded: what a restart restores
+        and what a patch load notifies. The timeline's values come from the caller."""
+        timeline = {"tempo.bpm": float(bpm), "meter.beats_per_bar": int(beats_per_bar)}
+        values: dict[str, float | int | bool | str] = {}
+        for spec in PARAMETERS:
+            if not spec.show:
+                continue
+            if spec.route == "timeline":
+                values[spec.pattern] = timeline[spec.pattern]
+                continue
+            name = _HELD_IN.get(spec.pattern)
+            count = len(getattr(self, name)) if "<i>" in spec.pattern and name else None
+            paths = [spec.pattern] if count is None else [spec.pattern.replace("<i>", str(i)) for i in range(count)]
+            for path in paths:
+                value = self.value_of(path)
+                if value is not None:
+                    values[path] = value
+        return values
 
 
-# Parameter paths held as one plain field of ParameterState.
-_FIELDS = {
+# The ParameterState field holding each pattern that is not sampling (an indexed pattern holds a tuple).
+_HELD_IN = {
+    "style.<i>.weight": "style_weights",
+    "style.<i>.text": "style_texts",
+    "centroid.<i>.weight": "centroid_weights",
+    "mean.weight": "mean_weight",
     "style.ramp_beats": "ramp_beats",
     "style.ramp_curve": "ramp_curve",
     "tempo.ramp_bars": "tempo_ramp_bars",
@@ -205,8 +243,8 @@ _FIELDS = {
 }
 
 
-def _set_index(values: tuple, index: int | None, value: object, what: str) -> tuple:
-    if index is None or index >= len(values):
+def _set_index(values: tuple, index: int, value: object, what: str) -> tuple:
+    if index >= len(values):
         raise ValueError(f"{what} {index} does not exist in this patch (it has {len(values)})")
     return values[:index] + (value,) + values[index + 1 :]
 

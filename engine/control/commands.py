@@ -75,6 +75,9 @@ class _Offline:
     def add_listener(self, fn: Callable[[str, object, str], None]) -> None:
         return None
 
+    def value_of(self, path: str) -> object:
+        return None
+
 
 def _learn(args: argparse.Namespace) -> int:
     """Learn with the same ControlSurfaces the engine builds, minus OSC and the engine."""

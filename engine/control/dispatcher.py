@@ -1,7 +1,7 @@
 """Transport-agnostic dispatch: MIDI and OSC messages -> shaped ControlEvents -> the engine.
 
 `handle(message, source)` is fed by MIDI ports, the OSC server and tests alike. Continuous
-values are coalesced to the latest per parameter until the next `drain()`, which the engine
+values are coalesced to the latest per parameter until the next `drain()`, which the scheduler
 calls once per generated frame, so a flood of 5,000 messages a second costs one event per
 parameter per frame and a bounded amount of memory. Discrete events (notes, drum hits,
 actions) are queued in order in a bounded queue; overflow is counted as a reject.
@@ -50,6 +50,10 @@ class ControlTarget(Protocol):
 
     def add_listener(self, fn: Callable[[str, object, str], None]) -> None:
         """fn(path, value, source) after a change applies; called on a non-real-time thread."""
+
+    def value_of(self, path: str) -> object:
+        """The parameter's current value (None if unknown): a smoothed or soft-takeover control
+        starts from it, so its first move after start-up glides instead of jumping."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +253,8 @@ class Dispatcher:
             switch_mode = o.switch or (None if rule.continuous or rule.target.startswith("note.") else "trigger")
             st = _RuleState(SoftTakeover(o.soft_takeover, threshold=o.threshold), Switch(switch_mode) if switch_mode else None, ramp)
             known = self._values.get(rule.target)
+            if known is None:
+                known = self.target.value_of(rule.target)
             if isinstance(known, (int, float)):
                 pos = o.shaper.to_control(float(known))
                 st.takeover.parameter_changed(pos)
@@ -342,7 +348,7 @@ class Dispatcher:
 
     # --- feedback from the engine -------------------------------------------------------
     def _on_change(self, path: str, value: object, source: str) -> None:
-        """Listener: a parameter changed. Runs on the engine's non-real-time notifier thread.
+        """Listener: a parameter changed. Runs on the scheduler thread (feedback is not yet off it).
 
         Updates soft-takeover, toggle and relative-encoder state of every rule on `path`,
         except the rule whose own input caused the change (its state is already current).

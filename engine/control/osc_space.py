@@ -38,6 +38,7 @@ STATUS_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("lookahead_ms", "f", "look-ahead ms"), ("xruns", "i", "xruns"), ("speed", "f", "generator speed (x real time)"),
     ("underruns", "i", "generation underruns"), ("playing", "i", "transport playing (1) or stopped (0)"),
     ("clock", "s", "clock source"), ("clock_state", "s", "clock state"),
+    ("rejected", "i", "changes rejected or refused (out of range, a patch outside the set, a path)"),
 )
 
 

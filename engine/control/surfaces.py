@@ -1,7 +1,7 @@
 """One object that runs every control surface for the engine: mappings, MIDI, OSC and learn.
 
-The runner builds it once with the engine as its ControlTarget, calls `drain()` once per
-loop iteration on the scheduling thread, reloads it on SIGHUP, and closes it on shutdown
+The runner builds it once with the engine as its ControlTarget, hands `drain()` to the
+scheduler (which calls it once per generated frame, on its own thread), reloads it on SIGHUP, and closes it on shutdown
 (MIDI outputs get All Notes Off). A surface that cannot start (no MIDI API, an OSC port in
 use) is logged and left off: the show plays on with the others.
 """
@@ -62,7 +62,7 @@ class ControlSurfaces:
             self.osc.start()
 
     def drain(self) -> int:
-        """Once per loop iteration, on the engine's scheduling thread: submit what arrived."""
+        """Once per generated frame, on the scheduler thread: submit what arrived, a ramp step each."""
         return self.dispatcher.drain()
 
     def load_mappings(self, paths: Sequence[str | Path]) -> list[MappingError]:

@@ -2,7 +2,10 @@
 
 It owns the timeline, the parameter state, the generator, the fitter and the writer
 side of the playback ring, and runs on one thread (the scheduling loop, or the offline
-render). Other threads talk to it only through `submit`, a queue it drains.
+render). Other threads talk to it only through `submit`, a queue it drains. Control
+surfaces are drained by it too (`add_input`), once per generated frame, so smoothing,
+coalescing and quantize all count in frames. What a change does is its spec's route
+(`engine.params.PARAMETERS`).
 
 Per bar it plans a whole number of frames (see `fitter.py`), so a change quantized to a
 bar starts exactly on that bar's first sample. A change applies from the first frame at
@@ -52,7 +55,6 @@ from engine.timeline import Timeline
 
 log = logging.getLogger(__name__)
 Listener = Callable[[str, object, str], None]
-_STYLE_TARGETS = ("style.", "centroid.", "mean.")
 GAIN_RAMP_SAMPLES = 2400  # 50 ms: gain moves and transport stop/play start on their sample and never click
 
 
@@ -87,25 +89,47 @@ class _Ramp:
 MAX_PENDING_PAD_HITS = 64  # hits waiting to be generated; more is a flood, not a roll (dropped)
 
 
+RELEASE_FRAMES = 25  # a released key is sent as off for 1 s (25 frames), then the model decides again
+
+
 class NoteTracker:
-    """Keyboard notes as MRT2 note states: onset on the first frame, then held, off on release."""
+    """Keyboard notes as MRT2 note states, one frame at a time (scheduler thread).
+
+    A press is an onset in the next frame generated, however soon the key comes up again (a
+    staccato note shorter than a frame still sounds); held while down; off for
+    RELEASE_FRAMES after release, then masked. With the sustain pedal down a released key
+    stays held until the pedal lifts.
+    """
 
     def __init__(self) -> None:
         self._held: set[int] = set()
-        self._onsets: set[int] = set()
-        self._released: set[int] = set()
+        self._sustained: set[int] = set()  # released while the pedal is down: still sounding
+        self._onsets: set[int] = set()  # pressed since the last frame
+        self._off: dict[int, int] = {}  # released pitch -> frames of off left
+        self._pedal = False
         self._pad_hits: deque[int] = deque()  # output samples of hits not yet generated
         self._last_hit: tuple[int, int] | None = None  # (at, heard) of the latest hit
 
     def press(self, pitch: int) -> None:
         self._held.add(pitch)
         self._onsets.add(pitch)
-        self._released.discard(pitch)
+        self._sustained.discard(pitch)
+        self._off.pop(pitch, None)
 
     def release(self, pitch: int) -> None:
         self._held.discard(pitch)
-        self._onsets.discard(pitch)
-        self._released.add(pitch)
+        if self._pedal:
+            self._sustained.add(pitch)
+        else:
+            self._off[pitch] = RELEASE_FRAMES
+
+    def sustain(self, down: bool) -> None:
+        """The sustain pedal (CC 64): lifting it releases every key it held."""
+        self._pedal = down
+        if not down:
+            for pitch in self._sustained:
+                self._off[pitch] = RELEASE_FRAMES
+            self._sustained.clear()
 
     def hit(self, *, at: int, heard: int) -> None:
         """A pad hit heard at output sample `heard`, for the first frame not yet generated (`at`).
@@ -133,13 +157,16 @@ class NoteTracker:
         return hit
 
     def frame_states(self) -> np.ndarray | None:
-        """States for the next frame, or None when no key is down (notes masked)."""
-        if not self._held:
-            self._released.clear()
+        """States for the next frame, or None when the keyboard is silent (notes masked)."""
+        if not (self._held or self._sustained or self._onsets or self._off):
             return None
         notes = np.full(NUM_NOTES, NOTE_MASK, dtype=np.int8)
-        notes[list(self._released)] = NOTE_OFF
-        notes[list(self._held)] = NOTE_HELD
+        for pitch in list(self._off):
+            notes[pitch] = NOTE_OFF
+            self._off[pitch] -= 1
+            if self._off[pitch] <= 0:
+                del self._off[pitch]
+        notes[list(self._held | self._sustained)] = NOTE_HELD
         notes[list(self._onsets)] = NOTE_ONSET
         self._onsets.clear()
         return notes
@@ -190,7 +217,9 @@ class Scheduler:
         self._inbox: queue.SimpleQueue[tuple[ControlEvent | _PatchChange, int]] = queue.SimpleQueue()
         self._pending: list[tuple[int, int, ControlEvent | _PatchChange]] = []
         self._seq = itertools.count()
+        self._frozen_at = -1  # while frozen, changes queued after this sequence number wait for release
         self._listeners: list[Listener] = []
+        self._inputs: list[Callable[[], object]] = []
         self._embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._embeds: list[tuple[int, Future[np.ndarray], str]] = []
         self._next_bar = 0
@@ -223,6 +252,12 @@ class Scheduler:
     def submit_patch(self, patch: Patch, bank: StyleBank, *, quantize: str = "bar", source: str = "internal") -> None:
         """Queue a loaded, validated patch (and its embeddings) to take over at a boundary."""
         self._inbox.put((_PatchChange(patch, bank, quantize, source), self.playhead_now()))
+
+    def add_input(self, drain: Callable[[], object]) -> None:
+        """`drain()` runs on the scheduler thread once per generated frame, before the frame's
+        conditioning is fixed: control surfaces hand over what arrived (and advance their
+        smoothing ramps a frame), and it lands on that frame."""
+        self._inputs.append(drain)
 
     def add_listener(self, fn: Listener) -> None:
         """`fn(path, value, source)` runs on the scheduler thread after a change applies."""
@@ -302,21 +337,21 @@ class Scheduler:
         """Decide the sample an event applies at, and queue it in time order.
 
         `heard` is the output sample that was playing when the event arrived."""
-        if isinstance(item, ControlEvent) and item.target == "safety.freeze":
-            self._apply(item, self.next_frame_time())  # safety acts at once, even while frozen
+        route = item.spec.route if isinstance(item, ControlEvent) else "timeline"
+        if route in ("safety", "notes"):  # safety acts at once, even while frozen; notes in the next frame
+            self._apply(item, self.next_frame_time())
             return
-        if isinstance(item, ControlEvent) and item.target == "drum.hit":
+        if route == "drums":
             self.notes.hit(at=self.next_frame_time(), heard=heard)
             self._notify(item.target, item.value, item.source)
             return
-        if isinstance(item, ControlEvent) and item.target.startswith("note."):
-            self._apply(item, self.next_frame_time())
-            return
-        if isinstance(item, ControlEvent) and item.target.startswith("style.") and item.target.endswith(".text"):
+        if route == "prompt":
             self._start_embedding(item)
             return
+        if route == "engine":
+            raise ValueError(f"{item.target} is handled by the engine, not the scheduler")
         earliest = self.next_frame_time()
-        if _is_timeline(item):
+        if route == "timeline":
             earliest = max(earliest, self.timeline.bar_start(self._next_bar))  # not planned yet
         quantize = item.quantize
         at = item.at if isinstance(item, ControlEvent) and item.at is not None else earliest
@@ -353,10 +388,15 @@ class Scheduler:
         """Apply queued events whose boundary is at or before `sample`, in time order.
 
         `timeline_only` (when a bar is planned) applies just the tempo/meter/patch
-        changes; while frozen, other changes wait until release.
+        changes; while frozen, changes queued after the freeze wait until release.
         """
-        skip_params = timeline_only or self.state.freeze
-        due = [entry for entry in self._pending if entry[0] <= sample and not (skip_params and not _is_timeline(entry[2]))]
+
+        def held(entry: tuple[int, int, ControlEvent | _PatchChange]) -> bool:
+            if _is_timeline(entry[2]):
+                return False
+            return timeline_only or (self.state.freeze and entry[1] > self._frozen_at)
+
+        due = [entry for entry in self._pending if entry[0] <= sample and not held(entry)]
         if not due:
             return
         taken = {entry[1] for entry in due}
@@ -385,7 +425,7 @@ class Scheduler:
         if isinstance(item, _PatchChange):
             self._apply_patch(item, at)
             return True
-        target, value = item.target, item.value
+        target, value, route = item.target, item.value, item.spec.route
         restyle = False
         if target == "tempo.bpm":
             bar, bars = self.timeline.bar_at(at), self.state.tempo_ramp_bars
@@ -393,18 +433,18 @@ class Scheduler:
                              else self.timeline.with_change(at_bar=bar, bpm=value))
         elif target == "meter.beats_per_bar":
             self.timeline = self.timeline.with_change(at_bar=self.timeline.bar_at(at), beats_per_bar=int(value))
-        elif target.startswith("note."):
+        elif target == "note.sustain":
+            self.notes.sustain(bool(value))
+        elif route == "notes":
             pitch = int(target.split(".")[1])
             self.notes.press(pitch) if float(value) > 0 else self.notes.release(pitch)
-        elif target == "safety.freeze":
-            self.state = self.state.with_event(item)
-            self.ring.freeze = bool(value)
-        elif target.startswith(("patch.", "tempo.tap")):
-            raise ValueError(f"{target} is handled by the engine, not the scheduler")
         else:
             old = self.state
             self.state = self.state.with_event(item)
-            restyle = target.startswith(_STYLE_TARGETS) and self.state != old
+            if route == "safety":
+                self.ring.freeze = self.state.freeze
+                self._frozen_at = next(self._seq)  # changes queued before the freeze still land
+            restyle = route == "style" and self.state != old
         self._notify(target, value, item.source)
         return restyle
 
@@ -465,8 +505,19 @@ class Scheduler:
         self._plan = plan
         return plan
 
+    def _drain_inputs(self) -> None:
+        """Once per generated frame: every control input hands over what arrived, then the inbox."""
+        for drain in self._inputs:
+            try:
+                drain()
+            except Exception as err:  # noqa: BLE001 - a failing control surface must not stop the music
+                self.errors += 1
+                self._rejects.warn("input", "control input %r failed: %r", drain, err)
+        self._drain_inbox()
+
     def _conditioning(self, plan: BarPlan, frame: int) -> FrameConditioning:
         t = round(plan.frame_out_start(frame))
+        self._drain_inputs()
         self._apply_due(t)
         if self._ramp is not None:
             self._style = self._ramp.at(t)
@@ -492,9 +543,11 @@ class Scheduler:
         if plan is None or self._frame_in_bar >= plan.frames:
             plan = self._plan_next_bar()
         count = min(self.frames_per_call, plan.frames - self._frame_in_bar)
-        conds = [self._conditioning(plan, self._frame_in_bar + i) for i in range(count)]
+        conds = []
+        for _ in range(count):  # one frame at a time: controls drained for a frame land on it
+            conds.append(self._conditioning(plan, self._frame_in_bar))
+            self._frame_in_bar += 1
         audio = self._run_generator(conds)
-        self._frame_in_bar += count
         self.frames_generated += count
         self.fitter.push(audio)
         flush = flush_to is not None and self.fitter.generated_end >= plan.gen_end and plan.out_end >= flush_to
@@ -550,20 +603,14 @@ class Scheduler:
 
 
 def _values(state: ParameterState, timeline: Timeline, at: int) -> dict[str, object]:
-    """Every concrete parameter path and its value at sample `at` (what a patch load can change)."""
+    """The show state at sample `at` (what a patch load can change)."""
     seg = timeline.segment_at(at)
-    values: dict[str, object] = {"tempo.bpm": float(seg.bpm), "meter.beats_per_bar": seg.beats_per_bar}
-    paths = [f"style.{i}.{k}" for i in range(len(state.style_weights)) for k in ("weight", "text")]
-    paths += [f"centroid.{i}.weight" for i in range(len(state.centroid_weights))]
-    paths += ["mean.weight", "style.ramp_beats", "style.ramp_curve", "tempo.lock", "master.gain"]
-    paths += [f"sampling.{k}" for k in ("temperature", "top_k", "cfg_style", "cfg_notes", "cfg_drums")]
-    values.update((path, state.value_of(path)) for path in paths)
-    return values
+    return dict(state.show_state(bpm=seg.bpm, beats_per_bar=seg.beats_per_bar))
 
 
 def _is_timeline(item: ControlEvent | _PatchChange) -> bool:
     """Changes that start a new timeline segment, so they land on an unplanned bar line."""
-    return isinstance(item, _PatchChange) or item.target in ("tempo.bpm", "meter.beats_per_bar")
+    return isinstance(item, _PatchChange) or item.spec.route == "timeline"
 
 
 _MASKED = np.full(NUM_NOTES, NOTE_MASK, dtype=np.int8)

@@ -105,7 +105,7 @@ class Service:
             except (BacklineError, ValueError, KeyError, TypeError) as err:
                 log.error("cannot restore the saved parameters (%s): playing the patch as written", err)
             else:
-                log.info("restored patch %s at %s BPM with its saved parameters", patch.name, saved.get("tempo"))
+                log.info("restored patch %s at %s BPM with its saved parameters", patch.name, dict(saved["values"]).get("tempo.bpm"))
         engine.on_ready = self._on_ready
         engine.on_tick = self._on_tick
         engine.add_listener(self._on_change)
@@ -115,6 +115,7 @@ class Service:
             midi_api=config.midi_api if config.midi_enabled else None, midi_inputs=config.midi_inputs,
             osc_host=config.osc_host, osc_port=config.osc_port if config.osc_enabled else None,
             osc_allow=config.osc_allow, osc_feedback=config.osc_feedback)
+        engine.scheduler.add_input(self.control.drain)  # once per generated frame, on the scheduler thread
         self.control.start()
         if config.status_http_port is not None:
             self.health = HealthServer(engine.status, host=config.status_http_host, port=config.status_http_port)
@@ -152,10 +153,8 @@ class Service:
         self.notifier.ready(f"playing {status['patch']} on {status['output']} at {status['tempo']:g} BPM")
 
     def _on_tick(self) -> None:
-        """Loop thread, every iteration: watchdog, control input, a STATUS line every few seconds."""
+        """Loop thread, every iteration: watchdog and a STATUS line every few seconds."""
         self.notifier.watchdog_tick()
-        if self.control is not None:
-            self.control.drain()
         now = time.monotonic()
         if now >= self._next_status and self.engine is not None:
             self._next_status = now + STATUS_EVERY_S

@@ -26,7 +26,7 @@ import jsonschema
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the engine snapshot is {"patch", "values": show-state path -> value}
 _SCHEMA = {
     "type": "object",
     "required": ["version", "engine"],

@@ -20,6 +20,24 @@ from jackserver import stop_process
 from engine.service.notify import Notifier
 from engine.service.runner import Service
 
+class FrameLog:
+    """Stands between the scheduler and its real generator and keeps every frame's conditioning,
+    in the order generated: what the generator received, frame by frame (appended on the
+    scheduler thread; read a copy with `list(log.frames)`)."""
+
+    def __init__(self, engine) -> None:
+        self.inner = engine.scheduler.generator
+        self.frames: list = []
+        engine.scheduler.generator = self
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def generate(self, conditioning):
+        self.frames.extend(conditioning)
+        return self.inner.generate(conditioning)
+
+
 LIBLO = bool(shutil.which("oscsend") and shutil.which("oscdump"))
 
 

@@ -33,6 +33,9 @@ class MemoryTarget:
     def add_listener(self, fn: Callable[[str, object, str], None]) -> None:
         self._listeners.append(fn)
 
+    def value_of(self, path: str) -> object:
+        return self.values.get(path)
+
     def apply(self) -> list[ControlEvent]:
         """Apply every event submitted since the last call and notify listeners (the engine's job)."""
         with self._lock:

@@ -18,7 +18,7 @@ import pytest
 import soundfile
 from pythonosc.osc_message import OscMessage
 
-from control_helpers import LIBLO, client_socket, dumped, oscdump, send, serving, wait_for
+from control_helpers import LIBLO, FrameLog, client_socket, dumped, oscdump, send, serving, wait_for
 from engine.audio.ring import PlaybackRing
 from engine.conditioning import SAMPLE_RATE
 from engine.engine import Engine
@@ -51,6 +51,14 @@ style:
 sampling: {temperature: 2.0, top_k: 40, cfg_style: 5.0}
 """
 
+SMOOTHED = """info: {name: smoothed test fader}
+controls:
+- name: temperature
+  match: {osc: /test/temperature}
+  target: sampling.temperature
+  options: {range: [0.0, 2.0], smoothing: 0.2}
+"""
+
 
 @dataclass
 class Running:
@@ -60,6 +68,7 @@ class Running:
     wav: Path
     changes: list[tuple[str, object, str, int]]  # (path, value, source, sample it applied at)
     patches: Path
+    frames: FrameLog
 
 
 @pytest.fixture
@@ -68,21 +77,27 @@ def running(tmp_path: Path) -> Iterator[Running]:
     patches.mkdir()
     (patches / "a.yaml").write_text(PATCH_A)
     (patches / "b.yaml").write_text(PATCH_B)
+    smoothed = tmp_path / "smoothed.yaml"
+    smoothed.write_text(SMOOTHED)
     config = tmp_path / "config.yaml"
     config.write_text(
         f"output: wav:{tmp_path / 'out.wav'}\npatch: {patches / 'a.yaml'}\npatches: {patches}\n"
         f"state_file: null\nlookahead_ms: {LOOKAHEAD_MS}\nfade_s: 0.05\nosc: {{port: 0}}\nmidi: {{enabled: false}}\n"
-        f"mappings: [{REPO / 'mappings/osc-generic.yaml'}]\nlearn_file: {tmp_path / 'learned.yaml'}\n"
+        f"mappings: [{REPO / 'mappings/osc-generic.yaml'}, {smoothed}]\nlearn_file: {tmp_path / 'learned.yaml'}\n"
     )
     changes: list[tuple[str, object, str, int]] = []
 
+    frames: list[FrameLog] = []
+
     def record(service: Service):
+        frames.append(FrameLog(service.engine))  # before the loop's first frame
         # runs on the scheduling thread, where next_frame_time() is the sample the change applies at
         return lambda p, v, s: changes.append((p, v, s, service.engine.scheduler.next_frame_time()))
 
     with serving(config, listener=record) as service:
         assert service.control is not None and service.control.osc is not None
-        yield Running(service, service.engine, service.control.osc.address, tmp_path / "out.wav", changes, patches)
+        yield Running(service, service.engine, service.control.osc.address, tmp_path / "out.wav", changes, patches,
+                      frames[0])
 
 
 def offline(patch: Patch, *, end: int, switch: tuple[Patch, int] | None = None) -> np.ndarray:
@@ -183,3 +198,62 @@ def test_quantized_patch_load_lands_on_the_next_bar_and_is_fed_back(running: Run
     np.testing.assert_array_equal(played[tl.bar_start(landed - 1):start], old[tl.bar_start(landed - 1):start])
     np.testing.assert_array_equal(played[start:end], new[start:end])
     assert engine.ring.underruns == 0
+
+
+def status_reply(sock, dest) -> dict[str, object]:
+    """`/backline/status` over UDP, as a surface asks for it, by STATUS_FIELDS name."""
+    from engine.control.osc_space import STATUS_FIELDS
+
+    for _ in range(5):
+        send(sock, dest, "/backline/status")
+        try:
+            while True:
+                msg = OscMessage(sock.recv(65536))
+                if msg.address == "/backline/status":
+                    return dict(zip((name for name, _, _ in STATUS_FIELDS), msg.params))
+        except TimeoutError:
+            continue
+    raise AssertionError("no /backline/status reply")
+
+
+def test_a_smoothed_fader_sweeps_the_parameter_frame_by_frame(running: Running):
+    """smoothing: 0.2 s is 5 frames: the generator gets 1.2, 1.4, 1.6, 1.8, 2.0 on 5 consecutive
+    frames (the first move after start-up glides from the patch's value, it does not jump)."""
+    frames = running.frames.frames
+    assert wait_for(lambda: len(frames) > 30, 10)
+    with client_socket() as c:
+        send(c, running.osc, "/test/temperature", 1.0)  # native 2.0; the patch plays 1.0
+        assert wait_for(lambda: any(f.sampling.temperature == pytest.approx(2.0) for f in list(frames)), 10)
+        reached = next(i for i, f in enumerate(list(frames)) if f.sampling.temperature == pytest.approx(2.0))
+        assert wait_for(lambda: len(frames) > reached + 10, 10)
+    temps = [f.sampling.temperature for f in list(frames)]
+    first = next(i for i, t in enumerate(temps) if t != 1.0)
+    assert first > 30  # it was sent while the look-ahead was full: a change inside it
+    assert temps[first:first + 5] == pytest.approx([1.2, 1.4, 1.6, 1.8, 2.0])
+    assert all(t == pytest.approx(2.0) for t in temps[first + 4:])
+
+
+def test_patch_load_by_number_and_name_inside_the_set_only(running: Running, tmp_path: Path):
+    """`/backline/patch/load i 1` loads the set's second file (0-based) at the next bar; a path,
+    an index outside the set or an unknown name is refused and counted, and the patch plays on."""
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(PATCH_B.replace("name: b", "name: outside"))
+    engine = running.engine
+    with client_socket() as c:
+        before = status_reply(c, running.osc)
+        assert before["patch"] == "a"
+        bar = bar_containing(engine, after_s=0.05, within_s=0.35)
+        send(c, running.osc, "/backline/patch/load", 1)
+        assert wait_for(lambda: any(ch[0] == "patch.load" for ch in running.changes), 10)
+        applied = next(ch for ch in running.changes if ch[0] == "patch.load")
+        tl = engine.scheduler.timeline
+        assert applied[1] == "b" and applied[3] == tl.bar_start(bar + 1)
+        assert wait_for(lambda: status_reply(c, running.osc)["patch"] == "b", 5)
+        for bad in (str(outside), "../outside", "outside.yaml", 2, -1, "nope"):
+            send(c, running.osc, "/backline/patch/load", bad)
+        send(c, running.osc, "/backline/patch/load", "a")  # by name: the set's a.yaml
+        assert wait_for(lambda: [ch[1] for ch in running.changes if ch[0] == "patch.load"] == ["b", "a"], 10)
+        after = status_reply(c, running.osc)
+    assert after["patch"] == "a"
+    assert after["rejected"] - before["rejected"] == 6
+    assert engine.refused == 6

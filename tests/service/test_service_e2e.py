@@ -238,38 +238,64 @@ def test_sighup_reports_a_config_change_that_needs_a_restart(tmp_path: Path, ser
     assert process.proc.poll() is None
 
 
-def test_sigkill_then_restart_resumes_patch_parameters_and_tempo(tmp_path: Path, serve, notify_socket) -> None:
+SHOW_CHANGES = {  # over OSC, each a show-state value the default patch does not already have
+    "/backline/tempo/bpm": 97.0, "/backline/style/1/weight": 0.75, "/backline/sampling/temperature": 0.875,
+    "/backline/master/gain": 0.5, "/backline/style/0/text": "dub techno chords, deep echo",
+    "/backline/tempo/lock": "none", "/backline/style/ramp_beats": 8.0, "/backline/style/ramp_curve": "equal_power",
+    "/backline/tempo/ramp_bars": 2,
+}
+
+
+def test_sigkill_then_restart_resumes_the_whole_show_state(tmp_path: Path, serve, notify_socket) -> None:
+    """Every show-state value moved over OSC (a replaced prompt, tempo lock, the style ramp,
+    tempo.ramp_bars and freeze included) is back after SIGKILL and a restart."""
+    from pythonosc.udp_client import SimpleUDPClient
+
     config = make_config(tmp_path)
     first = serve(config, driver=True)
     until(notify_socket, "READY")
-    for line in ("set tempo.bpm 97", "set style.1.weight 0.75", "set sampling.temperature 0.9", "set master.gain 0.5"):
-        first.command(line)
+    port = int(first.wait_log(r"OSC server on 127\.0\.0\.1:(\d+)").group(1))
+    client = SimpleUDPClient("127.0.0.1", port)
     state_file = tmp_path / "state/state.json"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        saved = json.loads(state_file.read_text())["engine"] if state_file.exists() else {}
-        if saved.get("tempo") == 97.0 and saved.get("gain") == 0.5 and saved.get("style_weights", [0, 0])[1] == 0.75:
-            break
-        time.sleep(0.05)
+
+    def saved_when(want: dict[str, object]) -> dict[str, object]:
+        deadline, saved = time.monotonic() + 15, {}
+        while time.monotonic() < deadline:
+            saved = json.loads(state_file.read_text())["engine"]["values"] if state_file.exists() else {}
+            if all(saved.get(path) == value for path, value in want.items()):
+                break
+            time.sleep(0.05)
+        assert {path: saved.get(path) for path in want} == want
+        return saved
+
+    for address, value in SHOW_CHANGES.items():
+        client.send_message(address, value)
+    saved_when({address.removeprefix("/backline/").replace("/", "."): v for address, v in SHOW_CHANGES.items()})
+    client.send_message("/backline/safety/freeze", 1.0)  # last: a frozen engine holds changes back until release
+    saved = saved_when({"safety.freeze": True})
     before = json.loads(first.command("dump"))
-    assert before["tempo"] == 97.0 and before["sampling"]["temperature"] == 0.9
+    assert before["values"] == saved
     first.proc.kill()  # SIGKILL mid-performance: no clean-up at all
     assert first.proc.wait(timeout=5) == -signal.SIGKILL
     second = serve(config, driver=True)
     until(notify_socket, "READY")
-    assert json.loads(second.command("dump")) == before
-    assert second.status()["tempo"] == 97.0 and before["patch"] == str(tmp_path / "show.yaml")
+    deadline = time.monotonic() + 10  # the replaced prompt is embedded again off the audio path
+    while (after := json.loads(second.command("dump"))) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert after == before
+    status = second.status()
+    assert status["tempo"] == 97.0 and status["frozen"] is True and before["patch"] == str(tmp_path / "show.yaml")
     assert second.stop() == 0
 
 
 def test_a_corrupt_state_file_is_set_aside_and_the_show_starts(tmp_path: Path, serve, notify_socket) -> None:
     state = tmp_path / "state/state.json"
     state.parent.mkdir()
-    state.write_text('{"version": 1, "engine": {"tempo": 9')
+    state.write_text('{"version": 2, "engine": {"tempo": 9')
     process = serve(make_config(tmp_path))
     until(notify_socket, "READY")
     aside = list(state.parent.glob("state.json.corrupt-*"))
-    assert len(aside) == 1 and aside[0].read_text() == '{"version": 1, "engine": {"tempo": 9'
+    assert len(aside) == 1 and aside[0].read_text() == '{"version": 2, "engine": {"tempo": 9'
     process.wait_log(r"state file .* is corrupt .*moved to .*state\.json\.corrupt-")
     assert process.status()["tempo"] == 120.0
 
@@ -281,9 +307,9 @@ def test_a_control_event_in_process_reaches_the_state_file(in_process: Service, 
     until(notify_socket, "READY")
     engine.submit(ControlEvent("mean.weight", 0.25, source="test", quantize="now"))
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (in_process.store.load() or {}).get("mean_weight") != 0.25:
+    while time.monotonic() < deadline and (in_process.store.load() or {}).get("values", {}).get("mean.weight") != 0.25:
         time.sleep(0.05)
-    assert in_process.store.load()["mean_weight"] == 0.25
+    assert in_process.store.load()["values"]["mean.weight"] == 0.25
     in_process.terminate()
     runner.join(timeout=10)
 
@@ -308,7 +334,7 @@ def saved_weight(state_file: Path, want: float, timeout_s: float = 5.0) -> float
     deadline, weight = time.monotonic() + timeout_s, None
     while time.monotonic() < deadline:
         if state_file.exists():
-            weight = json.loads(state_file.read_text())["engine"]["style_weights"][1]
+            weight = json.loads(state_file.read_text())["engine"]["values"]["style.1.weight"]
             if weight == pytest.approx(want):
                 break
         time.sleep(0.05)

@@ -60,6 +60,9 @@ class StatusTarget:
     def add_listener(self, fn: object) -> None:
         return None
 
+    def value_of(self, path: str) -> object:
+        return None
+
 
 @pytest.fixture
 def osc_engine() -> Iterator[tuple[str, int]]:
