@@ -14,7 +14,7 @@ from pythonosc.osc_server import ThreadingOSCUDPServer
 from engine.service.health import HealthServer, StatusUnavailable, query_http, query_osc
 
 STATUS = {"bar": 17, "beat": 2.5, "tempo": 124.0, "patch": "night-drive", "lookahead_ms": 180.0, "xruns": 0, "speed": 3.2,
-          "underruns": 2, "playing": True, "clock": {"source": "link", "state": "running"}}
+          "underruns": 2, "playing": True, "clock": {"source": "link", "state": "running"}, "rejected": 3}
 
 
 @pytest.fixture
@@ -104,4 +104,4 @@ def test_backline_status_command_prints_the_reply(osc_engine: tuple[str, int], t
     assert args.func(args) == 0
     assert capsys.readouterr().out.split() == ["bar=17", "beat=2.5", "tempo=124", "patch=night-drive", "lookahead_ms=180",
                                                "xruns=0", "speed=3.2", "underruns=2", "playing=1",
-                                               "clock=link", "clock_state=running"]
+                                               "clock=link", "clock_state=running", "rejected=3"]
