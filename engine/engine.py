@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +32,7 @@ from engine.patch import Patch, load_patch
 from engine.ratelog import RateLimitedLog
 from engine.schedule.scheduler import Scheduler
 from engine.style.bank import StyleBank
-from engine.style.embedder import Embedder, HashEmbedder
+from engine.style.embedder import Embedder
 from engine.timeline import Timeline
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,11 @@ class Engine:
         start_on: StartOn = "now",
         clock_out: mido.ports.BaseOutput | JackClockOutput | None = None,
     ) -> None:
-        """`clock` leads the timeline (None: internal). `start_on="bar"` waits for the next bar
+        """`embedder` defaults to the generator's own style model (`Generator.style_model`).
+        `clock` leads the timeline (None: internal). `start_on="bar"` waits for the next bar
         line of an external clock before the audio starts. `clock_out` gets MIDI clock, Start
         at play and Stop at stop, timed by the sink's sample clock."""
-        self.embedder = embedder or HashEmbedder()
+        self.embedder = embedder or generator.style_model()
         self.ring = PlaybackRing()
         self.scheduler = Scheduler.for_patch(patch, generator, ring=self.ring, embedder=self.embedder,
                                              lookahead_ms=lookahead_ms, frames_per_call=frames_per_call, fallback=fallback)
@@ -92,6 +94,7 @@ class Engine:
         self._taps = TapTempo()
         self._clock_log = RateLimitedLog(log, interval=10.0)
         self._tap_lock = threading.Lock()
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-loader")
         self.refused = 0  # engine actions refused (a patch outside the set, a path from a surface)
         self.stall_s = 0.0  # test hook: make the loop stall (a stuck scheduler)
 
@@ -102,8 +105,10 @@ class Engine:
         Any thread; control surfaces call it from the scheduler's per-frame drain. A refused
         action (a patch not in the set, a path) is logged and counted in `rejected`."""
         try:
-            if event.spec.route == "engine":
-                self._tap(event) if event.target == "tempo.tap" else self._patch_action(event)
+            if event.target == "tempo.tap":
+                self._tap(event)
+            elif event.spec.route == "engine":  # patch actions: read and embedded on the loader thread
+                self._loader.submit(self._patch_action, event)
             elif event.target == "tempo.bpm" and self.clock.external:
                 self._tempo_under_clock(float(event.value), event.source)  # type: ignore[arg-type]
             else:
@@ -134,16 +139,22 @@ class Engine:
         return patch
 
     def _patch_action(self, event: ControlEvent) -> None:
-        if not self.patch_set:
-            raise BacklineError("no patch set to choose from")
-        if event.target == "patch.load":
-            path = patch_in_set(self.patch_set, event.value)
-        else:
-            current = self.scheduler.patch.path
-            index = self.patch_set.index(current) if current in self.patch_set else -1
-            step = 1 if event.target == "patch.next" else -1
-            path = self.patch_set[(index + step) % len(self.patch_set)]
-        self.load_patch(path, quantize=event.quantize or "bar", source=event.source)
+        """Loader thread: pick the patch inside the set, read and embed it, queue it for its bar.
+        A refusal or a broken file is logged and counted; the playing patch stays."""
+        try:
+            if not self.patch_set:
+                raise BacklineError("no patch set to choose from")
+            if event.target == "patch.load":
+                path = patch_in_set(self.patch_set, event.value)
+            else:
+                current = self.scheduler.patch.path
+                index = self.patch_set.index(current) if current in self.patch_set else -1
+                step = 1 if event.target == "patch.next" else -1
+                path = self.patch_set[(index + step) % len(self.patch_set)]
+            self.load_patch(path, quantize=event.quantize or "bar", source=event.source)
+        except BacklineError as err:
+            self.refused += 1
+            log.error("%s from %s: %s", event.target, event.source, err)
 
     def _tap(self, event: ControlEvent) -> None:
         """Tap tempo (any control thread): the average of the last taps, from the first unplanned bar."""
@@ -285,6 +296,7 @@ class Engine:
             if self._clock_sender is not None:
                 self._clock_sender.close()  # sends Stop
             self.sink.close()
+            self._loader.shutdown(wait=False, cancel_futures=True)
             self.scheduler.close()
             log.info("stopped: %s", format_status(self.status()))
 

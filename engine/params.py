@@ -73,8 +73,8 @@ class ParameterSpec:
 P = ParameterSpec
 PARAMETERS: tuple[ParameterSpec, ...] = (
     P("style.<i>.weight", "float", "weight of style slot i of the patch; negative subtracts", *WEIGHT_RANGE, route="style"),
-    P("style.<i>.text", "text", "replace slot i's prompt; embedded off the audio path, old mix plays until ready",
-      route="prompt"),
+    P("style.<i>.text", "text", "replace slot i's prompt; embedded by the generator's style model (MusicCoCa for "
+      "magenta) off the generation thread, old mix plays until ready", route="prompt"),
     P("centroid.<i>.weight", "float", "weight of cluster centroid i", *WEIGHT_RANGE, route="style"),
     P("mean.weight", "float", "weight of the mean style embedding", *WEIGHT_RANGE, route="style"),
     P("sampling.temperature", "float", "sampling temperature", *TEMPERATURE_RANGE, route="sampling"),

@@ -18,7 +18,7 @@ from engine.errors import GeneratorError
 from engine.generator.base import Generator
 from engine.patch import Patch
 from engine.schedule.scheduler import Scheduler
-from engine.style.embedder import Embedder, HashEmbedder
+from engine.style.embedder import Embedder
 
 log = logging.getLogger(__name__)
 DEFAULT_LOOKAHEAD_MS = 200.0
@@ -56,7 +56,8 @@ def render(
         raise ValueError(f"bars must be >= 1, got {bars}")
     if not generator.wait_ready(ready_timeout_s):
         raise GeneratorError(f"generator {generator.name} was not ready after {ready_timeout_s:g} s")
-    embedder = embedder or HashEmbedder()
+    embedder = embedder or generator.style_model()
+    log.info("style model %s embeds the prompts for %s", embedder.version, generator.name)
     ring = PlaybackRing()
     scheduler = Scheduler.for_patch(patch, generator, ring=ring, embedder=embedder, lookahead_ms=lookahead_ms,
                                     frames_per_call=frames_per_call)

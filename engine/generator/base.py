@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from engine.conditioning import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE, FrameConditioning
+from engine.style.embedder import Embedder, HashEmbedder
 
 
 class Generator(ABC):
@@ -36,6 +38,13 @@ class Generator(ABC):
         not until the child has loaded, and raises GeneratorUnavailable meanwhile.
         """
         return True
+
+    def style_model(self, *, cache_dir: Path | None = None) -> Embedder:
+        """The embedder whose 768-d space this generator's conditioning lives in, built in the
+        engine's own process (prompts are embedded there, off the generation thread, and the
+        mixed embedding is what crosses to the generator). A generator without a style model
+        of its own (the synth) gets the deterministic stand-in."""
+        return HashEmbedder()
 
     def close(self) -> None:
         """Release resources (processes, devices). Safe to call twice."""

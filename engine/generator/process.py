@@ -22,6 +22,7 @@ import multiprocessing.connection
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing import shared_memory
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from engine.conditioning import CHANNELS, FRAME_SAMPLES, FrameConditioning
 from engine.errors import GeneratorError, GeneratorUnavailable
 from engine.generator.base import Generator
+from engine.style.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,15 @@ class ProcessGenerator(Generator):
         self.ms_per_frame: float | None = None
         self.load_s: float | None = None
         self._start()
+
+    def style_model(self, *, cache_dir: Path | None = None) -> Embedder:
+        """The child's style model, built here in the parent: a magenta child's MusicCoCa (or
+        its mock) embeds prompts in the engine's process; the child only tokenizes the mix."""
+        if self.name != "magenta":
+            return super().style_model(cache_dir=cache_dir)
+        from engine.style.musiccoca import style_model_for
+
+        return style_model_for(self.kwargs, cache_dir=cache_dir)
 
     # --- child lifecycle ---------------------------------------------------------
     def _start(self) -> None:

@@ -81,6 +81,15 @@ class MusicCoCaEmbedder:
         return self._cached(f"{self.version}\0audio\0{file_digest(Path(path))}\0{start}\0{duration}", compute)
 
 
+def style_model_for(options: dict[str, Any], *, cache_dir: Path | None = None) -> MusicCoCaEmbedder:
+    """The embedder for a magenta generator built with `options` (its `style_model` and
+    `magenta_home`): MusicCoCa from its files, or MockMusicCoCa under `style_model: mock`."""
+    kind = options.get("style_model", "musiccoca")
+    if not isinstance(kind, str):  # a tokenizer object handed over in-process (tests): it embeds too
+        return MusicCoCaEmbedder(kind, version=f"custom/{type(kind).__name__}", cache_dir=cache_dir)
+    return musiccoca_embedder(kind=kind, magenta_home=options.get("magenta_home"), cache_dir=cache_dir)  # type: ignore[arg-type]
+
+
 def musiccoca_embedder(
     *, kind: Literal["musiccoca", "mock"] = "musiccoca", magenta_home: str | Path | None = None, cache_dir: Path | None = None
 ) -> MusicCoCaEmbedder:

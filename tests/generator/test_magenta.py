@@ -7,6 +7,7 @@ files cannot be downloaded here; the sampler, depthformer and SpectroStream code
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -160,3 +161,31 @@ def test_missing_weights_name_the_file_and_the_fetch_command(tmp_path) -> None:
     corrupt.write_bytes(b"\xff" * 64)
     with pytest.raises(GeneratorError, match=r"mrt2_small\.safetensors.*backline models fetch small"):
         MagentaGenerator(checkpoint=corrupt, style_model="mock", use_compilation_cache=False)
+
+
+def test_a_text_prompt_reaches_the_model_as_its_style_models_tokens(generator: MagentaGenerator, tmp_path,
+                                                                    monkeypatch) -> None:
+    """render() (what `backline render` runs) embeds a patch's text slot with the generator's own
+    style model, MockMusicCoCa here, so every frame's style tokens are that model's tokens for
+    the prompt; a hash stand-in's vector would tokenize to something else. A replaced prompt
+    (`style.0.text` from an automation file) gets the style model's tokens too, and both
+    embeddings are cached on disk under the model's version."""
+    from engine.automation import TimedEvent
+    from engine.params import ControlEvent
+    from engine.patch import parse_patch
+    from engine.render import render
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first, second = "dub techno chords, deep echo", "bright glassy arpeggio"
+    patch = parse_patch({"name": "p", "tempo": 240, "meter": 4, "seed": 1, "style": [{"text": first, "weight": 1.0}]})
+    change = TimedEvent(0, Fraction(2), ControlEvent("style.0.text", second, source="automation"))
+    generator.fed.clear()
+    render(patch, bars=2, output=tmp_path / "p.wav", generator=generator, automation=[change])
+    mock = MockMusicCoCa()
+    want = {text: list(mock.tokenize(mock.embed(text))) for text in (first, second)}
+    assert want[first] != want[second]
+    got = [list(generator.fed[i][0][STYLE_SLICE]) for i in sorted(generator.fed)]
+    assert got[0] == want[first]
+    assert set(map(tuple, got)) == {tuple(want[first]), tuple(want[second])}
+    assert got[-1] == want[second]
+    assert len(list((tmp_path / "cache" / "backline" / "style").glob("*.npy"))) == 2

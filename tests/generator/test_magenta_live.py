@@ -45,6 +45,7 @@ def test_cli_render_with_the_tiny_random_checkpoint(tiny_checkpoint: Path, jax_c
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "magenta tiny (codec tiny)" in result.stderr  # the model loaded, not a fallback
+    assert "style model mock-musiccoca/2.0.3 embeds the prompts for magenta" in result.stderr
     audio, rate = soundfile.read(out, dtype="float32")
     patch = load_patch(PATCH)
     timeline = Timeline.start(patch.bpm, patch.beats_per_bar)

@@ -37,6 +37,8 @@ from engine.errors import GeneratorError
 from engine.generator.base import Generator
 from engine.generator.magenta import assets, model
 from engine.generator.magenta.tokens import CHANNELS, MODEL_OFFSET, StyleTokenizer, TokenEncoder
+from engine.style.embedder import Embedder
+from engine.style.musiccoca import style_model_for
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,7 @@ class MagentaGenerator(Generator):
         self._params, self.size, self.codec = load_checkpoint(path)
         self._sampler = model.sampler_config(self.size, self.codec).make()
         self._encoder = TokenEncoder(_style_tokenizer(style_model, magenta_home))
+        self._style_options = {"style_model": style_model, "magenta_home": magenta_home}
         self.frames_per_call = frames_per_call
         self.unroll = unroll
         self._steps = jax.jit(self._run_steps, donate_argnums=(4,))
@@ -183,6 +186,11 @@ class MagentaGenerator(Generator):
         log.info("magenta step compiled in %.1f s (T=1 and T=%d)", time.perf_counter() - started, self.frames_per_call)
 
     # --- Generator contract -----------------------------------------------------
+    def style_model(self, *, cache_dir: Path | None = None) -> Embedder:
+        """MusicCoCa (or MockMusicCoCa under `style_model="mock"`) in the caller's process, with
+        the disk cache: the same model this generator tokenizes the mixed embedding with."""
+        return style_model_for(self._style_options, cache_dir=cache_dir)
+
     def reset(self, seed: int) -> None:
         self._frame = 0
         self._before_guess = self._initial(self._params, jax.random.PRNGKey(seed))
