@@ -70,6 +70,8 @@ class Service:
         options = dict(config.generator_options)
         if config.generator == "magenta":
             options.setdefault("compilation_cache_dir", str(config.cache_dir / "jax"))
+            # missing or corrupt weights or MusicCoCa files: the fallback plays (loudly logged), as documented
+            options.setdefault("on_missing_assets", "synth" if config.fallback == "synth" else "refuse")
             notify.extend_timeout(MAGENTA_START_S)
         notify.status(f"starting the {config.generator} generator")
         frames_per_call = int(options.get("frames_per_call", 2))  # magenta: also its jitted step T

@@ -380,3 +380,25 @@ def test_a_start_failure_is_reported_and_exits_non_zero(tmp_path: Path, serve, n
     assert "no-such-device-backline-test" in failed["STATUS"] or "ALSA" in failed["STATUS"]
     assert process.proc.wait(timeout=15) == 1
     assert not any("READY" in m for m in before)
+
+
+@pytest.mark.magenta
+def test_magenta_without_its_weights_plays_the_fallback_or_exits_with_one_line(tmp_path: Path, serve,
+                                                                               notify_socket) -> None:
+    """docs/stage-box.md: the fallback plays if magenta fails to start. Missing weights with
+    `fallback: synth`: READY, the synth plays and the log says why, loudly. With `fallback: null`:
+    exit 1 and one line naming the missing file and the command that fetches it."""
+    pytest.importorskip("magenta_rt")
+    missing = tmp_path / "weights" / "mrt2_small.safetensors"
+    generator = f"{{name: magenta, options: {{checkpoint: {missing}, style_model: mock}}}}"
+    process = serve(make_config(tmp_path, generator=generator, fallback="synth"))
+    until(notify_socket, "READY", timeout_s=60)
+    assert process.status()["generator"] == "synth"
+    process.wait_log(rf"MAGENTA CANNOT START, PLAYING THE SYNTH INSTEAD.*{re.escape(str(missing))}")
+    assert process.stop() == 0
+
+    refused = serve(make_config(tmp_path, generator=generator, fallback="null"))
+    assert refused.proc.wait(timeout=60) == 1
+    refused._reader.join(5)
+    assert str(missing) in refused.log and "backline models fetch" in refused.log
+    assert "Traceback" not in refused.log
