@@ -21,6 +21,7 @@ import mido
 
 from engine.conditioning import FRAME_SAMPLES, SAMPLE_RATE
 from engine.control import osc_space
+from engine.control.feedback import FEED_LIMIT
 from engine.control.mapping import MappingError, MappingSet, Rule
 from engine.control.rejects import Rejects
 from engine.control.shaping import (
@@ -105,6 +106,8 @@ class Dispatcher:
         self._rules: dict[tuple[str, int], _RuleState] = {}
         self._ports: dict[str, _PortState] = {}
         self._values: dict[str, object] = {}
+        self._changes: deque[tuple[str, object, str]] = deque(maxlen=FEED_LIMIT)  # from the engine, not yet taken
+        self.busy_drains = 0  # drains skipped because an input thread held the lock (they land a frame later)
         self._learn: LearnHook | None = None
         self.received = 0
         self.unmapped = 0
@@ -266,6 +269,7 @@ class Dispatcher:
 
     def _apply(self, rule: Rule, value: float | int | None, source: str, *, raw_cc: bool = False) -> None:
         with self._lock:
+            self._take_changes()
             self._apply_locked(rule, value, source, raw_cc=raw_cc)
 
     def _apply_locked(self, rule: Rule, value: float | int | None, source: str, *, raw_cc: bool) -> None:
@@ -322,13 +326,19 @@ class Dispatcher:
         if overflow:
             self.rejects.reject("queue_full", f"{event.target} dropped ({self._max_queued} events waiting)", event.source)
 
-    def drain(self) -> int:
+    def drain(self, *, wait: bool = True) -> int:
         """Submit everything that arrived since the last drain, and one step of each ramp.
 
-        Called by the engine once per generated frame, on its scheduler thread (not the
-        audio callback). Returns how many events were submitted.
+        The scheduler calls it once per generated frame on its own thread with `wait=False`:
+        it never waits for an input thread that is shaping a message; that frame's drain is
+        skipped (counted in `busy_drains`) and what arrived lands on the next frame. Returns
+        how many events were submitted.
         """
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            self.busy_drains += 1
+            return 0
+        try:
+            self._take_changes()
             events = list(self._queue)
             self._queue.clear()
             events += self._pending.values()
@@ -337,6 +347,8 @@ class Dispatcher:
                 st = self._rules.get(rule.key)
                 if st is not None and st.ramp is not None and st.ramp.active:
                     events.append(ControlEvent(rule.target, st.ramp.advance(), st.last_source or "ramp", rule.options.quantize))
+        finally:
+            self._lock.release()
         for event in events:
             self.target.submit(event)
         return len(events)
@@ -348,12 +360,17 @@ class Dispatcher:
 
     # --- feedback from the engine -------------------------------------------------------
     def _on_change(self, path: str, value: object, source: str) -> None:
-        """Listener: a parameter changed. Runs on the scheduler thread (feedback is not yet off it).
+        """Engine listener, on the scheduler thread: queued without taking the dispatcher's lock.
+        Input threads take the changes (`_take_changes`, under the lock) before they shape the
+        next message, which is when soft takeover and toggles need them."""
+        self._changes.append((path, value, source))
 
-        Updates soft-takeover, toggle and relative-encoder state of every rule on `path`,
-        except the rule whose own input caused the change (its state is already current).
-        """
-        with self._lock:
+    def _take_changes(self) -> None:
+        """Under the lock: update soft-takeover, toggle and relative-encoder state of every rule
+        on each changed path, except the rule whose own input caused the change (its state is
+        already current)."""
+        while self._changes:
+            path, value, source = self._changes.popleft()
             self._values[path] = value
             for rule in self._mappings.rules:
                 st = self._rules.get(rule.key)

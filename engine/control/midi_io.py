@@ -29,6 +29,7 @@ import mido
 import rtmidi
 
 from engine.control.dispatcher import Dispatcher
+from engine.control.feedback import Feed
 from engine.control.mapping import Output
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ class MidiHub:
         self._probe_out = rtmidi.MidiOut(RTMIDI_API[api], name=f"{client_name}-probe")
         self._links = _JackLinks(client_name) if api == "jack" else None
         self.rebinds = 0
-        dispatcher.target.add_listener(self._on_change)
+        self._feed = Feed("midi-feedback", self._on_change)
+        dispatcher.target.add_listener(self._feed.put)
 
     def __enter__(self) -> MidiHub:
         self.start()
@@ -89,6 +91,7 @@ class MidiHub:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self._feed.close()
         with self._lock:
             if self._closed:
                 return
@@ -134,8 +137,8 @@ class MidiHub:
         with self._lock:
             if self._closed:
                 return
-            in_names = self._foreign(self._probe_in.get_ports())
-            out_names = self._foreign(self._probe_out.get_ports())
+            in_ports, out_ports = self._probe_in.get_ports(), self._probe_out.get_ports()  # rtmidi's numbering
+            in_names, out_names = self._foreign(in_ports), self._foreign(out_ports)
             for name in [n for n in self._inputs if n not in in_names]:
                 _close_input(self._inputs.pop(name))
                 self._lost.add(name)
@@ -149,11 +152,11 @@ class MidiHub:
                 self._outputs.pop(name).delete()
             for name in in_names:
                 if name not in self._inputs and _matches(name, self.patterns):
-                    self._open_input(name, in_names.index(name))
+                    self._open_input(name, in_ports.index(name))
             for name in out_names:
                 if name not in self._outputs and _matches(name, out_patterns):
                     out = rtmidi.MidiOut(RTMIDI_API[self.api], name=self.client_name)
-                    out.open_port(out_names.index(name), name=f"feedback {len(self._outputs)}")
+                    out.open_port(out_ports.index(name), name=f"feedback {len(self._outputs)}")
                     self._outputs[name] = out
                     log.info("MIDI feedback output %r opened", name)
 
@@ -178,7 +181,8 @@ class MidiHub:
         self.dispatcher.handle_bytes(event[0], name)
 
     def _on_change(self, path: str, value: object, source: str) -> None:
-        """Engine listener, on its non-real-time notifier thread: send feedback to outputs.
+        """The `midi-feedback` thread (a Feed: never the scheduler's, which a rescan holding
+        the hub's lock would stall): send feedback to outputs.
 
         An output is skipped when the change came from a control of the same mapping file
         driving the same target from a port that file matches (no echo to the moving fader).

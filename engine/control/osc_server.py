@@ -32,6 +32,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from engine.control import osc_space
 from engine.control.dispatcher import Dispatcher, OscInput
+from engine.control.feedback import Feed
 from engine.control.mapping import MappingSet
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,8 @@ class OscServer:
         self.received = 0
         self.coalesced = 0
         self.handled = 0
-        dispatcher.target.add_listener(self._on_change)
+        self._feed = Feed("osc-feedback", self._on_change)
+        dispatcher.target.add_listener(self._feed.put)
 
     @property
     def address(self) -> Address:
@@ -142,6 +144,7 @@ class OscServer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self._feed.close()
         self._sock.close()
 
     def allowed(self, host: str) -> bool:
@@ -291,7 +294,7 @@ class OscServer:
         return osc_space.status_args(self.dispatcher.target.status())
 
     def _on_change(self, path: str, value: object, source: str) -> None:
-        """Engine listener, on its non-real-time notifier thread: feedback to clients.
+        """The `osc-feedback` thread (a Feed: never the scheduler's): feedback to clients.
 
         Never sends to the client whose message caused the change (no echo).
         """

@@ -63,7 +63,7 @@ class ControlSurfaces:
 
     def drain(self) -> int:
         """Once per generated frame, on the scheduler thread: submit what arrived, a ramp step each."""
-        return self.dispatcher.drain()
+        return self.dispatcher.drain(wait=False)
 
     def load_mappings(self, paths: Sequence[str | Path]) -> list[MappingError]:
         """Make `paths` (plus the learn file, once it exists) the active mapping files.

@@ -25,6 +25,18 @@ from engine.service.runner import Service
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.jack
 JACK_BACKEND = "mido.backends.rtmidi/UNIX_JACK"
+FEEDBACK = """info: {name: a surface with feedback}
+controls:
+- name: temperature
+  match: {osc: /test/temperature}
+  target: sampling.temperature
+  options: {range: [0.0, 2.0]}
+outputs:
+- name: temperature LED
+  target: sampling.temperature
+  midi: {cc: 20}
+  options: {range: [0.0, 2.0]}
+"""
 PATCH = "name: {name}\ntempo: {tempo}\nmeter: 4\nseed: 3\nstyle:\n  - {{text: {text}, weight: 1.0}}\n"
 
 
@@ -42,12 +54,14 @@ def played(jack, tmp_path: Path) -> Iterator[Played]:
     patches.mkdir()
     (patches / "a.yaml").write_text(PATCH.format(name="a", tempo=240, text="warm analog synth groove"))
     (patches / "b.yaml").write_text(PATCH.format(name="b", tempo=200, text="bright glassy arpeggio"))
+    (tmp_path / "feedback.yaml").write_text(FEEDBACK)
     config = tmp_path / "config.yaml"
     config.write_text(
         f"output: wav:{tmp_path / 'out.wav'}\npatch: {patches / 'a.yaml'}\npatches: {patches}\nstate_file: null\n"
-        f"lookahead_ms: 200\nfade_s: 0.05\nosc: {{enabled: false}}\nlearn_file: {tmp_path / 'learned.yaml'}\n"
+        f"lookahead_ms: 200\nfade_s: 0.05\nosc: {{port: 0}}\nlearn_file: {tmp_path / 'learned.yaml'}\n"
         "midi: {enabled: true, api: jack, inputs: ['*test keys*']}\n"
-        f"mappings: [{REPO / 'mappings/midi-keyboard.yaml'}, {REPO / 'mappings/generic-pedal-footswitch.yaml'}]\n")
+        f"mappings: [{REPO / 'mappings/midi-keyboard.yaml'}, {REPO / 'mappings/generic-pedal-footswitch.yaml'}, "
+        f"{tmp_path / 'feedback.yaml'}]\n")
     keys = mido.Backend(JACK_BACKEND).open_output("test keys", virtual=True, client_name="test keys")
     frames: list[FrameLog] = []
     changes: list[tuple[str, object, str, int]] = []
@@ -118,3 +132,34 @@ def test_program_change_picks_the_sets_entry_at_the_next_bar(played: Played):
     played.keys.send(mido.Message("program_change", program=9))  # no tenth patch: refused, b plays on
     assert wait_for(lambda: engine.refused == 1, 5)
     assert engine.status()["patch"] == "b"
+
+
+def test_a_stuck_midi_hub_never_stalls_generation(played: Played):
+    """The MIDI hub's lock held for 2 s (a stand-in for a rescan stuck opening a port; a real
+    one cannot be made to hang on purpose) while OSC moves a control with MIDI feedback: the
+    generator keeps its pace and hears every change, and the LED feedback follows once the hub
+    is free. Before feedback had its own thread the scheduler waited on that lock."""
+    from control_helpers import client_socket, send
+
+    hub, engine = played.service.control.midi, played.service.engine
+    leds: list[mido.Message] = []
+    led_in = mido.Backend(JACK_BACKEND).open_input("test leds", virtual=True, client_name="test leds",
+                                                   callback=leds.append)
+    try:
+        assert wait_for(lambda: any("test leds" in name for name in hub.outputs), 10)
+        frames = played.frames.frames
+        with hub._lock, client_socket() as c:
+            before, underruns = len(frames), engine.ring.underruns
+            for i in range(1, 11):
+                send(c, played.service.control.osc.address, "/test/temperature", i / 20)
+                pause(0.2)
+            during = list(frames)[before:]
+        assert len(during) >= 40, len(during)  # 2 s is 50 frames; a stalled scheduler makes none
+        assert during[-1].sampling.temperature == pytest.approx(1.0) or \
+            wait_for(lambda: list(frames)[-1].sampling.temperature == pytest.approx(1.0), 2)
+        assert engine.ring.underruns == underruns
+        assert wait_for(lambda: any(m.type == "control_change" and m.control == 20 and m.value == 64 for m in leds), 5), \
+            leds
+    finally:
+        led_in.callback = None
+        led_in.close()
