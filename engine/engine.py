@@ -18,6 +18,7 @@ from typing import Literal
 
 import mido
 
+from engine.audio.realtime import DEFAULT_PRIORITY, Grant, promote
 from engine.audio.ring import PlaybackRing
 from engine.audio.sinks import Sink
 from engine.clock import ClockSource, MidiClockOut, MidiClockSender, SampleClock, SampleClockTracker, TapTempo
@@ -62,6 +63,7 @@ class Engine:
         clock: ClockDriver | None = None,
         start_on: StartOn = "now",
         clock_out: mido.ports.BaseOutput | JackClockOutput | None = None,
+        realtime_priority: int = DEFAULT_PRIORITY,
     ) -> None:
         """`embedder` defaults to the generator's own style model (`Generator.style_model`).
         `clock` leads the timeline (None: internal). `start_on="bar"` waits for the next bar
@@ -95,6 +97,8 @@ class Engine:
         self._clock_log = RateLimitedLog(log, interval=10.0)
         self._tap_lock = threading.Lock()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-loader")
+        self.realtime_priority = realtime_priority
+        self.realtime: Grant | None = None  # what the audio thread got, once it ran
         self.refused = 0  # engine actions refused (a patch outside the set, a path from a surface)
         self.stall_s = 0.0  # test hook: make the loop stall (a stuck scheduler)
 
@@ -211,6 +215,7 @@ class Engine:
             "frozen": sched.state.freeze,
             "playing": sched.state.playing,
             "output": self.sink.name,
+            "realtime": str(self.realtime) if self.realtime is not None else "not started",
             "clock": self.clock.health(self._frame_time.now() if self._frame_time else time.monotonic(),
                                        tempo=float(timeline.tempo_at(playhead))),
             "playhead": playhead,
@@ -268,6 +273,8 @@ class Engine:
                     self.stream_died = True
                     break
                 self._follow_clock(playhead)
+                if self.realtime is None and self.sink.audio_tid is not None:
+                    self._ask_realtime(self.sink.audio_tid)
                 if not self._waiting_for_bar:
                     self.scheduler.fill(playhead)
                 # ready: audio flows and the generator itself is warm (not just its fallback playing)
@@ -299,6 +306,15 @@ class Engine:
             self._loader.shutdown(wait=False, cancel_futures=True)
             self.scheduler.close()
             log.info("stopped: %s", format_status(self.status()))
+
+    def _ask_realtime(self, tid: int) -> None:
+        """Loop thread, once the audio thread has run: SCHED_FIFO for it where granted; logged."""
+        try:
+            self.realtime = promote(tid, priority=self.realtime_priority, owner=self.sink.audio_server)
+        except OSError as err:  # the thread is gone (a stream that died at once)
+            self.realtime = Grant(False, 0, f"cannot read the audio thread's scheduling: {err.strerror}")
+        log.log(logging.INFO if self.realtime.realtime or self.realtime_priority <= 0 else logging.WARNING,
+                "audio thread (%s, tid %d) runs at %s", self.sink.name, tid, self.realtime)
 
     def _start_clock_out(self) -> None:
         """Loop thread, once the sink plays: send our clock from bar 0. A JACK port with the sink

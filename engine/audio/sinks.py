@@ -103,6 +103,8 @@ class Sink:
         self.armed = False  # until armed the sink plays silence and the playhead stays at 0
         self.fade_s = fade_s
         self.stuck = False  # the stream could not be stopped: exit without PortAudio's shutdown
+        self.audio_tid: int | None = None  # the audio thread's kernel id, from its first block (realtime.py)
+        self.audio_server: str | None = None  # an audio server that sets our thread's priority itself (JACK)
         self._fader = _Fader(int(fade_s * rate), blocksize)
 
     def start(self) -> None:
@@ -128,6 +130,8 @@ class Sink:
         """Audio thread: copy the block at the playhead, fade if stopping, advance; in chunks of
         CALLBACK_CHUNK_FRAMES so that NumPy never lets the GIL go mid-callback."""
         step = CALLBACK_CHUNK_FRAMES
+        if self.audio_tid is None:
+            self.audio_tid = threading.get_native_id()  # once; promoted from the loop thread
         if not self.armed:
             for start in range(0, len(out), step):
                 out[start : start + step] = 0.0
@@ -165,6 +169,7 @@ class DeviceSink(Sink):
         self.device = find_device(sd, spec.kind, spec.device)
         self.rate = _device_rate(sd, spec, self.device)
         super().__init__(ring, blocksize=spec.blocksize, fade_s=fade_s, rate=self.rate)
+        self.audio_server = "JACK" if spec.kind == "jack" else None
         self.name = spec.kind
         self._feeder: ResamplingFeeder | None = None
         self._frames_taken = 0  # device-rate frames taken from the feeder's FIFO

@@ -39,6 +39,7 @@ STATUS_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("underruns", "i", "generation underruns"), ("playing", "i", "transport playing (1) or stopped (0)"),
     ("clock", "s", "clock source"), ("clock_state", "s", "clock state"),
     ("rejected", "i", "changes rejected or refused (out of range, a patch outside the set, a path)"),
+    ("realtime", "s", "the audio thread's scheduling: fifo N, or normal (why)"),
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -54,8 +55,10 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, default=str))
     else:
-        # OSC floats are 32-bit: print them to 6 significant digits, not their binary noise
-        print(" ".join(f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={value}" for key, value in status.items()))
+        # OSC floats are 32-bit: print them to 6 significant digits, not their binary noise; a value
+        # with spaces (a patch name, the realtime reason) is shell-quoted so the line still splits
+        print(" ".join(f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={shlex.quote(str(value))}"
+                       for key, value in status.items()))
     return 0
 
 

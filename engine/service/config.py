@@ -105,6 +105,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "cache_dir": _PATH,
         "state_file": {"oneOf": [_PATH, {"type": "null"}]},
         "fade_s": {"type": "number", "minimum": 0, "maximum": 30},
+        "realtime_priority": {"type": "integer", "minimum": 0, "maximum": 99},
         "status_http": {
             "type": "object",
             "additionalProperties": False,
@@ -149,6 +150,7 @@ class ServiceConfig:
     cache_dir: Path = Path("/var/cache/backline")
     state_file: Path | None = Path("/var/lib/backline/state.json")  # None: no crash state (`backline run`)
     fade_s: float = 2.0
+    realtime_priority: int = 70  # SCHED_FIFO for the audio thread where granted (not JACK's: its server decides); 0: never ask
     status_http_host: str = "127.0.0.1"
     status_http_port: int | None = None
 
@@ -265,6 +267,7 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
         cache_dir=path(data["cache_dir"]) if "cache_dir" in data else default.cache_dir,
         state_file=(path(data["state_file"]) if data["state_file"] else None) if "state_file" in data else default.state_file,
         fade_s=float(data.get("fade_s", default.fade_s)),
+        realtime_priority=int(data.get("realtime_priority", default.realtime_priority)),
         status_http_host=http.get("host", default.status_http_host),
         status_http_port=http.get("port"),
     )

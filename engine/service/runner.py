@@ -103,7 +103,7 @@ class Service:
                         frames_per_call=frames_per_call,
                         sink_factory=lambda ring: open_sink(ring, spec, fade_s=config.fade_s),
                         patch_set=self._patch_set(config) or None, clock=self.clock, start_on=config.start_on,
-                        clock_out=self.clock_out)
+                        clock_out=self.clock_out, realtime_priority=config.realtime_priority)
         if saved is not None and saved.get("patch") == (str(patch.path) if patch.path else None):
             try:
                 engine.restore_state(saved)

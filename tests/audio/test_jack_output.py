@@ -35,6 +35,8 @@ def test_jack_output_is_the_exact_stream_with_bars_where_the_timeline_says(jack,
     assert rec.pos < len(rec.buf), "the recording filled up before the engine stopped"
     ports = re.search(r"JACK ports \['backline:out_0', 'backline:out_1'\]", proc.stderr)
     assert ports, proc.stderr  # the client is named backline and its ports are ours
+    # the test server runs --no-realtime: JACK decides its clients' priority, the engine only reports it
+    assert "audio thread (jack, tid " in proc.stderr and ") runs at normal (JACK runs without real-time)" in proc.stderr
     reference = tmp_path / "ref.wav"
     subprocess.run([sys.executable, "-m", "engine", "render", "--patch", "patches/night-drive.yaml", "--bars", "3",
                     "-o", str(reference)], cwd=REPO, check=True, capture_output=True)

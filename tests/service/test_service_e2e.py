@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,10 +56,11 @@ def make_config(tmp_path: Path, **extra: str) -> Path:
 class ServeProcess:
     """`backline serve` (or the stdin driver) as a child process; stderr is collected."""
 
-    def __init__(self, config: Path, notify: NotifySocket, *, driver: bool = False) -> None:
+    def __init__(self, config: Path, notify: NotifySocket, *, driver: bool = False, prefix: tuple[str, ...] = ()) -> None:
         env = {**os.environ, "NOTIFY_SOCKET": notify.name, "WATCHDOG_USEC": str(WATCHDOG_USEC),
                "PYTHONPATH": str(REPO), "BACKLINE_CONFIG": str(config)}
         args = [sys.executable, str(DRIVER), str(config)] if driver else [sys.executable, "-m", "engine", "serve", "--config", str(config)]
+        args = [*prefix, *args]
         self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
@@ -106,8 +108,8 @@ class ServeProcess:
 def serve(tmp_path: Path, notify_socket: NotifySocket) -> Iterator[callable]:
     started: list[ServeProcess] = []
 
-    def start(config: Path, *, driver: bool = False) -> ServeProcess:
-        process = ServeProcess(config, notify_socket, driver=driver)
+    def start(config: Path, *, driver: bool = False, prefix: tuple[str, ...] = ()) -> ServeProcess:
+        process = ServeProcess(config, notify_socket, driver=driver, prefix=prefix)
         started.append(process)
         return process
 
@@ -402,3 +404,51 @@ def test_magenta_without_its_weights_plays_the_fallback_or_exits_with_one_line(t
     refused._reader.join(5)
     assert str(missing) in refused.log and "backline models fetch" in refused.log
     assert "Traceback" not in refused.log
+
+
+def _fifo_allowed_here() -> str | None:
+    """Why this process may not have SCHED_FIFO (None: it may), tried on a short-lived thread."""
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            result.append(None)
+        except OSError as err:
+            result.append(f"SCHED_FIFO refused to this test process: {err}")
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+@pytest.mark.parametrize("granted", [True, False], ids=["granted", "refused"])
+def test_the_audio_thread_asks_for_sched_fifo_and_reports_what_it_got(tmp_path: Path, serve, notify_socket,
+                                                                      granted: bool) -> None:
+    """`realtime_priority: 60`: as root (where the kernel allows it) the audio thread runs at
+    SCHED_FIFO 60; without CAP_SYS_NICE and with RLIMIT_RTPRIO 0 (setpriv and prlimit, as an
+    unprivileged user has it) it is refused. Either way the log and `/backline/status` say
+    so, and the kernel's own view of the thread agrees."""
+    if granted and (why := _fifo_allowed_here()):
+        pytest.skip(why)
+    if not granted and not (shutil.which("setpriv") and shutil.which("prlimit")):
+        pytest.skip("setpriv and prlimit (util-linux) are needed to drop the privilege")
+    prefix = () if granted else ("prlimit", "--rtprio=0:0", "setpriv", "--bounding-set", "-sys_nice", "--")
+    process = serve(make_config(tmp_path, realtime_priority="60"), prefix=prefix)
+    until(notify_socket, "READY")
+    line = process.wait_log(r"audio thread \(wav, tid (\d+)\) runs at (.*)$")
+    tid, said = int(line.group(1)), line.group(2)
+    reply = subprocess.run([sys.executable, "-m", "engine", "status", "--port",
+                            process.wait_log(r"OSC server on 127\.0\.0\.1:(\d+)").group(1), "--json"],
+                           cwd=REPO, capture_output=True, text=True, timeout=20)
+    assert reply.returncode == 0, reply.stderr
+    status = json.loads(reply.stdout)
+    assert status["realtime"] == said
+    if granted:
+        assert said == "fifo 60"
+        assert os.sched_getscheduler(tid) == os.SCHED_FIFO and os.sched_getparam(tid).sched_priority == 60
+    else:
+        assert said.startswith("normal (SCHED_FIFO 60 refused: RLIMIT_RTPRIO is 0")
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER
+    assert process.stop() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ from pythonosc.osc_server import ThreadingOSCUDPServer
 from engine.service.health import HealthServer, StatusUnavailable, query_http, query_osc
 
 STATUS = {"bar": 17, "beat": 2.5, "tempo": 124.0, "patch": "night-drive", "lookahead_ms": 180.0, "xruns": 0, "speed": 3.2,
-          "underruns": 2, "playing": True, "clock": {"source": "link", "state": "running"}, "rejected": 3}
+          "underruns": 2, "playing": True, "clock": {"source": "link", "state": "running"}, "rejected": 3,
+          "realtime": "fifo 70"}
 
 
 @pytest.fixture
@@ -102,6 +104,6 @@ def test_backline_status_command_prints_the_reply(osc_engine: tuple[str, int], t
     add_commands(parser.add_subparsers())
     args = parser.parse_args(["status", "--config", str(config)])
     assert args.func(args) == 0
-    assert capsys.readouterr().out.split() == ["bar=17", "beat=2.5", "tempo=124", "patch=night-drive", "lookahead_ms=180",
+    assert shlex.split(capsys.readouterr().out) == ["bar=17", "beat=2.5", "tempo=124", "patch=night-drive", "lookahead_ms=180",
                                                "xruns=0", "speed=3.2", "underruns=2", "playing=1",
-                                               "clock=link", "clock_state=running", "rejected=3"]
+                                               "clock=link", "clock_state=running", "rejected=3", "realtime=fifo 70"]
