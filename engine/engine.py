@@ -28,7 +28,7 @@ from engine.clock.driver import ClockDriver
 from engine.conditioning import SAMPLE_RATE
 from engine.errors import BacklineError, PatchRefused
 from engine.generator.base import Generator
-from engine.params import ControlEvent
+from engine.params import ControlEvent, lookup
 from engine.patch import Patch, load_patch
 from engine.ratelog import RateLimitedLog
 from engine.schedule.scheduler import Scheduler
@@ -99,6 +99,7 @@ class Engine:
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-loader")
         self.realtime_priority = realtime_priority
         self.realtime: Grant | None = None  # what the audio thread got, once it ran
+        self.input_rejects: Callable[[], int] = lambda: 0  # the control surfaces' own rejects (the service wires them)
         self.refused = 0  # engine actions refused (a patch outside the set, a path from a surface)
         self.stall_s = 0.0  # test hook: make the loop stall (a stuck scheduler)
 
@@ -211,7 +212,7 @@ class Engine:
             "generator": sched.generator.name,
             "speed": round(sched.speed(), 2),
             "fallback_frames": sched.fallback_frames,
-            "rejected": sched.errors + self.refused,
+            "rejected": sched.errors + self.refused + self.input_rejects(),
             "frozen": sched.state.freeze,
             "playing": sched.state.playing,
             "output": self.sink.name,
@@ -233,7 +234,8 @@ class Engine:
         """Re-apply a snapshot before the loop starts: the tempo and meter from bar 0, the rest as
         control events at the first frame (validated like any other input; ValueError if not)."""
         values = dict(data["values"])  # type: ignore[call-overload]
-        events = [ControlEvent(path, value, source="restore", quantize="now") for path, value in values.items()]
+        events = [ControlEvent(path, value, source="restore", quantize="now" if "now" in lookup(path)[0].quantizes else None)
+                  for path, value in values.items()]
         timeline = {e.target: e.value for e in events if e.spec.route == "timeline"}
         first = self.scheduler.timeline.segments[0]
         self.scheduler.start_at(Timeline.start(timeline.get("tempo.bpm", first.bpm),

@@ -41,7 +41,8 @@ class ParameterSpec:
     high: float | None = None
     quantize: Quantize = "now"
     route: Route = "state"
-    show: bool = True  # part of the show state: saved for crash recovery, restored after a restart
+    show: bool = True
+    quantizes: tuple[Quantize, ...] = QUANTIZE_VALUES  # what a control may ask for (tempo: bar lines only)  # part of the show state: saved for crash recovery, restored after a restart
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +72,7 @@ class ParameterSpec:
 
 
 P = ParameterSpec
+BAR_ONLY: tuple[Quantize, ...] = ("bar",)  # a new timeline segment (tempo, meter, a patch's tempo) starts at a bar line
 PARAMETERS: tuple[ParameterSpec, ...] = (
     P("style.<i>.weight", "float", "weight of style slot i of the patch; negative subtracts", *WEIGHT_RANGE, route="style"),
     P("style.<i>.text", "text", "replace slot i's prompt; embedded by the generator's style model (MusicCoCa for "
@@ -84,11 +86,13 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     P("sampling.cfg_drums", "float", "classifier-free guidance for drums", *CFG_RANGE, route="sampling"),
     P("style.ramp_beats", "float", "style ramp time in beats (0 = jump)", 0.0, 256.0),
     P("style.ramp_curve", "text", "style ramp curve: linear or equal_power"),
-    P("tempo.bpm", "float", "tempo in BPM (applies at a bar line by default)", 20.0, 400.0, "bar", route="timeline"),
+    P("tempo.bpm", "float", "tempo in BPM; a new tempo starts at a bar line", 20.0, 400.0, "bar", route="timeline",
+      quantizes=BAR_ONLY),
     P("tempo.ramp_bars", "int", "tempo.bpm glides there over this many bars, a step per bar (0 = jump)", 0, 64),
     P("tempo.tap", "action", "tap tempo: average of the last taps, applied at the next bar", quantize="bar",
-      route="engine", show=False),
-    P("meter.beats_per_bar", "int", "beats per bar", 1, 32, "bar", route="timeline"),
+      route="engine", show=False, quantizes=BAR_ONLY),
+    P("meter.beats_per_bar", "int", "beats per bar, from a bar line", 1, 32, "bar", route="timeline",
+      quantizes=BAR_ONLY),
     P("tempo.lock", "text", "tempo lock: beats (drum hit on every beat), none (no drums), off (model decides)"),
     P("transport.play", "action", "fade the output back in (at the next bar by default)", quantize="bar",
       route="transport", show=False),
@@ -97,9 +101,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     P("transport.playing", "bool", "the transport state: true plays, false is silent (LED feedback)", quantize="bar",
       route="transport"),
     P("patch.load", "action", "load entry N of the patch set (0-based: program change 0 is the first file in name "
-      "order) or a patch by name; never a path", quantize="bar", route="engine", show=False),
-    P("patch.next", "action", "load the next patch in the set", quantize="bar", route="engine", show=False),
-    P("patch.prev", "action", "load the previous patch in the set", quantize="bar", route="engine", show=False),
+      "order) or a patch by name; never a path", quantize="bar", route="engine", show=False,
+      quantizes=BAR_ONLY),
+    P("patch.next", "action", "load the next patch in the set", quantize="bar", route="engine", show=False,
+      quantizes=BAR_ONLY),
+    P("patch.prev", "action", "load the previous patch in the set", quantize="bar", route="engine", show=False,
+      quantizes=BAR_ONLY),
     P("safety.freeze", "bool", "loop the current bar and ignore changes until released", route="safety"),
     P("master.gain", "float", "master gain, linear (1.0 = unity)", 0.0, 2.0),
     P("note.sustain", "bool", "sustain pedal (CC 64): released keys keep sounding until it lifts", route="notes",
@@ -151,6 +158,9 @@ class ControlEvent:
             object.__setattr__(self, "quantize", spec.quantize)
         elif self.quantize not in QUANTIZE_VALUES:
             raise ValueError(f"quantize must be one of now, beat, bar, got {self.quantize!r}")
+        if self.quantize not in spec.quantizes:
+            raise ValueError(f"{self.target} changes only at a bar line (a new tempo segment starts there): "
+                             f"quantize must be bar, got {self.quantize}")
         if self.target == "style.ramp_curve" and self.value not in ("linear", "equal_power"):
             raise ValueError(f"style.ramp_curve must be linear or equal_power, got {self.value!r}")
         if self.target == "tempo.lock" and self.value not in TEMPO_LOCK_MODES:

@@ -148,7 +148,17 @@ def describe_osc() -> str:
         "  5 s per reason. The server also counts `too_many_clients` (a `/backline/register`",
         "  past its 64 feedback clients), `socket_error` and `handler_error` (a message that",
         "  failed inside the engine: logged, the server keeps serving);",
-        "- an optional last string argument `now`, `beat` or `bar` overrides when it applies;",
+        "- an optional last string argument `now`, `beat` or `bar` overrides when it applies",
+        "  (the `applies` column is the default). A change lands on a generated frame (40 ms):",
+        "  `now` on the first frame not generated yet, `beat` on the frame nearest the beat (the",
+        "  one that carries the tempo lock's drum hit for it, within 20 ms), `bar` exactly on the",
+        "  bar's first sample. Generation runs a look-ahead ahead of what you hear, so a change",
+        "  is heard about a look-ahead after it arrives, and a `bar` change whose bar line is",
+        "  already generated lands on the bar after. Tempo, meter and patches change only at a bar",
+        "  line (`bar only`): `now` or `beat` on them is refused (`bad_value`), never moved;",
+        "- the status reply's `rejected` counts every refused input: rejections above (not",
+        "  clamps), changes the engine refused (a patch outside the set, a path) and values",
+        "  that failed when applied;",
         "- a burst is coalesced to the latest value per parameter until the next generated frame:",
         "  within a burst only the last datagram a sender sent to a value address is parsed and",
         "  checked; the ones it superseded are counted as coalesced, not validated. Drum hits,",
@@ -163,7 +173,8 @@ def describe_osc() -> str:
     ]
     for spec in PARAMETERS:
         rng = f"{spec.low:g}..{spec.high:g}" if spec.low is not None else ""
-        lines.append(f"| `{address_of(spec.pattern)}` | {_ARGS[spec.kind]} | {rng} | {spec.quantize} | {spec.doc} |")
+        applies = "bar only" if spec.quantizes == ("bar",) else spec.quantize
+        lines.append(f"| `{address_of(spec.pattern)}` | {_ARGS[spec.kind]} | {rng} | {applies} | {spec.doc} |")
     for s in SERVER_ADDRESSES:
         lines.append(f"| `{s.address}` | {s.args} |  |  | {s.doc} |")
     lines += [

@@ -49,3 +49,8 @@ class Rejects:
     def counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+    def refused(self) -> int:
+        """Inputs that changed nothing (a clamped value was still applied, so it is not counted)."""
+        with self._lock:
+            return sum(n for reason, n in self._counts.items() if reason != "clamped")

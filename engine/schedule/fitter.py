@@ -62,8 +62,9 @@ class BarPlan:
         return self.out_start + frame_in_bar * FRAME_SAMPLES / self.ratio
 
     def frame_for(self, out_sample: int) -> int:
-        """Index within the bar of the frame whose start is nearest `out_sample`."""
-        index = round((out_sample - self.out_start) * self.ratio / FRAME_SAMPLES)
+        """Index within the bar of the frame whose start is nearest `out_sample` (halfway: the later
+        one, as the scheduler applies changes: see Scheduler._apply_due)."""
+        index = math.floor((out_sample - self.out_start) * self.ratio / FRAME_SAMPLES + 0.5)
         return min(max(index, 0), self.frames - 1)
 
 

@@ -384,11 +384,15 @@ class Scheduler:
             self._notify(f"style.{index}.text", text, "embedder")
         self._embeds = still
 
-    def _apply_due(self, sample: int, *, timeline_only: bool = False) -> None:
-        """Apply queued events whose boundary is at or before `sample`, in time order.
+    def _apply_due(self, before: int, *, timeline_only: bool = False) -> None:
+        """Apply queued events whose boundary lies before output sample `before`, in time order.
 
-        `timeline_only` (when a bar is planned) applies just the tempo/meter/patch
-        changes; while frozen, changes queued after the freeze wait until release.
+        A frame takes every change whose boundary is nearer its start than the next frame's
+        (`before` is the frame's middle): a beat-quantized change lands on the frame where
+        the tempo lock puts that beat's drum hit, within half a frame of the beat; bar lines
+        are frame starts, so a bar change is exact. `timeline_only` (when a bar is planned)
+        applies just the tempo/meter/patch changes; while frozen, changes queued after the
+        freeze wait until release.
         """
 
         def held(entry: tuple[int, int, ControlEvent | _PatchChange]) -> bool:
@@ -396,7 +400,7 @@ class Scheduler:
                 return False
             return timeline_only or (self.state.freeze and entry[1] > self._frozen_at)
 
-        due = [entry for entry in self._pending if entry[0] <= sample and not held(entry)]
+        due = [entry for entry in self._pending if entry[0] < before and not held(entry)]
         if not due:
             return
         taken = {entry[1] for entry in due}
@@ -484,7 +488,7 @@ class Scheduler:
     # -- generation ------------------------------------------------------------------------------
     def _plan_next_bar(self) -> BarPlan:
         start = self.timeline.bar_start(self._next_bar)
-        self._apply_due(start, timeline_only=True)  # tempo/meter/patch changes land on this line
+        self._apply_due(start + 1, timeline_only=True)  # tempo/meter/patch changes land on this line
         bar = self._next_bar
         start = self.timeline.bar_start(bar)
         plan = plan_bar(
@@ -518,7 +522,7 @@ class Scheduler:
     def _conditioning(self, plan: BarPlan, frame: int) -> FrameConditioning:
         t = round(plan.frame_out_start(frame))
         self._drain_inputs()
-        self._apply_due(t)
+        self._apply_due(round((plan.frame_out_start(frame) + plan.frame_out_start(frame + 1)) / 2))
         if self._ramp is not None:
             self._style = self._ramp.at(t)
             if self._ramp.done(t):

@@ -121,6 +121,7 @@ class Service:
             osc_host=config.osc_host, osc_port=config.osc_port if config.osc_enabled else None,
             osc_allow=config.osc_allow, osc_feedback=config.osc_feedback)
         engine.scheduler.add_input(self.control.drain)  # once per generated frame, on the scheduler thread
+        engine.input_rejects = self.control.dispatcher.rejects.refused
         self.control.start()
         if config.status_http_port is not None:
             self.health = HealthServer(engine.status, host=config.status_http_host, port=config.status_http_port)

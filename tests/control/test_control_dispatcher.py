@@ -93,7 +93,7 @@ def test_switch_modes_and_actions():
         {"match": {"midi": {"note": 36}}, "target": "drum.hit"},
         {"match": {"midi": {"cc": 46}}, "target": "safety.freeze", "options": {"switch": "toggle"}},
         {"match": {"midi": {"cc": 47}}, "target": "safety.freeze", "options": {"switch": "momentary"}},
-        {"match": {"midi": {"cc": 41}}, "target": "patch.load", "options": {"value": "chorus", "quantize": "beat"}},
+        {"match": {"midi": {"cc": 41}}, "target": "patch.load", "options": {"value": "chorus", "quantize": "bar"}},
     ])
     for _ in range(3):
         d.handle(mido.Message("note_on", note=36, velocity=90), "pads")
@@ -102,7 +102,7 @@ def test_switch_modes_and_actions():
     d.handle(cc(41, 0), "x")
     d.drain()
     assert [e.target for e in t.events] == ["drum.hit"] * 3 + ["patch.load"]  # hits are not coalesced
-    assert (t.events[-1].value, t.events[-1].quantize) == ("chorus", "beat")
+    assert (t.events[-1].value, t.events[-1].quantize) == ("chorus", "bar")
     t.events.clear()
     d.handle(cc(46, 127), "x")
     d.drain()
@@ -158,14 +158,16 @@ def test_smoothing_ramps_one_step_per_drain():
 
 
 def test_quantize_passes_through_and_defaults():
-    t, d = make([{"match": {"osc": "/tempo"}, "target": "tempo.bpm", "options": {"range": [60, 180], "quantize": "beat"}},
+    t, d = make([{"match": {"osc": "/gain"}, "target": "master.gain", "options": {"range": [0, 2], "quantize": "beat"}},
                  {"match": {"osc": "/next"}, "target": "patch.next"}])
-    d.handle(OscInput("/tempo", (0.5,)), "osc:x")
+    d.handle(OscInput("/gain", (0.5,)), "osc:x")
     d.handle(OscInput("/next", (1.0,)), "osc:x")
-    d.handle(OscInput("/backline/patch/load", ("verse", "now")), "osc:x")
+    d.handle(OscInput("/backline/patch/load", ("verse", "bar")), "osc:x")
+    d.handle(OscInput("/backline/patch/load", ("chorus", "now")), "osc:x")  # bar only: refused, not moved
     d.drain()
     got = {e.target: (e.value, e.quantize) for e in t.events}
-    assert got == {"tempo.bpm": (120.0, "beat"), "patch.next": (None, "bar"), "patch.load": ("verse", "now")}
+    assert got == {"master.gain": (1.0, "beat"), "patch.next": (None, "bar"), "patch.load": ("verse", "bar")}
+    assert d.rejects.counts() == {"bad_value": 1}
 
 
 def test_osc_space_clamps_and_rejects_with_counts(caplog):
@@ -227,3 +229,13 @@ def test_malformed_midi_bytes_counted():
     d.handle_bytes([0x90, 60], "p")
     d.handle_bytes([0xF8], "p")
     assert d.rejects.counts()["malformed_midi"] == 2
+
+
+def test_a_mapping_asking_a_bar_only_target_for_beat_names_file_and_key():
+    """A patch (or tempo) changes only at a bar line: `quantize: beat` on it is a mapping error
+    naming the control, not a change silently moved to the next bar."""
+    from engine.control.mapping import MappingError, parse
+
+    with pytest.raises(MappingError, match=r"pedal: at controls\[0\].*options: patch.load changes only at a bar line"):
+        parse({"info": {"name": "p"}, "controls": [
+            {"match": {"midi": {"cc": 41}}, "target": "patch.load", "options": {"quantize": "beat"}}]}, file="pedal")

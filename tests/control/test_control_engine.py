@@ -257,3 +257,36 @@ def test_patch_load_by_number_and_name_inside_the_set_only(running: Running, tmp
     assert after["patch"] == "a"
     assert after["rejected"] - before["rejected"] == 6
     assert engine.refused == 6
+
+
+def test_a_beat_quantized_change_lands_with_that_beats_drum_hit(running: Running):
+    """`/backline/sampling/temperature f V s beat`: each value first reaches the generator on the
+    frame that carries its beat's tempo-lock drum hit (the frame nearest the beat, at 240 BPM
+    beats fall a quarter and a half into frames), never the frame after it."""
+    from engine.conditioning import DRUM_HIT
+
+    frames = running.frames.frames
+    values = (1.25, 1.5, 1.75, 2.0, 2.25, 2.5)
+    assert wait_for(lambda: len(frames) > 30, 10)
+    with client_socket() as c:
+        for value in values:
+            send(c, running.osc, "/backline/sampling/temperature", value, "beat")
+            assert wait_for(lambda: any(f.sampling.temperature == value for f in list(frames)), 5)
+    temps = [f.sampling.temperature for f in list(frames)]
+    for value in values:
+        first = temps.index(value)
+        assert frames[first].drum == DRUM_HIT and temps[first - 1] != value, (value, first)
+
+
+def test_a_tempo_change_asked_for_now_is_refused_with_its_reason(running: Running):
+    """Tempo starts a new segment at a bar line: `now` or `beat` on it is refused and counted
+    (never silently moved to a bar), and the tempo stays; with `bar` it is taken."""
+    with client_socket() as c:
+        before = status_reply(c, running.osc)
+        send(c, running.osc, "/backline/tempo/bpm", 180.0, "now")
+        send(c, running.osc, "/backline/meter/beats_per_bar", 3, "beat")
+        assert wait_for(lambda: status_reply(c, running.osc)["rejected"] == before["rejected"] + 2, 5)
+        assert running.service.control.dispatcher.rejects.counts()["bad_value"] == 2
+        assert not any(ch[0] in ("tempo.bpm", "meter.beats_per_bar") for ch in running.changes)
+        send(c, running.osc, "/backline/tempo/bpm", 180.0, "bar")
+        assert wait_for(lambda: status_reply(c, running.osc)["tempo"] == 180.0, 10)

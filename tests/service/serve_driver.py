@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from engine.params import ControlEvent
+from engine.params import ControlEvent, lookup
 from engine.service.config import load_config
 from engine.service.notify import Notifier
 from engine.service.runner import Service
@@ -26,7 +26,9 @@ def stdin_commands(service: Service) -> None:
     for line in sys.stdin:
         words = line.split()
         if words[:1] == ["set"]:
-            service.engine.submit(ControlEvent(words[1], json.loads(words[2]), source="test", quantize="now"))
+            path = words[1]  # applied now, or at the next bar line for what changes only there (tempo)
+            quantize = "now" if "now" in lookup(path)[0].quantizes else "bar"
+            service.engine.submit(ControlEvent(path, json.loads(words[2]), source="test", quantize=quantize))
         elif words[:1] == ["dump"]:
             print(json.dumps(service.engine.snapshot_state()), flush=True)
 
