@@ -87,6 +87,9 @@ class TimedTarget:
     def value_of(self, path: str) -> object:
         return None
 
+    def playhead(self) -> int:
+        return 0
+
 
 class CountingTarget(TimedTarget):
     """Counts events without keeping them, so memory growth measures the control layer only."""

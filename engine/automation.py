@@ -13,7 +13,8 @@ control moved at that moment would be; its quantize then decides where it lands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,23 @@ def load_automation(path: str | Path) -> list[TimedEvent]:
             raise AutomationError(file, f"events[{i}]", str(err)) from err
         events.append(TimedEvent(entry["bar"] - 1, Fraction(str(entry.get("beat", 1))) - 1, event))
     return sorted(events, key=lambda e: (e.bar, e.beat))
+
+
+class AutomationInput:
+    """Automation as a control input (scheduler thread, once per generated frame, like a
+    surface's drain): each event goes to `submit` once the playhead has reached it."""
+
+    def __init__(self, events: Sequence[TimedEvent], submit: Callable[[ControlEvent], None], *,
+                 playhead: Callable[[], int], timeline: Callable[[], Timeline]) -> None:
+        self._events = list(events)
+        self._submit = submit
+        self._playhead = playhead
+        self._timeline = timeline
+
+    def drain(self) -> int:
+        """Submit every event due at the playhead; returns how many."""
+        count, now = 0, self._playhead()
+        while self._events and (at := self._events[0].sample(self._timeline())) <= now:
+            self._submit(replace(self._events.pop(0).event, heard=at))  # heard where it is written
+            count += 1
+        return count

@@ -126,6 +126,10 @@ class Engine:
     def add_listener(self, fn: Callable[[str, object, str], None]) -> None:
         self.scheduler.add_listener(fn)
 
+    def playhead(self) -> int:
+        """The output sample playing now (any thread)."""
+        return self.sink.playhead
+
     def value_of(self, path: str) -> object:
         """A parameter's current value (any thread: it reads values swapped whole); None if it has none."""
         sched = self.scheduler
@@ -216,7 +220,7 @@ class Engine:
             "frozen": sched.state.freeze,
             "playing": sched.state.playing,
             "output": self.sink.name,
-            "realtime": str(self.realtime) if self.realtime is not None else "not started",
+            "realtime": str(self.realtime) if self.realtime is not None else "not started" if self.sink.live else "offline",
             "clock": self.clock.health(self._frame_time.now() if self._frame_time else time.monotonic(),
                                        tempo=float(timeline.tempo_at(playhead))),
             "playhead": playhead,
@@ -275,7 +279,7 @@ class Engine:
                     self.stream_died = True
                     break
                 self._follow_clock(playhead)
-                if self.realtime is None and self.sink.audio_tid is not None:
+                if self.realtime is None and self.sink.live and self.sink.audio_tid is not None:
                     self._ask_realtime(self.sink.audio_tid)
                 if not self._waiting_for_bar:
                     self.scheduler.fill(playhead)
@@ -292,11 +296,11 @@ class Engine:
                     next_status += STATUS_EVERY_S
                     log.info(format_status(self.status()))
                 if self.sink.finished.is_set():
-                    log.error("the audio stream ended unexpectedly")
-                    self.stream_died = True
+                    if self.sink.live:
+                        log.error("the audio stream ended unexpectedly")
+                        self.stream_died = True
                     break
-                self._wake.wait(LOOP_WAIT_S)
-                self._wake.clear()
+                self.sink.tick(self._wake, LOOP_WAIT_S)  # live: wait for a control or 5 ms; offline: render a block
             self.sink.fade_out()
             give_up = time.monotonic() + self.sink.fade_s + STREAM_STALL_S  # a dead stream never finishes its fade
             while not self.sink.finished.wait(LOOP_WAIT_S) and time.monotonic() < give_up:

@@ -142,7 +142,9 @@ class ControlEvent:
 
     Checked when created, so everything downstream can trust it. `quantize=None` takes
     the parameter's default. `at` optionally pins the event to an absolute output sample
-    (automation files and tests); live events apply at the next boundary.
+    (tests); live events apply at the next boundary. `heard` is the output sample that was
+    playing when the control moved, stamped by the input that received it (None: when the
+    scheduler takes it): pad hits keep the player's spacing however they are batched.
     """
 
     target: str
@@ -150,6 +152,7 @@ class ControlEvent:
     source: str = "internal"
     quantize: Quantize | None = None
     at: int | None = None
+    heard: int | None = None
 
     def __post_init__(self) -> None:
         spec, _ = lookup(self.target)

@@ -1,4 +1,9 @@
-"""Offline render: the live scheduler, generator and fitter, driven by a simulated playhead."""
+"""Offline render: the live engine (scheduler, generator, fitter, control route) with an
+offline sink, so a file sounds exactly as the same controls would live.
+
+Automation is a control input like a surface: each event is handed to the engine once the
+playhead reaches it, drained once per generated frame, as OSC and MIDI are.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from engine.audio.file_sink import FileSink
-from engine.audio.ring import PlaybackRing
-from engine.automation import TimedEvent
+from engine.audio.offline import OfflineSink
+from engine.automation import AutomationInput, TimedEvent
 from engine.conditioning import SAMPLE_RATE
+from engine.engine import Engine
 from engine.errors import GeneratorError
 from engine.generator.base import Generator
 from engine.patch import Patch
-from engine.schedule.scheduler import Scheduler
 from engine.style.embedder import Embedder
 
 log = logging.getLogger(__name__)
@@ -46,42 +48,36 @@ def render(
     block: int = 256,
     frames_per_call: int = 2,
     ready_timeout_s: float = 900.0,
+    patch_set: Sequence[Path] = (),
 ) -> RenderResult:
     """Render `bars` bars of `patch` to a WAV file of exactly those bars' length.
 
     Waits up to `ready_timeout_s` for the generator to load (a generator in a child
     process is not ready at once), so every frame of the file is the generator's own.
+    `patch_set` is what `patch.load` in the automation picks from (default: `patch` alone).
     """
     if bars < 1:
         raise ValueError(f"bars must be >= 1, got {bars}")
+    if lookahead_ms * SAMPLE_RATE / 1000 < block:
+        raise ValueError(f"look-ahead {lookahead_ms:g} ms is shorter than one {block}-sample block")
     if not generator.wait_ready(ready_timeout_s):
         raise GeneratorError(f"generator {generator.name} was not ready after {ready_timeout_s:g} s")
-    embedder = embedder or generator.style_model()
-    log.info("style model %s embeds the prompts for %s", embedder.version, generator.name)
-    ring = PlaybackRing()
-    scheduler = Scheduler.for_patch(patch, generator, ring=ring, embedder=embedder, lookahead_ms=lookahead_ms,
-                                    frames_per_call=frames_per_call)
-    queue = list(automation)
-    buf = np.zeros((block, ring.channels), dtype=np.float32)
-    playhead = 0
+    engine: Engine | None = None
+
+    def end() -> int:
+        assert engine is not None
+        return engine.scheduler.timeline.bar_start(bars)  # re-read: a tempo change moves it
+
+    engine = Engine(patch=patch, generator=generator, embedder=embedder, lookahead_ms=lookahead_ms,
+                    frames_per_call=frames_per_call, status_line=False, patch_set=list(patch_set) or None,
+                    sink_factory=lambda ring: OfflineSink(ring, output, end=end, blocksize=block))
+    log.info("style model %s embeds the prompts for %s", engine.embedder.version, generator.name)
+    engine.scheduler.add_input(AutomationInput(automation, engine.submit, playhead=lambda: engine.sink.playhead,
+                                               timeline=lambda: engine.scheduler.timeline).drain)
     t0 = time.perf_counter()
-    try:
-        with FileSink(output) as sink:
-            while True:
-                while queue and queue[0].sample(scheduler.timeline) <= playhead:
-                    scheduler.submit(queue.pop(0).event)
-                scheduler.fill(playhead)
-                end = scheduler.timeline.bar_start(bars)
-                n = min(block, end - playhead)
-                if n <= 0:
-                    break
-                if ring.written < playhead + n:
-                    scheduler.render_until(playhead + n)
-                ring.read(buf[:n], playhead)
-                sink.write(buf[:n])
-                playhead += n
-    finally:
-        scheduler.close()
+    engine.run()
     elapsed = time.perf_counter() - t0
-    starts = tuple(scheduler.timeline.bar_start(k) for k in range(bars + 1))
-    return RenderResult(Path(output), playhead, bars, starts, playhead / SAMPLE_RATE / max(elapsed, 1e-9), ring.underruns)
+    timeline = engine.scheduler.timeline
+    samples = engine.sink.playhead
+    return RenderResult(Path(output), samples, bars, tuple(timeline.bar_start(k) for k in range(bars + 1)),
+                        samples / SAMPLE_RATE / max(elapsed, 1e-9), engine.ring.underruns)

@@ -88,6 +88,7 @@ class Sink:
     """Base for live sinks: a ring, a playhead, counters, and a fade-out stop."""
 
     name = "sink"
+    live = True  # a device or real-time writer: its own audio thread, and ending early is a failure
 
     def __init__(self, ring: PlaybackRing, *, blocksize: int, fade_s: float = DEFAULT_FADE_S, rate: int = SAMPLE_RATE) -> None:
         if blocksize < 16 or blocksize > 8192:
@@ -112,6 +113,13 @@ class Sink:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def tick(self, wake: threading.Event, timeout: float) -> None:
+        """Loop thread, between two turns of the engine loop. A live sink plays in real time on
+        its own thread, so the loop waits for a control or `timeout`; the offline sink renders
+        its next block here instead (the same loop, on an offline clock)."""
+        wake.wait(timeout)
+        wake.clear()
 
     @property
     def playing(self) -> bool:

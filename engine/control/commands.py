@@ -78,6 +78,9 @@ class _Offline:
     def value_of(self, path: str) -> object:
         return None
 
+    def playhead(self) -> int:
+        return 0
+
 
 def _learn(args: argparse.Namespace) -> int:
     """Learn with the same ControlSurfaces the engine builds, minus OSC and the engine."""

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -45,6 +45,9 @@ class ControlTarget(Protocol):
 
     def submit(self, event: ControlEvent) -> None:
         """Thread-safe, never blocks."""
+
+    def playhead(self) -> int:
+        """The output sample playing now (any thread): discrete events are stamped with it."""
 
     def status(self) -> dict[str, object]:
         """The Engine's status dict (see Engine.status; `/backline/status` sends osc_space.STATUS_FIELDS)."""
@@ -317,6 +320,8 @@ class Dispatcher:
             self._queue_event(event)
 
     def _queue_event(self, event: ControlEvent) -> None:
+        """Notes, hits and actions, in order, stamped with the sample playing as they arrived."""
+        event = replace(event, heard=self.target.playhead())
         with self._lock:
             if len(self._queue) >= self._max_queued:
                 overflow = True

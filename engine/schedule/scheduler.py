@@ -87,6 +87,7 @@ class _Ramp:
 
 
 MAX_PENDING_PAD_HITS = 64  # hits waiting to be generated; more is a flood, not a roll (dropped)
+HIT_MERGE_SAMPLES = 256  # hits heard within 5.3 ms (a 256-frame audio block) of the one before are that hit
 
 
 RELEASE_FRAMES = 25  # a released key is sent as off for 1 s (25 frames), then the model decides again
@@ -140,11 +141,11 @@ class NoteTracker:
         """
         if self._last_hit is not None:
             last_at, last_heard = self._last_hit
+            if heard - last_heard < HIT_MERGE_SAMPLES:
+                return  # struck together with the hit before: the same hit
             if last_at >= at:
                 at = last_at + heard - last_heard
         self._last_hit = (at, heard)
-        if self._pad_hits and self._pad_hits[-1] >= at:
-            return  # heard in the same audio block as the hit before: the same hit
         if len(self._pad_hits) < MAX_PENDING_PAD_HITS:
             self._pad_hits.append(at)
 
@@ -246,8 +247,9 @@ class Scheduler:
 
     # -- other threads ------------------------------------------------------------------
     def submit(self, event: ControlEvent) -> None:
-        """Queue a control event, stamped with the output sample playing. Thread-safe and never blocks."""
-        self._inbox.put((event, self.playhead_now()))
+        """Queue a control event, stamped with the output sample playing when it was heard (its
+        own `heard`, else now). Thread-safe and never blocks."""
+        self._inbox.put((event, event.heard if event.heard is not None else self.playhead_now()))
 
     def submit_patch(self, patch: Patch, bank: StyleBank, *, quantize: str = "bar", source: str = "internal") -> None:
         """Queue a loaded, validated patch (and its embeddings) to take over at a boundary."""
@@ -309,13 +311,6 @@ class Scheduler:
             made += self._generate_chunk()
             self._drain_inbox()
         return made
-
-    def render_until(self, end: int) -> None:
-        """Offline: generate and fit until output sample `end` is in the ring."""
-        while self.ring.written < end:
-            self._drain_inbox()
-            self._collect_embeddings()
-            self._generate_chunk(flush_to=end)
 
     def close(self) -> None:
         self._embed_pool.shutdown(wait=False, cancel_futures=True)
@@ -542,7 +537,7 @@ class Scheduler:
             sampling=self.state.sampling,
         )
 
-    def _generate_chunk(self, *, flush_to: int | None = None) -> int:
+    def _generate_chunk(self) -> int:
         plan = self._plan
         if plan is None or self._frame_in_bar >= plan.frames:
             plan = self._plan_next_bar()
@@ -554,8 +549,7 @@ class Scheduler:
         audio = self._run_generator(conds)
         self.frames_generated += count
         self.fitter.push(audio)
-        flush = flush_to is not None and self.fitter.generated_end >= plan.gen_end and plan.out_end >= flush_to
-        start, fitted = self.fitter.pull(flush=flush)
+        start, fitted = self.fitter.pull()
         if len(fitted):
             self.ring.write(start, self._apply_gain(start, fitted))
         return count

@@ -36,6 +36,9 @@ class MemoryTarget:
     def value_of(self, path: str) -> object:
         return self.values.get(path)
 
+    def playhead(self) -> int:
+        return 0
+
     def apply(self) -> list[ControlEvent]:
         """Apply every event submitted since the last call and notify listeners (the engine's job)."""
         with self._lock:

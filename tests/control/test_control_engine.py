@@ -3,7 +3,7 @@
 The service runner starts the real engine (synth generator, the real-time WAV sink, since
 this machine has no sound card) and its ControlSurfaces; the tests talk to it over real
 UDP OSC and read feedback with liblo's oscdump. A quantized patch load is checked on the
-rendered samples against offline renders of the same scheduler code: bar N matches the
+rendered samples against offline renders (`render()`, the same engine with an offline sink): bar N matches the
 old patch to its last sample and bar N+1 the new patch from its first.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,14 @@ import soundfile
 from pythonosc.osc_message import OscMessage
 
 from control_helpers import LIBLO, FrameLog, client_socket, dumped, oscdump, send, serving, wait_for
-from engine.audio.ring import PlaybackRing
+from engine.automation import TimedEvent
 from engine.conditioning import SAMPLE_RATE
 from engine.engine import Engine
 from engine.generator.synth import SynthGenerator
-from engine.patch import Patch, load_patch
-from engine.schedule.scheduler import Scheduler
+from engine.params import ControlEvent
+from engine.patch import load_patch
+from engine.render import render
 from engine.service.runner import Service
-from engine.style.bank import StyleBank
-from engine.style.embedder import HashEmbedder
 
 REPO = Path(__file__).resolve().parents[2]
 LOOKAHEAD_MS = 200
@@ -100,24 +100,14 @@ def running(tmp_path: Path) -> Iterator[Running]:
                       frames[0])
 
 
-def offline(patch: Patch, *, end: int, switch: tuple[Patch, int] | None = None) -> np.ndarray:
-    """The same scheduler offline: `patch`, optionally loaded over by `switch` = (patch, at bar quantize
-    once the playhead reaches that sample). Returns samples [0, end)."""
-    embedder = HashEmbedder()
-    ring = PlaybackRing()
-    sched = Scheduler(generator=SynthGenerator(), patch=patch, bank=StyleBank.for_patch(patch, embedder),
-                      embedder=embedder, ring=ring, lookahead=round(LOOKAHEAD_MS * SAMPLE_RATE / 1000))
-    out = np.zeros((end, 2), np.float32)
-    block = 256
-    for pos in range(0, end, block):
-        if switch is not None and pos >= switch[1]:
-            sched.submit_patch(switch[0], StyleBank.for_patch(switch[0], embedder), quantize="bar")
-            switch = None
-        n = min(block, end - pos)
-        sched.render_until(pos + n)
-        ring.read(out[pos:pos + n], pos)
-    sched.close()
-    return out
+def offline(patches: Path, *, bars: int, switch_at: int | None = None) -> np.ndarray:
+    """`backline render` of a.yaml (the same engine with an offline sink), optionally with an
+    automation `patch.load b` issued at the start of bar `switch_at` (0-based)."""
+    out = patches / f"offline-{bars}-{switch_at}.wav"
+    automation = [] if switch_at is None else [TimedEvent(switch_at, Fraction(0), ControlEvent("patch.load", "b"))]
+    render(load_patch(patches / "a.yaml"), bars=bars, output=out, generator=SynthGenerator(), automation=automation,
+           lookahead_ms=LOOKAHEAD_MS, patch_set=sorted(patches.glob("*.yaml")))
+    return soundfile.read(out, dtype="float32", always_2d=True)[0]
 
 
 def bar_containing(engine: Engine, *, after_s: float, within_s: float) -> int:
@@ -187,12 +177,11 @@ def test_quantized_patch_load_lands_on_the_next_bar_and_is_fed_back(running: Run
     assert not any(address == "/backline/patch/load" for address, _ in to_b)
 
     # the rendered samples: bar N is patch a to its last sample, bar N+1 is patch b from its first
-    a, b_patch = load_patch(running.patches / "a.yaml"), load_patch(running.patches / "b.yaml")
     start = applied[3]
     played, _ = soundfile.read(running.wav, dtype="float32", always_2d=True)
     assert len(played) >= end
-    old = offline(a, end=end)
-    new = offline(a, end=end, switch=(b_patch, tl.bar_start(landed - 1)))
+    old = offline(running.patches, bars=landed + 2)[:end]  # a bar more: patch a's bars are shorter
+    new = offline(running.patches, bars=landed + 2, switch_at=landed - 1)[:end]
     differs = np.flatnonzero(np.any(played[:end] != old, axis=1))
     assert differs[0] == start
     np.testing.assert_array_equal(played[tl.bar_start(landed - 1):start], old[tl.bar_start(landed - 1):start])

@@ -65,6 +65,9 @@ class StatusTarget:
     def value_of(self, path: str) -> object:
         return None
 
+    def playhead(self) -> int:
+        return 0
+
 
 @pytest.fixture
 def osc_engine() -> Iterator[tuple[str, int]]:
