@@ -18,10 +18,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import queue
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -30,32 +28,22 @@ import numpy as np
 
 from engine.audio.ring import PlaybackRing
 from engine.clock.tap import ramp
-from engine.conditioning import (
-    DRUM_HIT,
-    DRUM_MASK,
-    DRUM_NONE,
-    FRAME_SAMPLES,
-    NOTE_HELD,
-    NOTE_MASK,
-    NOTE_OFF,
-    NOTE_ONSET,
-    NUM_NOTES,
-    SAMPLE_RATE,
-    FrameConditioning,
-)
+from engine.conditioning import DRUM_HIT, DRUM_MASK, DRUM_NONE, FRAME_SAMPLES, NOTE_MASK, NUM_NOTES, SAMPLE_RATE, FrameConditioning
 from engine.errors import GeneratorError
 from engine.generator.base import Generator
 from engine.params import ControlEvent, ParameterState
 from engine.patch import Patch
 from engine.ratelog import RateLimitedLog
 from engine.schedule.fitter import DEFAULT_MAX_CENTS, BarFitter, BarPlan, plan_bar
+from engine.schedule.gain import GainEnvelope
+from engine.schedule.notes import NoteTracker
+from engine.schedule.style_ramp import StyleRamp
 from engine.style.bank import StyleBank
 from engine.style.embedder import Embedder
 from engine.timeline import Timeline
 
 log = logging.getLogger(__name__)
 Listener = Callable[[str, object, str], None]
-GAIN_RAMP_SAMPLES = 2400  # 50 ms: gain moves and transport stop/play start on their sample and never click
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,111 +54,7 @@ class _PatchChange:
     source: str
 
 
-@dataclass(slots=True)
-class _Ramp:
-    start: int
-    length: int
-    old: np.ndarray
-    new: np.ndarray
-    curve: str
 
-    def at(self, sample: int) -> np.ndarray:
-        x = 1.0 if self.length <= 0 else min(max((sample - self.start) / self.length, 0.0), 1.0)
-        if self.curve == "equal_power":
-            a, b = math.cos(x * math.pi / 2), math.sin(x * math.pi / 2)
-        else:
-            a, b = 1.0 - x, x
-        return (a * self.old + b * self.new).astype(np.float32)
-
-    def done(self, sample: int) -> bool:
-        return sample >= self.start + self.length
-
-
-MAX_PENDING_PAD_HITS = 64  # hits waiting to be generated; more is a flood, not a roll (dropped)
-HIT_MERGE_SAMPLES = 256  # hits heard within 5.3 ms (a 256-frame audio block) of the one before are that hit
-
-
-RELEASE_FRAMES = 25  # a released key is sent as off for 1 s (25 frames), then the model decides again
-
-
-class NoteTracker:
-    """Keyboard notes as MRT2 note states, one frame at a time (scheduler thread).
-
-    A press is an onset in the next frame generated, however soon the key comes up again (a
-    staccato note shorter than a frame still sounds); held while down; off for
-    RELEASE_FRAMES after release, then masked. With the sustain pedal down a released key
-    stays held until the pedal lifts.
-    """
-
-    def __init__(self) -> None:
-        self._held: set[int] = set()
-        self._sustained: set[int] = set()  # released while the pedal is down: still sounding
-        self._onsets: set[int] = set()  # pressed since the last frame
-        self._off: dict[int, int] = {}  # released pitch -> frames of off left
-        self._pedal = False
-        self._pad_hits: deque[int] = deque()  # output samples of hits not yet generated
-        self._last_hit: tuple[int, int] | None = None  # (at, heard) of the latest hit
-
-    def press(self, pitch: int) -> None:
-        self._held.add(pitch)
-        self._onsets.add(pitch)
-        self._sustained.discard(pitch)
-        self._off.pop(pitch, None)
-
-    def release(self, pitch: int) -> None:
-        self._held.discard(pitch)
-        if self._pedal:
-            self._sustained.add(pitch)
-        else:
-            self._off[pitch] = RELEASE_FRAMES
-
-    def sustain(self, down: bool) -> None:
-        """The sustain pedal (CC 64): lifting it releases every key it held."""
-        self._pedal = down
-        if not down:
-            for pitch in self._sustained:
-                self._off[pitch] = RELEASE_FRAMES
-            self._sustained.clear()
-
-    def hit(self, *, at: int, heard: int) -> None:
-        """A pad hit heard at output sample `heard`, for the first frame not yet generated (`at`).
-
-        While the hit before it still waits to be generated, it keeps the player's distance
-        from that one: a roll keeps its rhythm at frame resolution (40 ms), pads struck
-        together land in one frame, and hits never queue up to sound after the player stopped.
-        """
-        if self._last_hit is not None:
-            last_at, last_heard = self._last_hit
-            if heard - last_heard < HIT_MERGE_SAMPLES:
-                return  # struck together with the hit before: the same hit
-            if last_at >= at:
-                at = last_at + heard - last_heard
-        self._last_hit = (at, heard)
-        if len(self._pad_hits) < MAX_PENDING_PAD_HITS:
-            self._pad_hits.append(at)
-
-    def take_pad_hit(self, until: int) -> bool:
-        """Does the frame that ends at output sample `until` carry a pad hit? Takes every hit before it."""
-        hit = False
-        while self._pad_hits and self._pad_hits[0] < until:
-            self._pad_hits.popleft()
-            hit = True
-        return hit
-
-    def frame_states(self) -> np.ndarray | None:
-        """States for the next frame, or None when the keyboard is silent (notes masked)."""
-        if not (self._held or self._sustained or self._onsets or self._off):
-            return None
-        notes = np.full(NUM_NOTES, NOTE_MASK, dtype=np.int8)
-        for pitch in list(self._off):
-            notes[pitch] = NOTE_OFF
-            self._off[pitch] -= 1
-            if self._off[pitch] <= 0:
-                del self._off[pitch]
-        notes[list(self._held | self._sustained)] = NOTE_HELD
-        notes[list(self._onsets)] = NOTE_ONSET
-        self._onsets.clear()
-        return notes
 
 
 class Scheduler:
@@ -233,8 +117,8 @@ class Scheduler:
         self._frame_in_bar = 0
         self._beat_frames: set[int] = set()
         self._style = bank.mix(self.state)
-        self._ramp: _Ramp | None = None
-        self._gain_points: list[tuple[int, float]] = [(0, self._output_gain())]
+        self._ramp: StyleRamp | None = None
+        self._gain = GainEnvelope(self._output_gain())
         self.frames_generated = 0
         self.fallback_frames = 0
         self.generate_seconds = 0.0
@@ -411,7 +295,7 @@ class Scheduler:
             except ValueError as err:
                 self.errors += 1
                 self._rejects.warn(getattr(item, "target", "patch"), "control change rejected when applied: %s", err)
-            self._schedule_gain(at)
+            self._gain.move(at, self._output_gain())
         if restyle_at is not None:  # once for the lot: a fader sweep brings several style changes per frame
             try:
                 self._restyle(restyle_at)
@@ -468,7 +352,7 @@ class Scheduler:
         seg = self.timeline.segment_at(at)
         length = round(float(self.state.ramp_beats * seg.beat_length))
         if length > 0:
-            self._ramp = _Ramp(at, length, current, target, self.state.ramp_curve)
+            self._ramp = StyleRamp(at, length, current, target, self.state.ramp_curve)
         else:
             self._ramp = None
             self._style = target
@@ -551,7 +435,7 @@ class Scheduler:
         self.fitter.push(audio)
         start, fitted = self.fitter.pull()
         if len(fitted):
-            self.ring.write(start, self._apply_gain(start, fitted))
+            self.ring.write(start, self._gain.apply(start, fitted))
         return count
 
     def _run_generator(self, conds: list[FrameConditioning]) -> np.ndarray:
@@ -571,26 +455,6 @@ class Scheduler:
     def _output_gain(self) -> float:
         """Master gain times the transport (stopped = silent)."""
         return self.state.gain if self.state.playing else 0.0
-
-    def _schedule_gain(self, at: int) -> None:
-        """After a change applied at output sample `at`: ramp to the new gain from exactly there."""
-        target = self._output_gain()
-        if target == self._gain_points[-1][1]:
-            return
-        now = float(self._gain_envelope(at, 1)[0])
-        self._gain_points = [p for p in self._gain_points if p[0] < at] + [(at, now), (at + GAIN_RAMP_SAMPLES, target)]
-
-    def _gain_envelope(self, start: int, length: int) -> np.ndarray:
-        xs, ys = zip(*self._gain_points)
-        return np.interp(np.arange(start, start + length), xs, ys).astype(np.float32)
-
-    def _apply_gain(self, start: int, audio: np.ndarray) -> np.ndarray:
-        """Gain by output position, so a bar-quantized stop or gain move starts on its sample."""
-        while len(self._gain_points) > 1 and self._gain_points[1][0] <= start:
-            self._gain_points.pop(0)
-        if len(self._gain_points) == 1 and self._gain_points[0][1] == 1.0:
-            return audio
-        return audio * self._gain_envelope(start, len(audio))[:, None]
 
     # -- reporting ---------------------------------------------------------------------------------
     def speed(self) -> float:

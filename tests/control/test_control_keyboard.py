@@ -19,7 +19,7 @@ import pytest
 
 from control_helpers import FrameLog, serving, wait_for
 from engine.conditioning import NOTE_HELD, NOTE_MASK, NOTE_OFF, NOTE_ONSET
-from engine.schedule.scheduler import RELEASE_FRAMES
+from engine.schedule.notes import RELEASE_FRAMES
 from engine.service.runner import Service
 
 REPO = Path(__file__).resolve().parents[2]
