@@ -14,23 +14,21 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
 
 import mido
 
 from engine.audio.realtime import DEFAULT_PRIORITY, Grant, promote
 from engine.audio.ring import PlaybackRing
 from engine.audio.sinks import Sink
-from engine.clock import ClockSource, MidiClockOut, MidiClockSender, SampleClock, SampleClockTracker, TapTempo
-from engine.clock.jack_in import FrameTimebase
-from engine.clock.jack_out import JackClockOutput, JackClockSender
+from engine.clock import ClockSource
+from engine.clock.coupling import ClockCoupling, StartOn
 from engine.clock.driver import ClockDriver
+from engine.clock.jack_out import JackClockOutput
 from engine.conditioning import SAMPLE_RATE
 from engine.errors import BacklineError, PatchRefused
 from engine.generator.base import Generator
 from engine.params import ControlEvent, lookup
 from engine.patch import Patch, load_patch
-from engine.ratelog import RateLimitedLog
 from engine.schedule.scheduler import Scheduler
 from engine.style.bank import StyleBank
 from engine.style.embedder import Embedder
@@ -40,9 +38,6 @@ log = logging.getLogger(__name__)
 LOOP_WAIT_S = 0.005
 STATUS_EVERY_S = 5.0
 STREAM_STALL_S = 2.0  # no audio block for this long: the stream is dead (a service exits 1 and is restarted)
-START_COMMIT_S = 0.1  # --start-on bar: the start bar is fixed this long before generation must begin
-CLOCK_OUT_LEAD_S = 0.1  # silence before bar 0 when sending MIDI clock, so Start goes out on bar 0's first sample
-StartOn = Literal["now", "bar"]
 
 
 class Engine:
@@ -85,17 +80,7 @@ class Engine:
         self._ready = False
         self.stream_died = False  # the audio stream ended without being asked to (a service exits 1)
         self.clock = clock or ClockDriver(ClockSource("internal"), beats_per_bar=patch.beats_per_bar)
-        if start_on not in ("now", "bar"):
-            raise ValueError(f"start_on must be now or bar, got {start_on!r}")
-        self.start_on: StartOn = start_on
-        self.sample_clock = SampleClockTracker()
-        self._frame_time: FrameTimebase | None = None  # set when the clock and the sink share JACK's frames
-        self._clock_out_port = clock_out
-        self._clock_sender: MidiClockSender | JackClockSender | None = None
-        self._waiting_for_bar = False
-        self._taps = TapTempo()
-        self._clock_log = RateLimitedLog(log, interval=10.0)
-        self._tap_lock = threading.Lock()
+        self.timing = ClockCoupling(self.clock, start_on=start_on, clock_out=clock_out)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-loader")
         self.realtime_priority = realtime_priority
         self.realtime: Grant | None = None  # what the audio thread got, once it ran
@@ -111,12 +96,12 @@ class Engine:
         action (a patch not in the set, a path) is logged and counted in `rejected`."""
         try:
             if event.target == "tempo.tap":
-                self._tap(event)
+                bpm = self.timing.tap()
+                if bpm is not None and not self.timing.tempo(bpm, event.source):
+                    self.scheduler.submit(ControlEvent("tempo.bpm", bpm, source=event.source, quantize="bar"))
             elif event.spec.route == "engine":  # patch actions: read and embedded on the loader thread
                 self._loader.submit(self._patch_action, event)
-            elif event.target == "tempo.bpm" and self.clock.external:
-                self._tempo_under_clock(float(event.value), event.source)  # type: ignore[arg-type]
-            else:
+            elif not (event.target == "tempo.bpm" and self.timing.tempo(float(event.value), event.source)):  # type: ignore[arg-type]
                 self.scheduler.submit(event)
         except BacklineError as err:
             self.refused += 1
@@ -165,30 +150,6 @@ class Engine:
             self.refused += 1
             log.error("%s from %s: %s", event.target, event.source, err)
 
-    def _tap(self, event: ControlEvent) -> None:
-        """Tap tempo (any control thread): the average of the last taps, from the first unplanned bar."""
-        with self._tap_lock:
-            bpm = self._taps.tap(time.monotonic())
-        if bpm is None:
-            return
-        if self.clock.external:
-            self._tempo_under_clock(round(bpm, 2), event.source)
-        else:
-            self.scheduler.submit(ControlEvent("tempo.bpm", round(bpm, 2), source=event.source, quantize="bar"))
-
-    def _tempo_under_clock(self, bpm: float, source: str) -> None:
-        """A local tempo (tempo.bpm or tap) while an external clock leads; any control thread.
-
-        Link takes proposals (every peer moves, the engine follows the session); a MIDI clock
-        cannot be told, so the change is dropped with a rate-limited line instead of fighting it.
-        """
-        if self.clock.link is not None:
-            self.clock.link.propose_tempo(bpm, time.monotonic())
-            log.info("tempo %.2f BPM from %s proposed to the Link session", bpm, source)
-            return
-        self._clock_log.warn("tempo", "tempo %.2f BPM from %s ignored: the tempo follows clock %s", bpm, source,
-                             self.clock.source)
-
     def request_stop(self) -> None:
         """Fade out, then let `run` return."""
         self._fade_requested = True
@@ -221,8 +182,7 @@ class Engine:
             "playing": sched.state.playing,
             "output": self.sink.name,
             "realtime": str(self.realtime) if self.realtime is not None else "not started" if self.sink.live else "offline",
-            "clock": self.clock.health(self._frame_time.now() if self._frame_time else time.monotonic(),
-                                       tempo=float(timeline.tempo_at(playhead))),
+            "clock": self.timing.health(tempo=float(timeline.tempo_at(playhead))),
             "playhead": playhead,
         }
 
@@ -253,16 +213,13 @@ class Engine:
     def run(self, stop: threading.Event | None = None, *, duration_s: float | None = None) -> None:
         """Scheduling loop: follow the clock, fill ahead of the playhead until stopped, then fade out."""
         stop = stop or self._stop
-        self._waiting_for_bar = self.start_on == "bar" and self.clock.external
-        if self._clock_out_port is not None and not self._waiting_for_bar:
-            first = self.scheduler.timeline.segments[0]
-            self.scheduler.start_at(Timeline.start(first.bpm, first.beats_per_bar, origin=round(CLOCK_OUT_LEAD_S * SAMPLE_RATE)), 0)
-        if not self._waiting_for_bar:
+        self.timing.begin(self.scheduler)
+        if not self.timing.waiting_for_bar:
             self.scheduler.fill(0)  # the first look-ahead is ready before audio starts
         self.sink.start()
         self.clock.start_transport(time.monotonic())
         log.info("%s %s on %s (look-ahead %.0f ms, clock %s)",
-                 "waiting for the next bar of the clock to play" if self._waiting_for_bar else "playing",
+                 "waiting for the next bar of the clock to play" if self.timing.waiting_for_bar else "playing",
                  self.scheduler.patch.name, self.sink.name, self.scheduler.lookahead * 1000 / SAMPLE_RATE, self.clock.source)
         next_status = time.monotonic() + STATUS_EVERY_S
         end_at = None if duration_s is None else round(duration_s * SAMPLE_RATE)
@@ -272,16 +229,16 @@ class Engine:
                 if self.stall_s:
                     time.sleep(self.stall_s)
                 playhead = self.sink.playhead
-                if playhead != last_playhead or self._waiting_for_bar:
+                if playhead != last_playhead or self.timing.waiting_for_bar:
                     moved_at, last_playhead = time.monotonic(), playhead
                 elif time.monotonic() - moved_at > STREAM_STALL_S:
                     log.error("no audio block for %.0f s: the device or audio server stopped calling back", STREAM_STALL_S)
                     self.stream_died = True
                     break
-                self._follow_clock(playhead)
+                self.timing.follow(playhead, self.sink, self.scheduler)
                 if self.realtime is None and self.sink.live and self.sink.audio_tid is not None:
                     self._ask_realtime(self.sink.audio_tid)
-                if not self._waiting_for_bar:
+                if not self.timing.waiting_for_bar:
                     self.scheduler.fill(playhead)
                 # ready: audio flows and the generator itself is warm (not just its fallback playing)
                 if not self._ready and self.sink.playhead > 0 and self.scheduler.generator.wait_ready(0):
@@ -306,8 +263,7 @@ class Engine:
             while not self.sink.finished.wait(LOOP_WAIT_S) and time.monotonic() < give_up:
                 self.scheduler.fill(self.sink.playhead)
         finally:
-            if self._clock_sender is not None:
-                self._clock_sender.close()  # sends Stop
+            self.timing.close()  # our MIDI clock sends Stop
             self.sink.close()
             self._loader.shutdown(wait=False, cancel_futures=True)
             self.scheduler.close()
@@ -321,63 +277,6 @@ class Engine:
             self.realtime = Grant(False, 0, f"cannot read the audio thread's scheduling: {err.strerror}")
         log.log(logging.INFO if self.realtime.realtime or self.realtime_priority <= 0 else logging.WARNING,
                 "audio thread (%s, tid %d) runs at %s", self.sink.name, tid, self.realtime)
-
-    def _start_clock_out(self) -> None:
-        """Loop thread, once the sink plays: send our clock from bar 0. A JACK port with the sink
-        frame-locked gets each message at its frame; any other port is timed by the sample clock."""
-        out = MidiClockOut()
-        out.start(beat=0)
-        timeline = lambda: self.scheduler.timeline  # noqa: E731
-        origin = getattr(self.sink, "frame_origin", None)
-        if isinstance(self._clock_out_port, JackClockOutput) and origin is not None:
-            self._clock_sender = JackClockSender(self._clock_out_port, out, timeline=timeline,
-                                                 playhead=lambda: self.sink.playhead, origin=origin,
-                                                 sample_rate=SAMPLE_RATE)
-        else:
-            if isinstance(self._clock_out_port, JackClockOutput):
-                log.error("MIDI clock out on JACK needs the output frame-locked to JACK (see the sink's log); not sent")
-                self._clock_out_port = None
-                return
-            tracker = self.sample_clock
-            self._clock_sender = MidiClockSender(self._clock_out_port, out, timeline=timeline,  # type: ignore[arg-type]
-                                                 sample_clock=lambda: tracker.clock)  # type: ignore[arg-type, return-value]
-        self._clock_sender.start()
-
-    def _follow_clock(self, playhead: int) -> None:
-        """Loop thread: update the sink's sample clock, then the timeline from the clock source.
-
-        A clock stamped in JACK frames with the sink locked to them is followed on JACK's
-        frame clock (sample p plays at origin + p exactly); any other pairing through the
-        monotonic clock and the tracker's estimate of when the sink plays what.
-        """
-        now = time.monotonic()
-        clock = self.sample_clock.observe(playhead, now, block=self.sink.blocksize)
-        if self._frame_time is None and self.clock.jack_frames is not None:
-            origin = getattr(self.sink, "frame_origin", None)
-            if origin is not None:
-                self._frame_time = self.clock.use_frames(origin=origin, rate=SAMPLE_RATE)
-                log.info("clock %s and the %s sink run on JACK's frame clock", self.clock.source, self.sink.name)
-        if self._frame_time is not None:
-            now, clock = self._frame_time.now(), SampleClock(sample=0, time=0.0)
-        if clock is None:
-            return
-        if self._clock_out_port is not None and self._clock_sender is None and self.sample_clock.clock is not None:
-            self._start_clock_out()
-        if not self.clock.external:
-            return
-        sched = self.scheduler
-        if self._waiting_for_bar:
-            start = self.clock.song_start(after=playhead + sched.lookahead + self.sink.blocksize, clock=clock, t=now)
-            if start is not None and start[0].bar_start(start[1]) <= playhead + sched.lookahead + round(START_COMMIT_S * SAMPLE_RATE):
-                sched.start_at(*start)
-                self._waiting_for_bar = False
-                log.info("clock %s runs: audio starts at its bar %d (sample %d)", self.clock.source, start[1] + 1,
-                         start[0].bar_start(start[1]))
-            return
-        new = self.clock.follow(sched.timeline, planned_until=sched.planned_until, clock=clock, t=now)
-        if new is not None:
-            sched.retime(new)
-
 
 def patch_in_set(patch_set: list[Path], value: object) -> Path:
     """Entry `value` of the set (0-based, the order of `patch_set`: file names sorted), or the

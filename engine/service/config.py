@@ -22,6 +22,7 @@ from typing import Any, Literal
 import jsonschema
 import yaml
 
+from engine.clock.coupling import StartOn
 from engine.errors import ConfigFileError
 from engine.yamlfile import key_path, read_yaml
 
@@ -32,7 +33,6 @@ ENV_PREFIX = "BACKLINE_"
 ENV_CONFIG = "BACKLINE_CONFIG"
 
 ClockSource = Literal["internal", "midi", "link"]
-StartOn = Literal["now", "bar"]
 MidiApi = Literal["alsa", "jack"]
 OscFeedback = Literal["registered", "sender", "none"]
 

@@ -70,7 +70,7 @@ def main(out: Path) -> None:
     time.sleep(4.0)  # a few bars of following
     errors = []
     for _ in range(6):
-        timeline, sample_clock = engine.scheduler.timeline, engine.sample_clock.clock
+        timeline, sample_clock = engine.scheduler.timeline, engine.timing.sample_clock.clock
         bar = timeline.bar_at(engine.sink.playhead) + 1
         errors.append(phase_error_ms(peer, sample_clock.time_of(timeline.bar_start(bar))))
         time.sleep(0.4)
