@@ -45,10 +45,10 @@ import numpy as np
 from bench import Row
 from engine.audio.ring import PlaybackRing
 from engine.audio.sinks import DeviceSink, OutputSpec, find_device
-from engine.conditioning import SAMPLE_RATE
 from engine.engine import Engine
 from engine.generator import create_generator
 from engine.patch import load_patch
+from engine.units import SAMPLE_RATE
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

@@ -53,13 +53,14 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from bench import Row
 from engine.audio.sinks import LIVE_SWITCH_INTERVAL_S
-from engine.clock.jack_in import leave_jack
-from engine.conditioning import SAMPLE_RATE, FrameConditioning
+from engine.conditioning import FrameConditioning
 from engine.control.dispatcher import FRAME_S, Dispatcher
 from engine.control.osc_server import OscServer
 from engine.generator.base import Generator
 from engine.generator.synth import SynthGenerator
+from engine.jack import leave_jack
 from engine.params import ControlEvent
+from engine.units import SAMPLE_RATE
 
 REPO = Path(__file__).resolve().parents[1]
 LEVEL = 0.5

@@ -19,7 +19,7 @@ import yaml
 from bench import Row
 from bench.timing import one_cpu, spread
 from engine.audio.ring import PlaybackRing
-from engine.conditioning import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE, FrameConditioning
+from engine.conditioning import FrameConditioning
 from engine.generator.base import Generator
 from engine.generator.synth import SynthGenerator
 from engine.patch import Patch, parse_patch
@@ -28,6 +28,7 @@ from engine.schedule.fitter import DEFAULT_CROSSFADE, MARGIN, BarFitter, BarPlan
 from engine.schedule.scheduler import Scheduler
 from engine.style.embedder import HashEmbedder
 from engine.timeline import Timeline, round_half_up
+from engine.units import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE
 
 TEMPOS = ("91.3", "120", "127", "133.33", "174")
 FIT_TEMPO = "91.3"  # not a whole number of frames per bar: the fitter resamples

@@ -26,7 +26,8 @@ from typing import Literal
 import numpy as np
 
 from bench import Row
-from engine.conditioning import FRAME_SAMPLES, SAMPLE_RATE, FrameConditioning, masked_notes
+from engine.conditioning import FrameConditioning, masked_notes
+from engine.units import FRAME_SAMPLES, SAMPLE_RATE
 
 BenchSize = Literal["tiny", "small", "base"]
 _MODEL = {"tiny": "tiny", "small": "mrt2_small", "base": "mrt2_base"}

@@ -11,9 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 48_000
-FRAME_SAMPLES = 1920  # 40 ms at 48 kHz, one MRT2 frame
-CHANNELS = 2
 STYLE_DIM = 768  # MusicCoCa embedding size
 STYLE_TOKENS = 12  # MusicCoCa RVQ tokens per frame
 STYLE_VOCAB = 1024
@@ -93,10 +90,6 @@ class FrameConditioning:
             raise ValueError(f"notes must have shape ({NUM_NOTES},), got {self.notes.shape}")
         if self.drum not in (DRUM_MASK, DRUM_NONE, DRUM_HIT):
             raise ValueError(f"drum must be -1, 0 or 1, got {self.drum}")
-
-    @property
-    def style_is_tokens(self) -> bool:
-        return self.style.shape == (STYLE_TOKENS,)
 
 
 def masked_notes() -> np.ndarray:

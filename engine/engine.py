@@ -24,7 +24,6 @@ from engine.clock import ClockSource
 from engine.clock.coupling import ClockCoupling, StartOn
 from engine.clock.driver import ClockDriver
 from engine.clock.jack_out import JackClockOutput
-from engine.conditioning import SAMPLE_RATE
 from engine.errors import BacklineError, PatchRefused
 from engine.generator.base import Generator
 from engine.params import ControlEvent, lookup
@@ -33,6 +32,7 @@ from engine.schedule.scheduler import Scheduler
 from engine.style.bank import StyleBank
 from engine.style.embedder import Embedder
 from engine.timeline import Timeline
+from engine.units import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 LOOP_WAIT_S = 0.005

@@ -106,9 +106,6 @@ class StyleSlot:
     start: float = 0.0
     duration: float = 10.0
 
-    def cache_key(self) -> str:
-        return f"{self.kind}:{self.source}:{self.start}:{self.duration}"
-
 
 @dataclass(frozen=True, slots=True)
 class Patch:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from engine.audio.offline import OfflineSink
 from engine.automation import AutomationInput, TimedEvent
-from engine.conditioning import SAMPLE_RATE
 from engine.engine import Engine
 from engine.errors import GeneratorError
 from engine.generator.base import Generator
 from engine.patch import Patch
 from engine.style.embedder import Embedder
+from engine.units import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 DEFAULT_LOOKAHEAD_MS = 200.0

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from engine.conditioning import SAMPLE_RATE
+from engine.units import SAMPLE_RATE
 
 BPM_RANGE = (20.0, 400.0)
 BEATS_PER_BAR_RANGE = (1, 32)

@@ -8,8 +8,8 @@ from types import TracebackType
 import numpy as np
 import soundfile
 
-from engine.conditioning import CHANNELS, SAMPLE_RATE
 from engine.errors import OutputError
+from engine.units import CHANNELS, SAMPLE_RATE
 
 
 class FileSink:

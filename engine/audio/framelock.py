@@ -9,13 +9,7 @@ block is played again, and the bar grid stays on JACK's clock.
 
 from __future__ import annotations
 
-FRAME_MASK = 0xFFFFFFFF  # JACK's frame counter is 32 bits and wraps (24.8 hours at 48 kHz)
-
-
-def frame_delta(frame: int, base: int) -> int:
-    """Signed frames from `base` to `frame` on JACK's wrapping counter (within +/- 2**31)."""
-    delta = (frame - base) & FRAME_MASK
-    return delta - (1 << 32) if delta >= 1 << 31 else delta
+from engine.jack import frame_delta
 
 
 class FrameLock:

@@ -18,7 +18,7 @@ import numpy as np
 from engine.audio.file_sink import FileSink
 from engine.audio.ring import PlaybackRing
 from engine.audio.sinks import DEFAULT_BLOCKSIZE, Sink
-from engine.conditioning import CHANNELS
+from engine.units import CHANNELS
 
 
 class OfflineSink(Sink):

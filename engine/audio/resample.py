@@ -19,7 +19,7 @@ import numpy as np
 import soxr
 
 from engine.audio.ring import PlaybackRing
-from engine.conditioning import CHANNELS, SAMPLE_RATE
+from engine.units import CHANNELS, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 Quality = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.conditioning import CHANNELS
+from engine.units import CHANNELS
 
 DEFAULT_CAPACITY = 1 << 22  # ~87 s at 48 kHz: look-ahead plus the longest bar twice
 MAX_BAR_LINES = 1 << 12

@@ -20,8 +20,8 @@ from engine.audio.file_sink import FileSink
 from engine.audio.framelock import FrameLock
 from engine.audio.resample import Quality, ResamplingFeeder
 from engine.audio.ring import PlaybackRing
-from engine.conditioning import CHANNELS, SAMPLE_RATE
 from engine.errors import OutputError
+from engine.units import CHANNELS, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 HostApi = Literal["jack", "alsa"]

@@ -19,9 +19,9 @@ from engine.clock.jack_out import JackClockOutput, JackClockSender
 from engine.clock.midi_clock_out import MidiClockOut, MidiClockSender
 from engine.clock.sampleclock import SampleClock, SampleClockTracker
 from engine.clock.tap import TapTempo
-from engine.conditioning import SAMPLE_RATE
 from engine.ratelog import RateLimitedLog
 from engine.timeline import Timeline
+from engine.units import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 START_COMMIT_S = 0.1  # --start-on bar: the start bar is fixed this long before generation must begin

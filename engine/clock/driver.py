@@ -18,10 +18,11 @@ from typing import Any
 from engine.clock.estimate import ClockEstimate
 from engine.clock.midi_follower import FollowerConfig, MidiClockFollower
 from engine.clock.jack_in import FrameTimebase, JackClockInput
-from engine.clock.midi_in import MidiApi, MidiClockInput
+from engine.clock.midi_in import MidiClockInput
 from engine.clock.sampleclock import SampleClock
 from engine.clock.source import ClockSource, health, open_link_source
 from engine.clock.timeline_follow import TimelineFollower
+from engine.midi import MidiApi
 from engine.timeline import Timeline
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,6 @@ directly; it reads an estimate and lets `TimelineFollower` turn it into bar line
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,7 +51,3 @@ class ClockEstimate:
     def beat_at(self, t: float) -> float:
         """Song position in beats (fractional) at monotonic time `t`."""
         return (self.ref_tick + (t - self.ref_time) / self.tick_period) / PPQN
-
-    def next_beat(self, t: float) -> int:
-        """The first whole beat at or after time `t`."""
-        return math.ceil(self.beat_at(t) - 1e-9)

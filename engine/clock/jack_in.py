@@ -20,9 +20,10 @@ from collections.abc import Callable
 
 import mido
 
-from engine.audio.framelock import FRAME_MASK, frame_delta
-from engine.clock.midi_in import RESCAN_S, parse_stamped, port_matches
+from engine.clock.midi_in import RESCAN_S, parse_stamped
 from engine.errors import BacklineError
+from engine.jack import FRAME_MASK, frame_delta, leave_jack
+from engine.midi import port_matches
 from engine.ratelog import RateLimitedLog
 
 logger = logging.getLogger(__name__)
@@ -30,22 +31,6 @@ logger = logging.getLogger(__name__)
 
 # Long enough for a process callback that was waiting for the GIL to run, return, and wait
 # in JACK again (a few periods of 256..1024 frames).
-LEAVE_PAUSE_S = 0.05
-
-
-def leave_jack(client) -> None:  # type: ignore[no-untyped-def]
-    """Deactivate and close a JACK client whose process callback is Python code.
-
-    JACK2 ends a client's process thread with pthread_cancel on deactivation. A thread
-    cancelled while it waits for the GIL (a cancellation point inside CPython) dies holding
-    the GIL's mutex, and the whole process hangs: seen once in CI, the main thread stuck in
-    take_gil after deactivate(). Releasing the GIL for a few periods first lets the callback
-    finish and the thread park in JACK's own wait, where cancelling it is safe. It narrows
-    the window; it cannot close it while other Python threads may hold the GIL.
-    """
-    time.sleep(LEAVE_PAUSE_S)
-    client.deactivate()
-    client.close()
 
 
 class FrameTimebase:

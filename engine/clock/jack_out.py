@@ -19,11 +19,10 @@ from collections.abc import Callable
 
 import mido
 
-from engine.audio.framelock import FRAME_MASK, frame_delta
-from engine.clock.jack_in import leave_jack
 from engine.clock.midi_clock_out import MidiClockOut
-from engine.clock.midi_in import port_matches
 from engine.errors import BacklineError
+from engine.jack import FRAME_MASK, frame_delta, leave_jack
+from engine.midi import port_matches
 from engine.timeline import Timeline
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Literal
 import mido
 
 from engine.clock.estimate import PPQN
-from engine.clock.midi_in import port_matches
+from engine.midi import port_matches
 from engine.errors import BacklineError
 from engine.clock.sampleclock import SampleClock
 from engine.timeline import Timeline, round_half_up

@@ -13,29 +13,20 @@ is always polled after it arrived; the poll delay therefore never enters the sta
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
 
 import mido
 import rtmidi
 
-from engine.ratelog import RateLimitedLog
 from engine.errors import BacklineError
+from engine.midi import MidiApi, port_matches, rtmidi_api
+from engine.ratelog import RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
-MidiApi = Literal["alsa", "jack"]
-_RTMIDI_API = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK}
 RESCAN_S = 1.0
-
-
-def port_matches(name: str, pattern: str) -> bool:
-    """A glob (`TR-8*`) matches the whole name; plain text matches a part of it. Case-insensitive."""
-    name, pattern = name.lower(), pattern.lower()
-    return fnmatch.fnmatchcase(name, pattern) if any(c in pattern for c in "*?[") else pattern in name
 
 
 def parse_stamped(raw: Iterable[tuple[Sequence[int] | bytes, float]], *, log: RateLimitedLog,
@@ -55,13 +46,12 @@ class MidiClockInput:
 
     def __init__(self, pattern: str, *, api: MidiApi = "alsa", client_name: str = "backline-clock",
                  now: Callable[[], float] = time.monotonic) -> None:
-        if api not in _RTMIDI_API:
-            raise ValueError(f"MIDI api must be alsa or jack, got {api!r}")
+        api_id = rtmidi_api(api)
         self.pattern = pattern
         self.api = api
         self._now = now
         try:
-            self._port = rtmidi.MidiIn(_RTMIDI_API[api], name=client_name, queue_size_limit=4096)
+            self._port = rtmidi.MidiIn(api_id, name=client_name, queue_size_limit=4096)
         except rtmidi.SystemError as err:
             raise BacklineError(f"cannot open the {api} MIDI API for clock input: {err}") from err
         self._port.ignore_types(sysex=True, timing=False, active_sense=True)

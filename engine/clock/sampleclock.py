@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from engine.conditioning import SAMPLE_RATE
+from engine.units import SAMPLE_RATE
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from engine.clock.estimate import ClockEstimate
-from engine.conditioning import FRAME_SAMPLES
 from engine.timeline import Segment, Timeline
+from engine.units import FRAME_SAMPLES
 
 logger = logging.getLogger(__name__)
 

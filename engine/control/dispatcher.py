@@ -19,7 +19,7 @@ from typing import Protocol
 
 import mido
 
-from engine.conditioning import FRAME_SAMPLES, SAMPLE_RATE
+from engine.units import FRAME_SAMPLES, SAMPLE_RATE
 from engine.control import osc_space
 from engine.control.feedback import FEED_LIMIT
 from engine.control.mapping import MappingError, MappingSet, Rule
@@ -53,7 +53,8 @@ class ControlTarget(Protocol):
         """The Engine's status dict (see Engine.status; `/backline/status` sends osc_space.STATUS_FIELDS)."""
 
     def add_listener(self, fn: Callable[[str, object, str], None]) -> None:
-        """fn(path, value, source) after a change applies; called on a non-real-time thread."""
+        """fn(path, value, source) after a change applies, on the scheduler thread: it must only
+        queue (no lock of a surface, no I/O; see engine/control/feedback.py)."""
 
     def value_of(self, path: str) -> object:
         """The parameter's current value (None if unknown): a smoothed or soft-takeover control

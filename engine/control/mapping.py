@@ -10,7 +10,6 @@ builds a new one, so a broken file never replaces a set that is playing.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 
 from engine.control.shaping import Shaper
 from engine.errors import ConfigFileError
+from engine.midi import port_matches
 from engine.params import QUANTIZE_VALUES, Quantize, lookup
 
 MidiKind = Literal["cc", "cc14", "nrpn", "note", "notes", "program", "pitchbend", "aftertouch"]
@@ -160,7 +160,7 @@ class MidiMatch:
     notes: tuple[int, int] | None = None
 
     def port_matches(self, port: str) -> bool:
-        return fnmatch.fnmatchcase(port.lower(), self.port.lower())
+        return port_matches(port, self.port)
 
 
 @dataclass(frozen=True, slots=True)

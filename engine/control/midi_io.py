@@ -19,11 +19,9 @@ the broken SysEx as `unterminated_sysex`.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Literal
 
 import mido
 import rtmidi
@@ -31,24 +29,22 @@ import rtmidi
 from engine.control.dispatcher import Dispatcher
 from engine.control.feedback import Feed
 from engine.control.mapping import Output
+from engine.midi import MidiApi, port_matches, rtmidi_api
 
 log = logging.getLogger(__name__)
 
-Api = Literal["alsa", "jack"]
-RTMIDI_API: dict[str, int] = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK}
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name.lower(), p.lower()) for p in patterns)
+    return any(port_matches(name, p) for p in patterns)
 
 
 class MidiHub:
     """Binds input ports by pattern, rebinds them on hotplug, and sends feedback to outputs."""
 
-    def __init__(self, dispatcher: Dispatcher, *, api: Api = "alsa", inputs: Sequence[str] = ("*",),
+    def __init__(self, dispatcher: Dispatcher, *, api: MidiApi = "alsa", inputs: Sequence[str] = ("*",),
                  client_name: str = "backline", poll_s: float = 0.25) -> None:
-        if api not in RTMIDI_API:
-            raise ValueError(f"MIDI api must be alsa or jack, got {api!r}")
+        rtmidi_api(api)  # ValueError naming the choices
         self.dispatcher = dispatcher
         self.api = api
         self.patterns = tuple(inputs)
@@ -63,8 +59,8 @@ class MidiHub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._probe_in = rtmidi.MidiIn(RTMIDI_API[api], name=f"{client_name}-probe")
-        self._probe_out = rtmidi.MidiOut(RTMIDI_API[api], name=f"{client_name}-probe")
+        self._probe_in = rtmidi.MidiIn(rtmidi_api(api), name=f"{client_name}-probe")
+        self._probe_out = rtmidi.MidiOut(rtmidi_api(api), name=f"{client_name}-probe")
         self._links = _JackLinks(client_name) if api == "jack" else None
         self.rebinds = 0
         self._feed = Feed("midi-feedback", self._on_change)
@@ -155,13 +151,13 @@ class MidiHub:
                     self._open_input(name, in_ports.index(name))
             for name in out_names:
                 if name not in self._outputs and _matches(name, out_patterns):
-                    out = rtmidi.MidiOut(RTMIDI_API[self.api], name=self.client_name)
+                    out = rtmidi.MidiOut(rtmidi_api(self.api), name=self.client_name)
                     out.open_port(out_ports.index(name), name=f"feedback {len(self._outputs)}")
                     self._outputs[name] = out
                     log.info("MIDI feedback output %r opened", name)
 
     def _open_input(self, name: str, index: int) -> None:
-        port = rtmidi.MidiIn(RTMIDI_API[self.api], name=self.client_name)
+        port = rtmidi.MidiIn(rtmidi_api(self.api), name=self.client_name)
         port.ignore_types(sysex=False, timing=True, active_sense=True)
         label = f"in {self._opened}"
         self._opened += 1
@@ -256,10 +252,10 @@ def _feedback_message(out: Output, value: int) -> mido.Message:
     return mido.Message("control_change", channel=channel, control=out.midi.number, value=value)
 
 
-def list_ports(*, api: Api = "alsa") -> tuple[list[str], list[str]]:
+def list_ports(*, api: MidiApi = "alsa") -> tuple[list[str], list[str]]:
     """(input names, output names) on an API, for `backline learn --list` and diagnostics."""
-    probe_in = rtmidi.MidiIn(RTMIDI_API[api], name="backline-list")
-    probe_out = rtmidi.MidiOut(RTMIDI_API[api], name="backline-list")
+    probe_in = rtmidi.MidiIn(rtmidi_api(api), name="backline-list")
+    probe_out = rtmidi.MidiOut(rtmidi_api(api), name="backline-list")
     try:
         return probe_in.get_ports(), probe_out.get_ports()
     finally:

@@ -15,8 +15,9 @@ from pathlib import Path
 from engine.control.dispatcher import ControlTarget, Dispatcher
 from engine.control.learn import Learner
 from engine.control.mapping import MappingError
-from engine.control.midi_io import Api, MidiHub
+from engine.control.midi_io import MidiHub
 from engine.control.osc_server import LOOPBACK, FeedbackMode, OscServer
+from engine.midi import MidiApi
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class ControlSurfaces:
 
     def __init__(self, target: ControlTarget, *, mappings: Sequence[str | Path] = (),
                  learn_file: str | Path = "mappings/learned.yaml",
-                 midi_api: Api | None = "alsa", midi_inputs: Sequence[str] = ("*",),
+                 midi_api: MidiApi | None = "alsa", midi_inputs: Sequence[str] = ("*",),
                  osc_host: str = "127.0.0.1", osc_port: int | None = 9000, osc_allow: Sequence[str] = LOOPBACK,
                  osc_feedback: FeedbackMode = "registered") -> None:
         self.dispatcher = Dispatcher(target)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.conditioning import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE, FrameConditioning
+from engine.conditioning import FrameConditioning
 from engine.style.embedder import Embedder, HashEmbedder
+from engine.units import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE
 
 
 class Generator(ABC):

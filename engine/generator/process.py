@@ -27,10 +27,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from engine.conditioning import CHANNELS, FRAME_SAMPLES, FrameConditioning
+from engine.conditioning import FrameConditioning
 from engine.errors import GeneratorError, GeneratorUnavailable
 from engine.generator.base import Generator
 from engine.style.embedder import Embedder
+from engine.units import CHANNELS, FRAME_SAMPLES
 
 log = logging.getLogger(__name__)
 

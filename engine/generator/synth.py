@@ -21,19 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.conditioning import (
-    DRUM_HIT,
-    DRUM_MASK,
-    DRUM_NONE,
-    FRAME_SAMPLES,
-    NOTE_HELD,
-    NOTE_ONSET,
-    NUM_NOTES,
-    SAMPLE_RATE,
-    STYLE_DIM,
-    FrameConditioning,
-)
+from engine.conditioning import DRUM_HIT, DRUM_MASK, DRUM_NONE, NOTE_HELD, NOTE_ONSET, NUM_NOTES, STYLE_DIM, FrameConditioning
 from engine.generator.base import Generator
+from engine.units import FRAME_SAMPLES, SAMPLE_RATE
 
 _TIMBRE_DIMS = 8
 _PARTIALS = 3

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from engine.conditioning import CHANNELS, FRAME_SAMPLES
+from engine.units import CHANNELS, FRAME_SAMPLES
 
 MARGIN = 16  # spline context on each side; the prefilter's influence decays as 0.27**n
 DEFAULT_MAX_CENTS = 4.0
@@ -102,10 +102,6 @@ class BarFitter:
     @property
     def planned_gen_end(self) -> int:
         return self._plans[-1].gen_end if self._plans else self.generated_end
-
-    @property
-    def pending_plans(self) -> tuple[BarPlan, ...]:
-        return tuple(self._plans)
 
     def add_bar(self, plan: BarPlan) -> None:
         """Queue the next bar; it must follow the previous one in both time bases."""

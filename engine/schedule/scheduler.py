@@ -28,7 +28,7 @@ import numpy as np
 
 from engine.audio.ring import PlaybackRing
 from engine.clock.tap import ramp
-from engine.conditioning import DRUM_HIT, DRUM_MASK, DRUM_NONE, FRAME_SAMPLES, NOTE_MASK, NUM_NOTES, SAMPLE_RATE, FrameConditioning
+from engine.conditioning import DRUM_HIT, DRUM_MASK, DRUM_NONE, NOTE_MASK, NUM_NOTES, FrameConditioning
 from engine.errors import GeneratorError
 from engine.generator.base import Generator
 from engine.params import ControlEvent, ParameterState
@@ -41,6 +41,7 @@ from engine.schedule.style_ramp import StyleRamp
 from engine.style.bank import StyleBank
 from engine.style.embedder import Embedder
 from engine.timeline import Timeline
+from engine.units import FRAME_SAMPLES, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 Listener = Callable[[str, object, str], None]
@@ -146,7 +147,8 @@ class Scheduler:
         self._inputs.append(drain)
 
     def add_listener(self, fn: Listener) -> None:
-        """`fn(path, value, source)` runs on the scheduler thread after a change applies."""
+        """`fn(path, value, source)` runs on the scheduler thread after a change applies: it must
+        only queue (a surface sends its feedback from its own thread, `control/feedback.py`)."""
         self._listeners.append(fn)
 
     # -- positions -----------------------------------------------------------------------

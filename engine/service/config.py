@@ -24,6 +24,7 @@ import yaml
 
 from engine.clock.coupling import StartOn
 from engine.errors import ConfigFileError
+from engine.midi import MidiApi
 from engine.yamlfile import key_path, read_yaml
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ ENV_PREFIX = "BACKLINE_"
 ENV_CONFIG = "BACKLINE_CONFIG"
 
 ClockSource = Literal["internal", "midi", "link"]
-MidiApi = Literal["alsa", "jack"]
 OscFeedback = Literal["registered", "sender", "none"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.clock.jack_in import leave_jack
+from engine.jack import leave_jack
 
 
 class Recorder:

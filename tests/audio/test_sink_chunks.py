@@ -9,7 +9,7 @@ import pytest
 
 from engine.audio.ring import PlaybackRing
 from engine.audio.sinks import CALLBACK_CHUNK_FRAMES, Sink
-from engine.conditioning import CHANNELS
+from engine.units import CHANNELS
 
 
 class BareSink(Sink):

@@ -16,7 +16,7 @@ import mido
 import numpy as np
 import pytest
 
-from engine.clock.jack_in import leave_jack
+from engine.jack import leave_jack
 
 
 class FrameStampedInput:

@@ -21,13 +21,13 @@ from pythonosc.osc_message import OscMessage
 
 from control_helpers import LIBLO, FrameLog, client_socket, dumped, oscdump, send, serving, wait_for
 from engine.automation import TimedEvent
-from engine.conditioning import SAMPLE_RATE
 from engine.engine import Engine
 from engine.generator.synth import SynthGenerator
 from engine.params import ControlEvent
 from engine.patch import load_patch
 from engine.render import render
 from engine.service.runner import Service
+from engine.units import SAMPLE_RATE
 
 REPO = Path(__file__).resolve().parents[2]
 LOOKAHEAD_MS = 200

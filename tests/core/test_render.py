@@ -171,7 +171,8 @@ def test_hits_that_arrive_while_the_generator_runs_keep_their_spacing() -> None:
     stamped with the output sample playing when it arrived (the sink's playhead), so a roll that
     arrived meanwhile is not squashed into one frame."""
     from engine.audio.ring import PlaybackRing
-    from engine.conditioning import DRUM_HIT, FRAME_SAMPLES
+    from engine.conditioning import DRUM_HIT
+    from engine.units import FRAME_SAMPLES
     from engine.params import ControlEvent
     from engine.schedule.scheduler import Scheduler
     from engine.style.embedder import HashEmbedder

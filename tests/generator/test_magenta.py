@@ -23,10 +23,11 @@ except ImportError as err:
 import jax
 from magenta_rt.musiccoca import MockMusicCoCa
 
-from engine.conditioning import FRAME_SAMPLES, NOTE_HELD, NOTE_ONSET, FrameConditioning, Sampling, masked_notes
+from engine.conditioning import NOTE_HELD, NOTE_ONSET, FrameConditioning, Sampling, masked_notes
 from engine.errors import GeneratorError
 from engine.generator.magenta.generator import MagentaGenerator
 from engine.generator.magenta.tokens import CFG_SLICE, DRUM_INDEX, NOTES_SLICE, STYLE_SLICE
+from engine.units import FRAME_SAMPLES
 
 pytestmark = pytest.mark.magenta
 

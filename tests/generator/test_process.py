@@ -14,10 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from engine.conditioning import DRUM_HIT, FRAME_SAMPLES, FrameConditioning, masked_notes
+from engine.conditioning import DRUM_HIT, FrameConditioning, masked_notes
 from engine.errors import GeneratorError, GeneratorUnavailable
 from engine.generator.base import Generator
 from engine.generator.process import ProcessGenerator
+from engine.units import FRAME_SAMPLES
 
 FACTORY = f"{__name__}:Tone"
 STYLE = np.zeros(768, dtype=np.float32)

@@ -32,13 +32,14 @@ import safetensors.flax
 import sequence_layers.jax as sl
 from magenta_rt import musiccoca
 
-from engine.conditioning import FRAME_SAMPLES, FrameConditioning
+from engine.conditioning import FrameConditioning
 from engine.errors import GeneratorError
 from engine.generator.base import Generator
 from engine.generator.magenta import assets, model
 from engine.generator.magenta.tokens import CHANNELS, MODEL_OFFSET, StyleTokenizer, TokenEncoder
 from engine.style.embedder import Embedder
 from engine.style.musiccoca import style_model_for
+from engine.units import FRAME_SAMPLES
 
 log = logging.getLogger(__name__)
 

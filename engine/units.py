@@ -1,0 +1,6 @@
+"""The engine's units, shared by every layer: the sample rate every position is counted in,
+MRT2's frame, and the output's channels. A bottom module: it imports nothing of the engine."""
+
+SAMPLE_RATE = 48_000
+FRAME_SAMPLES = 1920  # 40 ms at 48 kHz, one MRT2 frame
+CHANNELS = 2
