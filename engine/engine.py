@@ -8,6 +8,7 @@ to a deadline). Everything else (MIDI, OSC, signals) talks to it through `submit
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
@@ -95,8 +96,8 @@ class Engine:
         Any thread; control surfaces call it from the scheduler's per-frame drain. A refused
         action (a patch not in the set, a path) is logged and counted in `rejected`."""
         try:
-            if event.target == "tempo.tap":
-                bpm = self.timing.tap()
+            if event.target == "tempo.tap":  # timed by when it was heard, not by when the frame drained it
+                bpm = self.timing.tap(event.heard / SAMPLE_RATE if event.heard is not None else None)
                 if bpm is not None and not self.timing.tempo(bpm, event.source):
                     self.scheduler.submit(ControlEvent("tempo.bpm", bpm, source=event.source, quantize="bar"))
             elif event.spec.route == "engine":  # patch actions: read and embedded on the loader thread
@@ -149,6 +150,9 @@ class Engine:
         except BacklineError as err:
             self.refused += 1
             log.error("%s from %s: %s", event.target, event.source, err)
+        except Exception:  # noqa: BLE001 - an executor would drop it silently; the playing patch stays
+            self.refused += 1
+            log.exception("%s from %s failed", event.target, event.source)
 
     def request_stop(self) -> None:
         """Fade out, then let `run` return."""
@@ -283,7 +287,7 @@ def patch_in_set(patch_set: list[Path], value: object) -> Path:
     set's patch with that file stem or `name:`. Never a path: a control surface cannot make
     the engine read a file outside the set (PatchRefused)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value != int(value) or not 0 <= value < len(patch_set):
+        if not math.isfinite(value) or value != int(value) or not 0 <= value < len(patch_set):
             raise PatchRefused(f"patch {value:g} is not in the set: entries are 0..{len(patch_set) - 1}")
         return patch_set[int(value)]
     name = str(value).strip()

@@ -46,11 +46,11 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     except ValueError as err:
         raise OutputError(f"--clock: {err}") from err
     flags: dict[str, Any] = {
+        "latency": _latency(args.latency),
         "patch": Path(args.patch).resolve() if args.patch else None,
         "output": args.output,
         "device": args.device,
         "blocksize": args.blocksize,
-        "latency": args.latency,
         "connect": connect,
         "autoconnect": False if args.no_autoconnect else None,
         "resample": args.resample,
@@ -73,6 +73,19 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     if args.frames_per_call is not None:
         options["frames_per_call"] = args.frames_per_call
     return replace(config, generator_options={**config.generator_options, **options})
+
+
+def _latency(text: str | None) -> str | float | None:
+    """--latency: low, high, or seconds (0 < s <= 1), as the config's `latency:` takes it."""
+    if text is None or text in ("low", "high"):
+        return text
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise OutputError(f"--latency takes low, high or seconds, got {text!r}") from None
+    if not 0 < seconds <= 1:
+        raise OutputError(f"--latency in seconds must be in 0..1, got {text}")
+    return seconds
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -137,10 +137,11 @@ class ClockCoupling:
             self._sender.close()
 
     # -- any control thread ------------------------------------------------------------------
-    def tap(self) -> float | None:
-        """A tap: the tempo of the last taps (BPM, 2 decimals), or None until there are enough."""
+    def tap(self, at_s: float | None = None) -> float | None:
+        """A tap at `at_s` seconds of output (when it was heard; None: now): the tempo of the last
+        taps (BPM, 2 decimals), or None until there are enough."""
         with self._tap_lock:
-            bpm = self._taps.tap(time.monotonic())
+            bpm = self._taps.tap(time.monotonic() if at_s is None else at_s)
         return None if bpm is None else round(bpm, 2)
 
     def tempo(self, bpm: float, source: str) -> bool:

@@ -22,7 +22,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register the control subcommands on the main `backline` parser."""
     p = subparsers.add_parser("params", help="print the parameter space")
     p.set_defaults(func=_params)
-    p = subparsers.add_parser("mappings", help="validate mapping files and list their rules")
+    p = subparsers.add_parser("mappings", help="validate mapping files and count their controls and outputs")
     p.add_argument("files", nargs="*", type=Path, default=sorted(Path("mappings").glob("*.yaml")))
     p.set_defaults(func=_mappings)
     p = subparsers.add_parser("osc-docs", help="print the OSC address space as markdown (docs/osc.md)")

@@ -61,7 +61,7 @@ SERVER_ADDRESSES: tuple[ServerAddress, ...] = (
     ServerAddress("/backline/learn", "s target", "arm MIDI learn: the next moved MIDI control drives `target`"),
 )
 
-_ARGS = {"float": "f", "int": "i (f rounds)", "bool": "i/f/T/F (>= 0.5 is on)", "text": "s", "action": "[s/i/f]"}
+_ARGS = {"float": "f", "int": "i (f rounds)", "bool": "i/f/T/F (>= 0.5 is on)", "text": "s", "action": "[s/i/f] (patch/load: i N or s NAME)"}
 
 
 def address_of(pattern: str) -> str:
@@ -97,7 +97,8 @@ def to_event(address: str, args: tuple[object, ...], *, source: str) -> tuple[Co
 
 @lru_cache(maxsize=1024)
 def continuous(path: str) -> bool:
-    """Values that may be coalesced to the latest: numbers and switches, not notes or actions."""
+    """Values that may be coalesced to the latest: numbers and switches (freeze, transport.playing:
+    the last value in a frame counts), not notes or actions."""
     return lookup(path)[0].kind in ("float", "int", "bool") and not path.startswith("note.")
 
 
@@ -105,8 +106,11 @@ def _value(spec: ParameterSpec, address: str, args: tuple[object, ...]) -> tuple
     if spec.kind == "action":
         if len(args) > 1:
             raise OscReject("wrong_count", f"{address} takes at most 1 argument, got {len(args)}")
-        if spec.pattern == "patch.load" and (not args or not isinstance(args[0], (str, int))):
-            raise OscReject("wrong_type", f"{address} needs a patch name (s) or index (i), got {args!r}")
+        if spec.pattern == "patch.load" and (not args or isinstance(args[0], bool)
+                                             or not isinstance(args[0], (str, int, float))):
+            raise OscReject("wrong_type", f"{address} needs a patch name (s) or index (i, or a whole f), got {args!r}")
+        if args and isinstance(args[0], float) and not math.isfinite(args[0]):
+            raise OscReject("not_finite", f"{address} needs a finite number, got {args[0]}")
         return (args[0] if args else None), False
     if len(args) != 1:
         raise OscReject("wrong_count", f"{address} takes 1 argument ({_ARGS[spec.kind]}), got {len(args)}")
@@ -162,11 +166,13 @@ def describe_osc() -> str:
         "- a burst is coalesced to the latest value per parameter until the next generated frame:",
         "  within a burst only the last datagram a sender sent to a value address is parsed and",
         "  checked; the ones it superseded are counted as coalesced, not validated. Drum hits,",
-        "  notes, actions (tap, patch load, transport) and switches are never coalesced;",
+        "  notes and actions (tap, patch load, transport play/stop) are never coalesced; a",
+        "  switch (freeze, transport/playing) is a value: its last state in a frame counts;",
         "- feedback: after a parameter changes, its address with the new value is sent to",
         "  registered clients (or to the last sender, as configured), never to the client the",
         "  change came from. A patch load sends every value the new patch changed (tempo,",
-        "  meter, style weights and prompts, sampling, gain...) when it takes over at its bar.",
+        "  meter, style weights and prompts, sampling, style ramp, tempo lock) when it takes",
+        "  over at its bar (master gain, freeze and the transport stay the performer's).",
         "",
         "| address | arguments | range | applies | meaning |",
         "|---|---|---|---|---|",

@@ -21,7 +21,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
     p = subparsers.add_parser("status", help="ask the running engine for its status (OSC /backline/status)")
-    p.add_argument("--config", help="config file that names the OSC port (default /etc/backline/config.yaml)")
+    p.add_argument("--config", help="config file that names the OSC port (default $BACKLINE_CONFIG, then /etc/backline/config.yaml)")
     p.add_argument("--host", help="OSC host (default: the config's, loopback if it listens on all addresses)")
     p.add_argument("--port", type=int, help="OSC port (default: the config's)")
     p.add_argument("--http", metavar="URL", help="read the HTTP health endpoint instead, e.g. http://127.0.0.1:8080/status")

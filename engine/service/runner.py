@@ -230,7 +230,7 @@ class Service:
         later = sorted(set(changed) - LIVE_FIELDS)
         if later:
             log.warning("config changes that need a restart (systemctl restart backline): %s", ", ".join(later))
-        if self.engine is not None and "patches" in changed:
+        if self.engine is not None:  # the folder is listed again: files added or removed since are seen
             self.engine.patch_set = self._patch_set(new)
         if self.control is not None:
             failed = self.control.load_mappings(new.mappings)

@@ -242,8 +242,10 @@ def test_patch_load_by_number_and_name_inside_the_set_only(running: Running, tmp
             send(c, running.osc, "/backline/patch/load", bad)
         send(c, running.osc, "/backline/patch/load", "a")  # by name: the set's a.yaml
         assert wait_for(lambda: [ch[1] for ch in running.changes if ch[0] == "patch.load"] == ["b", "a"], 10)
+        send(c, running.osc, "/backline/patch/load", 1.0)  # a whole float (TouchOSC sends floats) is an index
+        assert wait_for(lambda: [ch[1] for ch in running.changes if ch[0] == "patch.load"] == ["b", "a", "b"], 10)
         after = status_reply(c, running.osc)
-    assert after["patch"] == "a"
+    assert after["patch"] == "b"
     assert after["rejected"] - before["rejected"] == 6
     assert engine.refused == 6
 

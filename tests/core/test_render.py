@@ -255,3 +255,15 @@ def test_a_flood_of_bad_changes_is_logged_at_a_rate_not_per_event(caplog) -> Non
         scheduler.close()
     assert scheduler.errors == 200
     assert 1 <= sum("rejected when applied" in r.message for r in caplog.records) <= 2
+
+
+def test_tap_tempo_is_timed_by_when_the_taps_were_heard(tmp_path) -> None:
+    """Four taps 0.6 s apart (automation at bar 2, beats 1, 2.2, 3.4, 4.6 at 120 BPM) set exactly
+    100 BPM from the next bar line: taps are timed by the sample they were heard at, not by
+    when a frame's drain handed them on (that made 0.6 s taps read 99-102 BPM live, and
+    thousands of BPM in a render)."""
+    taps = "".join(f"  - {{bar: 2, beat: {b}, target: tempo.tap}}\n" for b in (1, 2.2, 3.4, 4.6))
+    result, _ = do_render(tmp_path, patch("120"), 6, "events:\n" + taps)
+    lengths = np.diff(result.bar_starts)
+    assert lengths[0] == lengths[1] == 96_000  # 120 BPM while the taps come
+    assert lengths[-1] == 115_200  # 4 beats of 0.6 s: exactly 100 BPM

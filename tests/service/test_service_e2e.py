@@ -452,3 +452,25 @@ def test_the_audio_thread_asks_for_sched_fifo_and_reports_what_it_got(tmp_path: 
         assert said.startswith("normal (SCHED_FIFO 60 refused: RLIMIT_RTPRIO is 0")
         assert os.sched_getscheduler(tid) == os.SCHED_OTHER
     assert process.stop() == 0
+
+
+def test_sighup_sees_a_patch_added_to_the_folder(tmp_path: Path, serve, notify_socket) -> None:
+    """A patch file copied into `patches:` is in the set after `systemctl reload` (SIGHUP), so a
+    control can pick it by name; before the reload it is refused (not in the set)."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "a.yaml").write_text((REPO / "patches/default.yaml").read_text())
+    process = serve(make_config(tmp_path, patches=str(folder), patch=str(folder / "a.yaml")))
+    until(notify_socket, "READY")
+    port = int(process.wait_log(r"OSC server on 127\.0\.0\.1:(\d+)").group(1))
+    (folder / "b.yaml").write_text((REPO / "patches/waltz.yaml").read_text())
+    osc_send(port, "/backline/patch/load", "b")
+    process.wait_log(r"patch\.load from osc:.*no patch named 'b' in the set \(a\)")
+    process.proc.send_signal(signal.SIGHUP)
+    until(notify_socket, "READY")  # reloaded
+    osc_send(port, "/backline/patch/load", "b")
+    deadline = time.monotonic() + 10
+    while process.status()["patch"] != "waltz" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.status()["patch"] == "waltz"
+    assert process.stop() == 0
