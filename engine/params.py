@@ -136,6 +136,11 @@ def lookup(path: str) -> tuple[ParameterSpec, int | None]:
     raise ValueError(f"unknown parameter {path!r} (see `backline params`)")
 
 
+def route_of(path: str) -> Route:
+    """The route of a concrete path, or of a mapping's keyboard target `note.*` (notes)."""
+    return lookup("note.0" if path == "note.*" else path)[0].route
+
+
 @dataclass(frozen=True, slots=True)
 class ControlEvent:
     """A change: which parameter or action, its value, its source, and when it applies.

@@ -34,7 +34,7 @@ from engine.control.shaping import (
     normalise_7bit,
     normalise_14bit,
 )
-from engine.params import ControlEvent
+from engine.params import ControlEvent, route_of
 
 log = logging.getLogger(__name__)
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
@@ -257,7 +257,7 @@ class Dispatcher:
         if st is None:
             o = rule.options
             ramp = Ramp(o.smoothing, frame_s=self.frame_s) if o.smoothing > 0 and rule.continuous else None
-            switch_mode = o.switch or (None if rule.continuous or rule.target.startswith("note.") else "trigger")
+            switch_mode = o.switch or (None if rule.continuous or route_of(rule.target) == "notes" else "trigger")
             st = _RuleState(SoftTakeover(o.soft_takeover, threshold=o.threshold), Switch(switch_mode) if switch_mode else None, ramp)
             known = self._values.get(rule.target)
             if known is None:
@@ -303,7 +303,7 @@ class Dispatcher:
                 return
             x = taken
         native = o.shaper.to_native(x)
-        if rule.target.startswith("note."):
+        if route_of(rule.target) == "notes":
             self._queue_event(ControlEvent(rule.target, x if o.velocity else float(x > 0), source, o.quantize))
             return
         if st.ramp is not None:

@@ -21,7 +21,7 @@ import yaml
 from engine.control.shaping import Shaper
 from engine.errors import ConfigFileError
 from engine.midi import port_matches
-from engine.params import QUANTIZE_VALUES, Quantize, lookup
+from engine.params import QUANTIZE_VALUES, Quantize, lookup, route_of
 
 MidiKind = Literal["cc", "cc14", "nrpn", "note", "notes", "program", "pitchbend", "aftertouch"]
 MIDI_KINDS: tuple[MidiKind, ...] = ("cc", "cc14", "nrpn", "note", "notes", "program", "pitchbend", "aftertouch")
@@ -197,7 +197,7 @@ class Rule:
     @property
     def continuous(self) -> bool:
         """True for values that may be coalesced to the latest: not notes, hits, actions or triggers."""
-        if self.target.startswith("note.") or self.options.switch == "trigger":
+        if route_of(self.target) == "notes" or self.options.switch == "trigger":
             return False
         return lookup(self.target)[0].kind in ("float", "int", "bool")
 

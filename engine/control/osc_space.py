@@ -99,7 +99,8 @@ def to_event(address: str, args: tuple[object, ...], *, source: str) -> tuple[Co
 def continuous(path: str) -> bool:
     """Values that may be coalesced to the latest: numbers and switches (freeze, transport.playing:
     the last value in a frame counts), not notes or actions."""
-    return lookup(path)[0].kind in ("float", "int", "bool") and not path.startswith("note.")
+    spec = lookup(path)[0]
+    return spec.kind in ("float", "int", "bool") and spec.route != "notes"
 
 
 def _value(spec: ParameterSpec, address: str, args: tuple[object, ...]) -> tuple[object, bool]:
