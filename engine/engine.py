@@ -84,6 +84,7 @@ class Engine:
         self.timing = ClockCoupling(self.clock, start_on=start_on, clock_out=clock_out)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-loader")
         self.realtime_priority = realtime_priority
+        self._restore_freeze: ControlEvent | None = None  # a saved freeze, applied once the generator is ready
         self.realtime: Grant | None = None  # what the audio thread got, once it ran
         self.input_rejects: Callable[[], int] = lambda: 0  # the control surfaces' own rejects (the service wires them)
         self.refused = 0  # engine actions refused (a patch outside the set, a path from a surface)
@@ -100,8 +101,10 @@ class Engine:
                 bpm = self.timing.tap(event.heard / SAMPLE_RATE if event.heard is not None else None)
                 if bpm is not None and not self.timing.tempo(bpm, event.source):
                     self.scheduler.submit(ControlEvent("tempo.bpm", bpm, source=event.source, quantize="bar"))
-            elif event.spec.route == "engine":  # patch actions: read and embedded on the loader thread
+            elif event.spec.route == "engine" and self.sink.live:  # read and embedded off the generation thread
                 self._loader.submit(self._patch_action, event)
+            elif event.spec.route == "engine":  # offline: at once, so a render never depends on wall-clock speed
+                self._patch_action(event)
             elif not (event.target == "tempo.bpm" and self.timing.tempo(float(event.value), event.source)):  # type: ignore[arg-type]
                 self.scheduler.submit(event)
         except BacklineError as err:
@@ -209,9 +212,9 @@ class Engine:
         self.scheduler.start_at(Timeline.start(timeline.get("tempo.bpm", first.bpm),
                                                int(timeline.get("meter.beats_per_bar", first.beats_per_bar)),
                                                origin=self.ring.origin), 0)
-        for event in sorted(events, key=lambda e: e.spec.route == "safety"):  # freeze last: it holds what follows
-            if event.spec.route != "timeline":
-                self.scheduler.submit(event)
+        self.scheduler.restore([e for e in events if e.spec.route not in ("timeline", "safety")])
+        # freeze loops the bar playing: only once the generator itself plays (not its fallback or silence)
+        self._restore_freeze = next((e for e in events if e.spec.route == "safety" and e.value), None)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None, *, duration_s: float | None = None) -> None:
@@ -242,11 +245,18 @@ class Engine:
                 self.timing.follow(playhead, self.sink, self.scheduler)
                 if self.realtime is None and self.sink.live and self.sink.audio_tid is not None:
                     self._ask_realtime(self.sink.audio_tid)
-                if not self.timing.waiting_for_bar:
+                if self.timing.waiting_for_bar:
+                    self.scheduler.poll_inputs()
+                else:
                     self.scheduler.fill(playhead)
                 # ready: audio flows and the generator itself is warm (not just its fallback playing)
                 if not self._ready and self.sink.playhead > 0 and self.scheduler.generator.wait_ready(0):
                     self._ready = True
+                    if self._restore_freeze is not None:
+                        log.warning("the show was frozen when it stopped: freeze restored, looping from the next bar "
+                                    "line (release with safety.freeze 0)")
+                        self.scheduler.submit(self._restore_freeze)
+                        self._restore_freeze = None
                     if self.on_ready:
                         self.on_ready()
                 if self.on_tick:

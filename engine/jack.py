@@ -4,6 +4,8 @@ from a client whose process callback is Python code."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
 
 FRAME_MASK = 0xFFFFFFFF  # JACK's frame counter is 32 bits and wraps (24.8 hours at 48 kHz)
@@ -29,3 +31,24 @@ def leave_jack(client) -> None:  # type: ignore[no-untyped-def]
     time.sleep(LEAVE_PAUSE_S)
     client.deactivate()
     client.close()
+
+
+def use_system_libjack() -> str | None:
+    """Load the system libjack with RTLD_GLOBAL, before rtmidi is imported; returns its name.
+
+    python-rtmidi's wheel bundles a libjack of its own, while JACK-Client (the sinks' port
+    routing, the clocks, MIDI replug checks) and PortAudio use the system's. Two libjacks
+    in one process are two clients' worth of state for one server: gdb showed a CI run
+    hung in the system libjack's jack_client_close while the bundled one's threads waited
+    in their own futexes. Loaded globally first, the system library is what rtmidi's JACK
+    calls bind to (checked with LD_DEBUG=bindings), so the process talks to JACK through
+    one library. Without a system libjack (no JACK installed) nothing is loaded.
+    """
+    name = ctypes.util.find_library("jack")
+    if name is None:
+        return None
+    try:
+        ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        return None
+    return name

@@ -41,8 +41,8 @@ class ParameterSpec:
     high: float | None = None
     quantize: Quantize = "now"
     route: Route = "state"
-    show: bool = True
-    quantizes: tuple[Quantize, ...] = QUANTIZE_VALUES  # what a control may ask for (tempo: bar lines only)  # part of the show state: saved for crash recovery, restored after a restart
+    show: bool = True  # part of the show state: saved for crash recovery, restored after a restart
+    quantizes: tuple[Quantize, ...] = QUANTIZE_VALUES  # what a control may ask for (tempo: bar lines only)
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

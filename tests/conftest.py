@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import engine  # noqa: F401  (first: it loads the system libjack before anything imports rtmidi)
+
 sys.path.insert(0, str(Path(__file__).parent))
 from jackserver import JackUnavailable, jack_server  # noqa: E402
 

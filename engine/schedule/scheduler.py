@@ -8,9 +8,9 @@ coalescing and quantize all count in frames. What a change does is its spec's ro
 (`engine.params.PARAMETERS`).
 
 Per bar it plans a whole number of frames (see `fitter.py`), so a change quantized to a
-bar starts exactly on that bar's first sample. A change applies from the first frame at
-or after its boundary (`now`, `beat` or `bar`) that is not generated yet. Tempo and
-meter changes start a new timeline segment at the first bar line not yet planned.
+bar starts exactly on that bar's first sample. A change applies on the frame not generated
+yet whose start is nearest its boundary (`now`, `beat` or `bar`; see `_apply_due`). Tempo
+and meter changes start a new timeline segment at the first bar line not yet planned.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Scheduler:
         self._listeners: list[Listener] = []
         self._inputs: list[Callable[[], object]] = []
         self._embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
-        self._embeds: list[tuple[int, Future[np.ndarray], str]] = []
+        self._embeds: list[tuple[int, Future[np.ndarray], str, Patch]] = []  # (slot, embedding, prompt, for patch)
         self._next_bar = 0
         self._plan: BarPlan | None = None
         self._playhead = 0  # as of the last fill
@@ -139,6 +139,26 @@ class Scheduler:
     def submit_patch(self, patch: Patch, bank: StyleBank, *, quantize: str = "bar", source: str = "internal") -> None:
         """Queue a loaded, validated patch (and its embeddings) to take over at a boundary."""
         self._inbox.put((_PatchChange(patch, bank, quantize, source), self.playhead_now()))
+
+    def restore(self, events: list[ControlEvent]) -> None:
+        """Before the first frame, on the thread that will run the loop: the saved show state
+        applies at once (a replaced prompt embedded here), and the style mix starts at its
+        saved value instead of ramping from the patch file's. Timeline, note, action and
+        safety events are not for it (the engine restores tempo and freeze itself)."""
+        if self._plan is not None:
+            raise ValueError("restore: audio has been generated already")
+        for event in events:
+            route = event.spec.route
+            if route == "prompt":
+                index = int(event.target.split(".")[1])
+                if index >= len(self.bank.slots):
+                    raise ValueError(f"style slot {index} does not exist in this patch (it has {len(self.bank.slots)})")
+                self.bank = self.bank.with_slot(index, self.embedder.embed_text(str(event.value)))
+            elif route in ("timeline", "notes", "drums", "engine", "safety"):
+                raise ValueError(f"{event.target} is not restored by the scheduler")
+            self.state = self.state.with_event(event)
+        self._style, self._ramp = self.bank.mix(self.state), None
+        self._gain = GainEnvelope(self._output_gain())
 
     def add_input(self, drain: Callable[[], object]) -> None:
         """`drain()` runs on the scheduler thread once per generated frame, before the frame's
@@ -244,14 +264,18 @@ class Scheduler:
         if index >= len(self.bank.slots):
             raise ValueError(f"style slot {index} does not exist in this patch (it has {len(self.bank.slots)})")
         future = self._embed_pool.submit(self.embedder.embed_text, str(event.value))
-        self._embeds.append((index, future, str(event.value)))
+        self._embeds.append((index, future, str(event.value), self.patch))
 
     def _collect_embeddings(self) -> None:
         """Swap in prompt embeddings that finished off the audio path; the old mix plays until then."""
         still = []
-        for index, future, text in self._embeds:
+        for index, future, text, patch in self._embeds:
             if not future.done():
-                still.append((index, future, text))
+                still.append((index, future, text, patch))
+                continue
+            if patch is not self.patch:  # another patch took over meanwhile: the prompt was for the old one
+                log.info("style slot %d: prompt %r was for patch %s, which no longer plays; dropped", index, text,
+                         patch.name)
                 continue
             try:
                 embedding = future.result()
@@ -297,7 +321,7 @@ class Scheduler:
             except ValueError as err:
                 self.errors += 1
                 self._rejects.warn(getattr(item, "target", "patch"), "control change rejected when applied: %s", err)
-            self._gain.move(at, self._output_gain())
+            self._gain.move(max(at, self.ring.written), self._output_gain())  # never before audio already in the ring
         if restyle_at is not None:  # once for the lot: a fader sweep brings several style changes per frame
             try:
                 self._restyle(restyle_at)
@@ -389,6 +413,11 @@ class Scheduler:
         self._frame_in_bar = 0
         self._plan = plan
         return plan
+
+    def poll_inputs(self) -> None:
+        """While no frame is generated (waiting for an external clock's first bar): take what the
+        control inputs hold, so a patch picked before the band starts plays from the first bar."""
+        self._drain_inputs()
 
     def _drain_inputs(self) -> None:
         """Once per generated frame: every control input hands over what arrived, then the inbox."""

@@ -30,8 +30,21 @@ STATE_VERSION = 2  # 2: the engine snapshot is {"patch", "values": show-state pa
 _SCHEMA = {
     "type": "object",
     "required": ["version", "engine"],
-    "properties": {"version": {"const": STATE_VERSION}, "engine": {"type": "object"}, "saved_at": {"type": "string"}},
+    "properties": {"version": {"enum": [1, STATE_VERSION]}, "engine": {"type": "object"}, "saved_at": {"type": "string"}},
 }
+
+
+def upgrade_v1(engine: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 snapshot (tempo, meter, weights, sampling, gain, playing as keys) as version 2."""
+    values: dict[str, Any] = {}
+    for key, path in (("tempo", "tempo.bpm"), ("meter", "meter.beats_per_bar"), ("mean_weight", "mean.weight"),
+                      ("gain", "master.gain"), ("playing", "transport.playing")):
+        if key in engine:
+            values[path] = engine[key]
+    for key, pattern in (("style_weights", "style.{}.weight"), ("centroid_weights", "centroid.{}.weight")):
+        values.update((pattern.format(i), w) for i, w in enumerate(engine.get(key, [])))
+    values.update((f"sampling.{k}", v) for k, v in dict(engine.get("sampling", {})).items())
+    return {"patch": engine.get("patch"), "values": values}
 
 
 class StateStore:
@@ -65,6 +78,9 @@ class StateStore:
             log.error("state file %s is corrupt (%s): moved to %s, starting from the configured patch",
                       self.path, reason, self.set_aside)
             return None
+        if data["version"] == 1:
+            log.info("state file %s is version 1: read as version 2 (it will be written as 2)", self.path)
+            return upgrade_v1(data["engine"])
         return data["engine"]
 
     def _move_aside(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,15 +40,23 @@ def file_digest(path: Path) -> str:
 
 
 class MusicCoCaEmbedder:
-    """Embedder over a magenta-rt MusicCoCa (or MockMusicCoCa) with an on-disk cache. Any one thread."""
+    """Embedder over a magenta-rt MusicCoCa (or MockMusicCoCa) with an on-disk cache.
+
+    Any thread: the embed pool, the patch loader and a SIGHUP reload may embed at once, and a
+    TFLite interpreter is not thread-safe, so one lock serialises the model and the cache."""
 
     def __init__(self, model: Any, *, version: str, cache_dir: Path | None = None) -> None:
         self._model = model
+        self._lock = threading.Lock()
         self.version = version
         self._cache_dir = cache_dir or default_cache_dir()
         self.model_calls = 0
 
     def _cached(self, key: str, compute) -> np.ndarray:
+        with self._lock:
+            return self._cached_locked(key, compute)
+
+    def _cached_locked(self, key: str, compute) -> np.ndarray:
         path = self._cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()}.npy"
         if path.exists():
             try:
