@@ -267,3 +267,62 @@ def test_tap_tempo_is_timed_by_when_the_taps_were_heard(tmp_path) -> None:
     lengths = np.diff(result.bar_starts)
     assert lengths[0] == lengths[1] == 96_000  # 120 BPM while the taps come
     assert lengths[-1] == 115_200  # 4 beats of 0.6 s: exactly 100 BPM
+
+
+class _Level(SynthGenerator):
+    """A generator whose every sample is 0.5: the output is then the gain envelope itself."""
+
+    name = "level"
+
+    def generate(self, conditioning):
+        return np.full((len(conditioning) * 1920, 2), 0.5, np.float32)
+
+
+@pytest.mark.parametrize("quantize", ["now", "beat", "bar"])
+def test_a_gain_move_ramps_from_the_sample_it_lands_on_and_never_jumps(tmp_path, quantize) -> None:
+    """master.gain 1 -> 0.2 at any quantize: the output glides over 50 ms with no step. With the
+    nearest-frame rule a beat change lands up to half a frame before its frame, on audio already
+    in the ring; a ramp started there jumped 0.39 of full scale in one sample."""
+    auto = tmp_path / "gain.yaml"
+    auto.write_text(f"events:\n  - {{bar: 2, beat: 2.3, target: master.gain, value: 0.2, quantize: {quantize}}}\n")
+    render(patch("120"), bars=4, output=tmp_path / "g.wav", generator=_Level(), automation=load_automation(auto))
+    out = soundfile.read(tmp_path / "g.wav", dtype="float32")[0][:, 0]
+    steps = np.abs(np.diff(out))
+    ramp_step = 0.5 * 0.8 / 2400
+    assert out[0] == pytest.approx(0.5) and out[-1] == pytest.approx(0.1)
+    assert steps.max() <= ramp_step * 1.01, f"a step of {steps.max():.4f} (the ramp moves {ramp_step:.6f} a sample)"
+
+
+def test_a_prompt_still_embedding_when_a_smaller_patch_takes_over_is_dropped(tmp_path, caplog) -> None:
+    """style.1.text is sent, then a one-slot patch loads at the next bar while the prompt is still
+    being embedded (it takes 0.5 s: bars of a render that runs tens of times real time): the
+    prompt, for the old patch, is dropped and the render plays on to its end. It used to stop
+    the engine loop with an IndexError."""
+    import threading
+
+    from engine.automation import TimedEvent
+    from engine.params import ControlEvent
+    from engine.style.embedder import HashEmbedder
+
+    patch_one_read = threading.Event()
+
+    class Slow(HashEmbedder):
+        def embed_text(self, text):
+            if text == "c":
+                patch_one_read.set()
+            if text == "late prompt":
+                patch_one_read.wait(5)
+                threading.Event().wait(0.5)  # the prompt is still being embedded when patch one takes over
+            return super().embed_text(text)
+
+    two = tmp_path / "two.yaml"
+    two.write_text("name: two\ntempo: 120\nstyle:\n  - {text: a}\n  - {text: b}\n")
+    one = tmp_path / "one.yaml"
+    one.write_text("name: one\ntempo: 120\nstyle:\n  - {text: c}\n")
+    automation = [TimedEvent(1, 0, ControlEvent("style.1.text", "late prompt", source="automation")),
+                  TimedEvent(1, 1, ControlEvent("patch.load", "one", source="automation"))]
+    with caplog.at_level("INFO"):
+        result = render(load_patch(two), bars=12, output=tmp_path / "r.wav", generator=SynthGenerator(),
+                        automation=automation, embedder=Slow(), patch_set=[one, two])
+    assert result.samples == result.bar_starts[-1]
+    assert "prompt 'late prompt' was for patch two, which no longer plays; dropped" in caplog.text

@@ -102,3 +102,19 @@ def test_a_failing_snapshot_is_logged_and_keeps_the_old_file(tmp_path: Path, cap
         broken_store.save_now()
     assert broken_store.writes == 0 and "engine is gone" in caplog.text
     assert store.load() == source.value
+
+
+def test_a_version_1_state_file_is_upgraded_not_set_aside(tmp_path: Path) -> None:
+    """The state file of the release before (version 1: tempo, weights, sampling as keys) is read
+    as version 2, so the first restart after an upgrade still resumes the show."""
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"version": 1, "engine": {
+        "patch": "/etc/backline/patches/verse.yaml", "tempo": 97.0, "meter": 3, "style_weights": [1.0, 0.25],
+        "centroid_weights": [0.5], "mean_weight": 0.1, "gain": 0.8, "playing": True,
+        "sampling": {"temperature": 0.9, "top_k": 30, "cfg_style": 4.0, "cfg_notes": 1.0, "cfg_drums": 2.0}}}))
+    store = StateStore(path, snapshot=dict)
+    assert store.load() == {"patch": "/etc/backline/patches/verse.yaml", "values": {
+        "tempo.bpm": 97.0, "meter.beats_per_bar": 3, "mean.weight": 0.1, "master.gain": 0.8, "transport.playing": True,
+        "style.0.weight": 1.0, "style.1.weight": 0.25, "centroid.0.weight": 0.5, "sampling.temperature": 0.9,
+        "sampling.top_k": 30, "sampling.cfg_style": 4.0, "sampling.cfg_notes": 1.0, "sampling.cfg_drums": 2.0}}
+    assert store.set_aside is None and path.exists()
