@@ -284,7 +284,8 @@ def test_a_gain_move_ramps_from_the_sample_it_lands_on_and_never_jumps(tmp_path,
     nearest-frame rule a beat change lands up to half a frame before its frame, on audio already
     in the ring; a ramp started there jumped 0.39 of full scale in one sample."""
     auto = tmp_path / "gain.yaml"
-    auto.write_text(f"events:\n  - {{bar: 2, beat: 2.3, target: master.gain, value: 0.2, quantize: {quantize}}}\n")
+    # beat 4 of a 120 BPM bar is 37.5 frames in: its nearest frame (38) starts a generator call
+    auto.write_text(f"events:\n  - {{bar: 2, beat: 3.3, target: master.gain, value: 0.2, quantize: {quantize}}}\n")
     render(patch("120"), bars=4, output=tmp_path / "g.wav", generator=_Level(), automation=load_automation(auto))
     out = soundfile.read(tmp_path / "g.wav", dtype="float32")[0][:, 0]
     steps = np.abs(np.diff(out))
