@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "engine.control.commands",
     "engine.generator.magenta.commands",
     "engine.style.centroids",
+    "engine.service.run_command",
     "engine.audio.commands",
     "engine.service.commands",
 )

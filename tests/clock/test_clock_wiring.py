@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.audio.commands import add_commands, config_from_args
+from engine.service.run_command import add_commands, config_from_args
 from engine.audio.ring import PlaybackRing
 from engine.clock import ClockSource, MidiClockFollower, SampleClock, SampleClockTracker
 from engine.clock.driver import ClockDriver
