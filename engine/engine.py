@@ -202,17 +202,18 @@ class Engine:
                 "values": sched.state.show_state(bpm=last.bpm, beats_per_bar=last.beats_per_bar)}
 
     def restore_state(self, data: dict[str, object]) -> None:
-        """Re-apply a snapshot before the loop starts: the tempo and meter from bar 0, the rest as
-        control events at the first frame (validated like any other input; ValueError if not)."""
+        """Re-apply a snapshot before the loop starts (main thread): the tempo and meter from bar 0,
+        the rest before the first frame, validated like any other input. All or nothing: on a
+        ValueError (a value out of range, a slot this patch does not have) the patch plays as written."""
         values = dict(data["values"])  # type: ignore[call-overload]
         events = [ControlEvent(path, value, source="restore", quantize="now" if "now" in lookup(path)[0].quantizes else None)
                   for path, value in values.items()]
         timeline = {e.target: e.value for e in events if e.spec.route == "timeline"}
         first = self.scheduler.timeline.segments[0]
+        self.scheduler.restore([e for e in events if e.spec.route not in ("timeline", "safety")])
         self.scheduler.start_at(Timeline.start(timeline.get("tempo.bpm", first.bpm),
                                                int(timeline.get("meter.beats_per_bar", first.beats_per_bar)),
                                                origin=self.ring.origin), 0)
-        self.scheduler.restore([e for e in events if e.spec.route not in ("timeline", "safety")])
         # freeze loops the bar playing: only once the generator itself plays (not its fallback or silence)
         self._restore_freeze = next((e for e in events if e.spec.route == "safety" and e.value), None)
 

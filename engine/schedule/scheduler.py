@@ -147,16 +147,18 @@ class Scheduler:
         safety events are not for it (the engine restores tempo and freeze itself)."""
         if self._plan is not None:
             raise ValueError("restore: audio has been generated already")
+        bank, state = self.bank, self.state  # all or nothing: a value that does not fit leaves the patch as written
         for event in events:
             route = event.spec.route
             if route == "prompt":
                 index = int(event.target.split(".")[1])
-                if index >= len(self.bank.slots):
-                    raise ValueError(f"style slot {index} does not exist in this patch (it has {len(self.bank.slots)})")
-                self.bank = self.bank.with_slot(index, self.embedder.embed_text(str(event.value)))
+                if index >= len(bank.slots):
+                    raise ValueError(f"style slot {index} does not exist in this patch (it has {len(bank.slots)})")
+                bank = bank.with_slot(index, self.embedder.embed_text(str(event.value)))
             elif route in ("timeline", "notes", "drums", "engine", "safety"):
                 raise ValueError(f"{event.target} is not restored by the scheduler")
-            self.state = self.state.with_event(event)
+            state = state.with_event(event)
+        self.bank, self.state = bank, state
         self._style, self._ramp = self.bank.mix(self.state), None
         self._gain = GainEnvelope(self._output_gain())
 

@@ -118,3 +118,24 @@ def test_a_version_1_state_file_is_upgraded_not_set_aside(tmp_path: Path) -> Non
         "style.0.weight": 1.0, "style.1.weight": 0.25, "centroid.0.weight": 0.5, "sampling.temperature": 0.9,
         "sampling.top_k": 30, "sampling.cfg_style": 4.0, "sampling.cfg_notes": 1.0, "sampling.cfg_drums": 2.0}}
     assert store.set_aside is None and path.exists()
+
+
+def test_a_saved_state_that_no_longer_fits_its_patch_is_not_half_restored(tmp_path: Path) -> None:
+    """The patch file lost a slot between the crash and the restart: restoring raises ValueError
+    (the runner then plays the patch as written) and nothing of the saved state was applied,
+    not even its tempo."""
+    from engine.audio.offline import OfflineSink
+    from engine.engine import Engine
+    from engine.generator.synth import SynthGenerator
+    from engine.patch import parse_patch
+
+    patch = parse_patch({"name": "p", "tempo": 120, "style": [{"text": "only slot"}]})
+    engine = Engine(patch=patch, generator=SynthGenerator(), status_line=False,
+                    sink_factory=lambda ring: OfflineSink(ring, tmp_path / "x.wav", end=lambda: 0))
+    before = engine.scheduler.state
+    with pytest.raises(ValueError, match="style slot 1 does not exist"):
+        engine.restore_state({"patch": None, "values": {"tempo.bpm": 97.0, "style.0.weight": 0.5,
+                                                        "style.1.weight": 0.25}})
+    assert engine.scheduler.timeline.segments[0].bpm == 120
+    assert engine.scheduler.state == before
+    engine.sink.close()
