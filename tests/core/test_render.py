@@ -296,25 +296,31 @@ def test_a_gain_move_ramps_from_the_sample_it_lands_on_and_never_jumps(tmp_path,
 
 def test_a_prompt_still_embedding_when_a_smaller_patch_takes_over_is_dropped(tmp_path, caplog) -> None:
     """style.1.text is sent, then a one-slot patch loads at the next bar while the prompt is still
-    being embedded (it takes 0.5 s: bars of a render that runs tens of times real time): the
-    prompt, for the old patch, is dropped and the render plays on to its end. It used to stop
-    the engine loop with an IndexError."""
+    being embedded (the embedder finishes only once the generator has seen patch one's style):
+    the prompt, for the old patch, is dropped and the render plays on to its end. It used to
+    stop the engine loop with an IndexError."""
     import threading
 
     from engine.automation import TimedEvent
     from engine.params import ControlEvent
     from engine.style.embedder import HashEmbedder
 
-    patch_one_read = threading.Event()
+    took_over, embedded = threading.Event(), threading.Event()
+    one_style = HashEmbedder().embed_text("c")
 
     class Slow(HashEmbedder):
         def embed_text(self, text):
-            if text == "c":
-                patch_one_read.set()
             if text == "late prompt":
-                patch_one_read.wait(5)
-                threading.Event().wait(0.5)  # the prompt is still being embedded when patch one takes over
+                took_over.wait(10)  # still embedding when patch one takes over
+                embedded.set()
             return super().embed_text(text)
+
+    class Watch(SynthGenerator):
+        def generate(self, conditioning):
+            if not took_over.is_set() and any(np.allclose(c.style, one_style) for c in conditioning):
+                took_over.set()  # patch one plays: let the prompt finish, and collect it from the next fill
+                embedded.wait(10)
+            return super().generate(conditioning)
 
     two = tmp_path / "two.yaml"
     two.write_text("name: two\ntempo: 120\nstyle:\n  - {text: a}\n  - {text: b}\n")
@@ -323,7 +329,8 @@ def test_a_prompt_still_embedding_when_a_smaller_patch_takes_over_is_dropped(tmp
     automation = [TimedEvent(1, 0, ControlEvent("style.1.text", "late prompt", source="automation")),
                   TimedEvent(1, 1, ControlEvent("patch.load", "one", source="automation"))]
     with caplog.at_level("INFO"):
-        result = render(load_patch(two), bars=12, output=tmp_path / "r.wav", generator=SynthGenerator(),
+        result = render(load_patch(two), bars=8, output=tmp_path / "r.wav", generator=Watch(),
                         automation=automation, embedder=Slow(), patch_set=[one, two])
+    assert took_over.is_set() and embedded.is_set()
     assert result.samples == result.bar_starts[-1]
     assert "prompt 'late prompt' was for patch two, which no longer plays; dropped" in caplog.text
