@@ -66,6 +66,7 @@ class Engine:
         line of an external clock before the audio starts. `clock_out` gets MIDI clock, Start
         at play and Stop at stop, timed by the sink's sample clock."""
         self.embedder = embedder or generator.style_model()
+        log.info("style model %s embeds the prompts for %s", self.embedder.version, generator.name)
         self.ring = PlaybackRing()
         self.scheduler = Scheduler.for_patch(patch, generator, ring=self.ring, embedder=self.embedder,
                                              lookahead_ms=lookahead_ms, frames_per_call=frames_per_call, fallback=fallback)
@@ -120,10 +121,8 @@ class Engine:
         return self.sink.playhead
 
     def value_of(self, path: str) -> object:
-        """A parameter's current value (any thread: it reads values swapped whole); None if it has none."""
-        sched = self.scheduler
-        seg = sched.timeline.segments[-1]
-        return sched.state.show_state(bpm=seg.bpm, beats_per_bar=seg.beats_per_bar).get(path)
+        """A show-state parameter's current value (any thread: it reads values swapped whole); None otherwise."""
+        return self.snapshot_state()["values"].get(path)  # type: ignore[union-attr]
 
     def load_patch(self, path: str | Path, *, quantize: str = "bar", source: str = "internal") -> Patch:
         """Validate and embed a patch off the audio path; it takes over at the boundary.

@@ -7,7 +7,6 @@ playhead reaches it, drained once per generated frame, as OSC and MIDI are.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from engine.patch import Patch
 from engine.style.embedder import Embedder
 from engine.units import SAMPLE_RATE
 
-log = logging.getLogger(__name__)
 DEFAULT_LOOKAHEAD_MS = 200.0
 
 
@@ -71,7 +69,6 @@ def render(
     engine = Engine(patch=patch, generator=generator, embedder=embedder, lookahead_ms=lookahead_ms,
                     frames_per_call=frames_per_call, status_line=False, patch_set=list(patch_set) or None,
                     sink_factory=lambda ring: OfflineSink(ring, output, end=end, blocksize=block))
-    log.info("style model %s embeds the prompts for %s", engine.embedder.version, generator.name)
     engine.scheduler.add_input(AutomationInput(automation, engine.submit, playhead=lambda: engine.sink.playhead,
                                                timeline=lambda: engine.scheduler.timeline).drain)
     t0 = time.perf_counter()

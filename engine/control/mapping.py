@@ -359,15 +359,14 @@ def _rule(file: str, index: int, c: dict[str, Any], settings: dict[str, Any]) ->
     key = "target"
     try:
         target = c["target"]
-        lookup("note.0" if target == KEYBOARD_TARGET else target)
+        spec, _ = lookup("note.0" if target == KEYBOARD_TARGET else target)
         opts = c.get("options", {})
         key = "match"
         midi = _midi_match(c["match"]["midi"], settings) if "midi" in c["match"] else None
         if target == KEYBOARD_TARGET and (midi is None or midi.kind != "notes"):
             raise ValueError("target note.* needs a midi `notes: [low, high]` match")
         key = "options"
-        quantizes = lookup("note.0" if target == KEYBOARD_TARGET else target)[0].quantizes
-        if opts.get("quantize") is not None and opts["quantize"] not in quantizes:
+        if opts.get("quantize") is not None and opts["quantize"] not in spec.quantizes:
             raise ValueError(f"{target} changes only at a bar line: quantize must be bar, got {opts['quantize']}")
         if opts.get("soft_takeover", "jump") != "jump" and (opts.get("relative") or opts.get("switch")):
             raise ValueError("soft_takeover applies to absolute controls, not relative encoders or switches")

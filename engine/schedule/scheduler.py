@@ -31,7 +31,7 @@ from engine.clock.tap import ramp
 from engine.conditioning import DRUM_HIT, DRUM_MASK, DRUM_NONE, NOTE_MASK, NUM_NOTES, FrameConditioning
 from engine.errors import GeneratorError
 from engine.generator.base import Generator
-from engine.params import ControlEvent, ParameterState
+from engine.params import ControlEvent, ParameterState, lookup
 from engine.patch import Patch
 from engine.ratelog import RateLimitedLog
 from engine.schedule.fitter import DEFAULT_MAX_CENTS, BarFitter, BarPlan, plan_bar
@@ -151,10 +151,7 @@ class Scheduler:
         for event in events:
             route = event.spec.route
             if route == "prompt":
-                index = int(event.target.split(".")[1])
-                if index >= len(bank.slots):
-                    raise ValueError(f"style slot {index} does not exist in this patch (it has {len(bank.slots)})")
-                bank = bank.with_slot(index, self.embedder.embed_text(str(event.value)))
+                bank = bank.with_slot(_prompt_slot(event, bank), self.embedder.embed_text(str(event.value)))
             elif route in ("timeline", "notes", "drums", "engine", "safety"):
                 raise ValueError(f"{event.target} is not restored by the scheduler")
             state = state.with_event(event)
@@ -216,8 +213,7 @@ class Scheduler:
         self._drain_inbox()
         self._collect_embeddings()
         while self.ring.written < playhead + self.lookahead + 1 and self.ring.space(playhead) > 2 * FRAME_SAMPLES * self.frames_per_call:
-            made += self._generate_chunk()
-            self._drain_inbox()
+            made += self._generate_chunk()  # each frame drains the inputs and the inbox first
         return made
 
     def close(self) -> None:
@@ -240,7 +236,7 @@ class Scheduler:
         """Decide the sample an event applies at, and queue it in time order.
 
         `heard` is the output sample that was playing when the event arrived."""
-        route = item.spec.route if isinstance(item, ControlEvent) else "timeline"
+        route = _route(item)
         if route in ("safety", "notes"):  # safety acts at once, even while frozen; notes in the next frame
             self._apply(item, self.next_frame_time())
             return
@@ -262,9 +258,7 @@ class Scheduler:
         heapq.heappush(self._pending, (at, next(self._seq), item))
 
     def _start_embedding(self, event: ControlEvent) -> None:
-        index = int(event.target.split(".")[1])
-        if index >= len(self.bank.slots):
-            raise ValueError(f"style slot {index} does not exist in this patch (it has {len(self.bank.slots)})")
+        index = _prompt_slot(event, self.bank)
         future = self._embed_pool.submit(self.embedder.embed_text, str(event.value))
         self._embeds.append((index, future, str(event.value), self.patch))
 
@@ -303,7 +297,7 @@ class Scheduler:
         """
 
         def held(entry: tuple[int, int, ControlEvent | _PatchChange]) -> bool:
-            if _is_timeline(entry[2]):
+            if _route(entry[2]) == "timeline":
                 return False
             return timeline_only or (self.state.freeze and entry[1] > self._frozen_at)
 
@@ -500,12 +494,22 @@ class Scheduler:
 def _values(state: ParameterState, timeline: Timeline, at: int) -> dict[str, object]:
     """The show state at sample `at` (what a patch load can change)."""
     seg = timeline.segment_at(at)
-    return dict(state.show_state(bpm=seg.bpm, beats_per_bar=seg.beats_per_bar))
+    return state.show_state(bpm=seg.bpm, beats_per_bar=seg.beats_per_bar)
 
 
-def _is_timeline(item: ControlEvent | _PatchChange) -> bool:
-    """Changes that start a new timeline segment, so they land on an unplanned bar line."""
-    return isinstance(item, _PatchChange) or item.spec.route == "timeline"
+def _prompt_slot(event: ControlEvent, bank: StyleBank) -> int:
+    """The slot a `style.<i>.text` event replaces, or ValueError when the patch has no such slot."""
+    index = lookup(event.target)[1]
+    assert index is not None
+    if index >= len(bank.slots):
+        raise ValueError(f"style slot {index} does not exist in this patch (it has {len(bank.slots)})")
+    return index
+
+
+def _route(item: ControlEvent | _PatchChange) -> str:
+    """An event's route; a patch change starts a new timeline segment, so it is a timeline change
+    (those land on an unplanned bar line)."""
+    return "timeline" if isinstance(item, _PatchChange) else item.spec.route
 
 
 _MASKED = np.full(NUM_NOTES, NOTE_MASK, dtype=np.int8)

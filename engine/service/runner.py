@@ -96,10 +96,8 @@ class Service:
         elif config.clock_out:
             self.clock_out = open_clock_output(config.clock_out, api=config.midi_api)
         notify.status(f"opening output {config.output}")
-        embedder = generator.style_model(cache_dir=config.cache_dir / "style")
-        log.info("style model %s embeds the prompts for %s", embedder.version, generator.name)
         engine = Engine(patch=patch, generator=generator, fallback=fallback, lookahead_ms=config.lookahead_ms,
-                        embedder=embedder,
+                        embedder=generator.style_model(cache_dir=config.cache_dir / "style"),
                         frames_per_call=frames_per_call,
                         sink_factory=lambda ring: open_sink(ring, spec, fade_s=config.fade_s),
                         patch_set=self._patch_set(config) or None, clock=self.clock, start_on=config.start_on,
