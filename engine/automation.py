@@ -93,8 +93,8 @@ class AutomationInput:
         self._playhead = playhead
         self._timeline = timeline
 
-    def drain(self) -> int:
-        """Submit every event due at the playhead; returns how many."""
+    def drain(self, *, step: bool = True) -> int:
+        """Submit every event due at the playhead (per frame or between frames alike); returns how many."""
         count, now = 0, self._playhead()
         while self._events and (at := self._events[0].sample(self._timeline())) <= now:
             self._submit(replace(self._events.pop(0).event, heard=at))  # heard where it is written

@@ -55,6 +55,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
             automation=automation,
             lookahead_ms=args.lookahead_ms,
             frames_per_call=args.frames_per_call or 2,
+            rollback=not args.no_rollback,
         )
     finally:
         generator.close()
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--automation", help="YAML file of timed control events")
     render.add_argument("-o", "--output", required=True, help="output WAV file")
     render.add_argument("--lookahead-ms", type=float, default=200.0, help="look-ahead (default 200 ms)")
+    render.add_argument("--no-rollback", action="store_true",
+                        help="a change waits for the look-ahead instead of regenerating it (for comparison)")
     add_generator_arguments(render)
     render.set_defaults(func=_cmd_render)
 

@@ -29,6 +29,7 @@ from engine.errors import BacklineError, PatchRefused
 from engine.generator.base import Generator
 from engine.params import ControlEvent, lookup
 from engine.patch import Patch, load_patch
+from engine.schedule.margin import DEFAULT_MAX_MS, DEFAULT_MIN_MS, SpliceMargin
 from engine.schedule.scheduler import Scheduler
 from engine.style.bank import StyleBank
 from engine.style.embedder import Embedder
@@ -60,17 +61,24 @@ class Engine:
         start_on: StartOn = "now",
         clock_out: mido.ports.BaseOutput | JackClockOutput | None = None,
         realtime_priority: int = DEFAULT_PRIORITY,
+        rollback: bool = True,
+        margin_ms: tuple[float, float] = (DEFAULT_MIN_MS, DEFAULT_MAX_MS),
     ) -> None:
         """`embedder` defaults to the generator's own style model (`Generator.style_model`).
         `clock` leads the timeline (None: internal). `start_on="bar"` waits for the next bar
         line of an external clock before the audio starts. `clock_out` gets MIDI clock, Start
-        at play and Stop at stop, timed by the sink's sample clock."""
+        at play and Stop at stop, timed by the sink's sample clock. `rollback` regenerates the
+        look-ahead so a change is heard a splice margin after it arrives (bounds `margin_ms`;
+        live it follows the generator's chunk times, offline it is the minimum)."""
         self.embedder = embedder or generator.style_model()
         log.info("style model %s embeds the prompts for %s", self.embedder.version, generator.name)
         self.ring = PlaybackRing()
         self.scheduler = Scheduler.for_patch(patch, generator, ring=self.ring, embedder=self.embedder,
-                                             lookahead_ms=lookahead_ms, frames_per_call=frames_per_call, fallback=fallback)
+                                             lookahead_ms=lookahead_ms, frames_per_call=frames_per_call, fallback=fallback,
+                                             rollback=rollback)
         self.sink = sink_factory(self.ring)
+        self.scheduler.margin = SpliceMargin(min_ms=margin_ms[0], max_ms=min(margin_ms[1], lookahead_ms),
+                                             block=self.sink.read_ahead, adaptive=self.sink.live)
         self.scheduler.playhead_now = lambda: self.sink.playhead  # when a control arrived, as heard
         self.patch_set = list(patch_set or ([patch.path] if patch.path else []))
         self.on_ready: Callable[[], None] | None = None
@@ -176,6 +184,10 @@ class Engine:
             "meter": timeline.beats_in_bar(bar),
             "patch": sched.patch.name,
             "lookahead_ms": round((self.ring.written - playhead) * 1000 / SAMPLE_RATE, 1),
+            "margin_ms": round(sched.margin.samples * 1000 / SAMPLE_RATE, 1) if sched.rollback else None,
+            "rollbacks": sched.rollbacks,
+            "rollbacks_missed": sched.rollbacks_missed,
+            "work": round(sched.frames_generated / sched.frames_new, 3) if sched.frames_new else 1.0,
             "xruns": self.sink.xruns,
             "server_xruns": self.sink.server_xruns,
             "underruns": self.ring.underruns,

@@ -18,6 +18,7 @@ from engine.engine import Engine
 from engine.errors import GeneratorError
 from engine.generator.base import Generator
 from engine.patch import Patch
+from engine.schedule.margin import DEFAULT_MIN_MS
 from engine.style.embedder import Embedder
 from engine.units import SAMPLE_RATE
 
@@ -32,6 +33,8 @@ class RenderResult:
     bar_starts: tuple[int, ...]
     realtime_factor: float
     underruns: int
+    rollbacks: int = 0
+    work: float = 1.0  # frames generated per frame heard (rollback's extra work)
 
 
 def render(
@@ -47,12 +50,16 @@ def render(
     frames_per_call: int = 2,
     ready_timeout_s: float = 900.0,
     patch_set: Sequence[Path] = (),
+    rollback: bool = True,
+    margin_ms: float = DEFAULT_MIN_MS,
 ) -> RenderResult:
     """Render `bars` bars of `patch` to a WAV file of exactly those bars' length.
 
     Waits up to `ready_timeout_s` for the generator to load (a generator in a child
     process is not ready at once), so every frame of the file is the generator's own.
     `patch_set` is what `patch.load` in the automation picks from (default: `patch` alone).
+    `rollback` and its fixed splice margin `margin_ms` work as live (a render must not
+    depend on the machine's speed, so the margin does not adapt).
     """
     if bars < 1:
         raise ValueError(f"bars must be >= 1, got {bars}")
@@ -68,6 +75,7 @@ def render(
 
     engine = Engine(patch=patch, generator=generator, embedder=embedder, lookahead_ms=lookahead_ms,
                     frames_per_call=frames_per_call, status_line=False, patch_set=list(patch_set) or None,
+                    rollback=rollback, margin_ms=(margin_ms, margin_ms),
                     sink_factory=lambda ring: OfflineSink(ring, output, end=end, blocksize=block))
     engine.scheduler.add_input(AutomationInput(automation, engine.submit, playhead=lambda: engine.sink.playhead,
                                                timeline=lambda: engine.scheduler.timeline).drain)
@@ -77,4 +85,5 @@ def render(
     timeline = engine.scheduler.timeline
     samples = engine.sink.playhead
     return RenderResult(Path(output), samples, bars, tuple(timeline.bar_start(k) for k in range(bars + 1)),
-                        samples / SAMPLE_RATE / max(elapsed, 1e-9), engine.ring.underruns)
+                        samples / SAMPLE_RATE / max(elapsed, 1e-9), engine.ring.underruns, engine.scheduler.rollbacks,
+                        float(engine.status()["work"]))

@@ -12,6 +12,13 @@ replayed bar), crossfading from what was playing. It rejoins fresh audio at the 
 bar line where fresh audio is ready, crossfading back. Each underrun and each rejoin is
 counted. `freeze` uses the same replay on purpose: it loops the current bar from the next
 bar line until released.
+
+Rollback (`rewind`): the writer may go back to a position the reader has not reached and
+write the stream again from there. `cursor` is where the writer writes next; `written`, what
+the reader may play, never moves back, so audio not rewritten yet stays playable. The first
+rewritten samples crossfade from the audio they replace, so the splice never clicks; the
+scheduler keeps the splice a safety margin ahead of the playhead, so the reader never reads
+where the writer writes.
 """
 
 from __future__ import annotations
@@ -35,13 +42,18 @@ class PlaybackRing:
         self._bars = np.zeros(MAX_BAR_LINES, dtype=np.int64)  # ring of published bar lines
         self._bar_count = 0
         self._xfade = crossfade
-        fade = 0.5 - 0.5 * np.cos(np.pi * (np.arange(crossfade) + 0.5) / crossfade)
-        self._fade_in = fade.astype(np.float32)[:, None]
-        self._fade_out = (1.0 - fade).astype(np.float32)[:, None]
+        self._fade_in = _fade(crossfade)
+        self._fade_out = 1.0 - self._fade_in
         self._tmp = np.zeros((crossfade, channels), dtype=np.float32)
         self._last = np.zeros(channels, dtype=np.float32)
         self.origin = 0  # first output sample of the stream (transport start)
-        self.written = 0  # output samples [origin, written) are in the ring
+        self.written = 0  # output samples [origin, written) are in the ring (the reader's limit)
+        self.cursor = 0  # where the writer writes next: `written`, or less after a rewind
+        self._splice_start = self._splice_end = 0  # a splice's crossfade covers [_splice_start, _splice_end)
+        self._rewound = False  # written again after a rewind, the splice not behind us yet
+        self._exact_until = 0
+        self.splice_at: int | None = None  # where the latest rollback's new audio begins
+        self.splices = 0
         # Reader state (reader thread only).
         self.replaying = False
         self._replay_start = 0
@@ -56,7 +68,8 @@ class PlaybackRing:
     def reset(self, origin: int) -> None:
         """Start an empty stream at `origin` (writer thread, while no reader runs)."""
         self.origin = origin
-        self.written = origin
+        self.written = self.cursor = self._splice_start = self._splice_end = origin
+        self._rewound = False
         self._bar_count = 0
         self.replaying = False
         self._last[:] = 0.0
@@ -69,17 +82,70 @@ class PlaybackRing:
         self._bar_count += 1
 
     def write(self, start: int, audio: np.ndarray) -> None:
-        """Append audio that starts exactly where the stream ends."""
-        if start != self.written:
-            raise ValueError(f"write at {start} but the stream ends at {self.written}")
+        """Append audio that starts exactly at the cursor (after a rewind: see `rewind`)."""
+        if start != self.cursor:
+            raise ValueError(f"write at {start} but the stream ends at {self.cursor}")
         n = len(audio)
         if n > self.capacity:
             raise ValueError(f"{n} samples do not fit a ring of {self.capacity}")
+        if self._rewound:
+            audio = self._splice(start, audio)
         pos = start % self.capacity
         first = min(n, self.capacity - pos)
         self._buf[pos : pos + first] = audio[:first]
         self._buf[: n - first] = audio[first:]
-        self.written = start + n  # publish after the samples are in place
+        self.cursor = start + n
+        self.written = max(self.written, self.cursor)  # publish after the samples are in place
+
+    def _splice(self, start: int, audio: np.ndarray) -> np.ndarray:
+        """Rewritten audio over audio already there: find the first sample that differs (the
+        splice), and crossfade into it if the stream was not generated again exactly."""
+        n = min(len(audio), self.written - start)
+        if self._splice_end <= start:  # the splice is not found yet
+            old = np.empty((max(n, 0), self.channels), dtype=np.float32)
+            self._copy(old, start)
+            differ = np.flatnonzero(np.any(old != audio[:n], axis=1)) if n > 0 else np.zeros(0, np.int64)
+            if not len(differ):
+                self._rewound = n > 0 and start + len(audio) < self.written  # all equal: keep looking
+                return audio
+            self.splice_at = start + int(differ[0])
+            self.splices += 1
+            if self.splice_at >= self._exact_until:  # the new stream continues its own past: no seam
+                self._rewound = False
+                return audio
+            self._splice_start, self._splice_end = self.splice_at, min(self.splice_at + self._xfade, self.written)
+        fade = max(0, min(len(audio), self._splice_end - start))
+        if fade:
+            lo = start - self._splice_start
+            w = _fade(self._splice_end - self._splice_start)[max(lo, 0) : lo + fade]
+            skip = max(-lo, 0)
+            audio = audio.copy()
+            self._copy(self._tmp[: len(w)], start + skip)
+            audio[skip : skip + len(w)] = w * audio[skip : skip + len(w)] + (1.0 - w) * self._tmp[: len(w)]
+        self._rewound = start + len(audio) < self._splice_end
+        return audio
+
+    def bar_mark(self) -> int:
+        """How many bar lines are published (a rewind goes back to a mark)."""
+        return self._bar_count
+
+    def rewind(self, position: int, bar_mark: int, *, exact_until: int) -> None:
+        """Writer thread: write the stream again from `position` (ahead of the reader), with the
+        bar lines published after `bar_mark` withdrawn.
+
+        Audio written again is compared with what is there: the first sample that differs is
+        the splice (`splice_at`), and nothing before it changes. The writer promises the new
+        audio equals the old before `exact_until` (a generator replayed from its snapshot):
+        a splice at or after it continues the same past, so it is written as is; one before
+        it (a generator that did not replay exactly) crossfades over 5 ms, so it never clicks.
+        """
+        if not self.origin <= position <= self.cursor:
+            raise ValueError(f"rewind to {position} outside the stream [{self.origin}, {self.cursor}]")
+        self._bar_count = min(self._bar_count, bar_mark)
+        self.cursor = position
+        self._exact_until = exact_until
+        self._splice_end = position  # not found yet
+        self._rewound = position < self.written
 
     def space(self, playhead: int) -> int:
         """Samples the writer may add without overwriting anything the reader may need.
@@ -88,7 +154,7 @@ class PlaybackRing:
         kept, so the last complete bar stays available for the underrun policy.
         """
         oldest = min(playhead, self._replay_start) if self.replaying else playhead
-        return max(0, self.capacity - self.capacity // 4 - (self.written - oldest))
+        return max(0, self.capacity - self.capacity // 4 - (max(self.written, self.cursor) - oldest))
 
     # -- bar lines ------------------------------------------------------------------------
     def _bar_line(self, i: int) -> int:
@@ -213,3 +279,8 @@ class PlaybackRing:
         have = max(0, min(self.written - position, len(out)))
         self._copy(out[:have], position)
         out[have:] = 0.0
+
+
+def _fade(length: int) -> np.ndarray:
+    """A raised-cosine fade-in of `length` samples, shaped (length, 1)."""
+    return (0.5 - 0.5 * np.cos(np.pi * (np.arange(length) + 0.5) / max(length, 1))).astype(np.float32)[:, None]

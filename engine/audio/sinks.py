@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.audio.file_sink import FileSink
 from engine.audio.framelock import FrameLock
-from engine.audio.resample import Quality, ResamplingFeeder
+from engine.audio.resample import CHUNK, Quality, ResamplingFeeder
 from engine.audio.ring import PlaybackRing
 from engine.errors import OutputError
 from engine.units import CHANNELS, SAMPLE_RATE
@@ -122,6 +122,12 @@ class Sink:
         wake.clear()
 
     @property
+    def read_ahead(self) -> int:
+        """48 kHz samples past `playhead` the sink may already have read from the ring (one block):
+        a rollback splices no nearer than this."""
+        return self.blocksize
+
+    @property
     def playing(self) -> bool:
         """Between arming and the end of the fade-out: the span whose xruns can be heard.
 
@@ -207,6 +213,13 @@ class DeviceSink(Sink):
         self._frame_of: tuple[object, object] | None = None  # (jack_last_frame_time, client) once frame-locked
         self.frame_lock = FrameLock()
         self._switch_interval: float | None = None  # the interpreter's, while a started stream shortens it
+
+    @property
+    def read_ahead(self) -> int:
+        """A block, plus what the resampling feeder has read ahead into its FIFO."""
+        if self._feeder is None:
+            return self.blocksize
+        return (self.blocksize + self._feeder.fifo.capacity) * SAMPLE_RATE // self.rate + 2 * CHUNK
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
         """PortAudio's audio thread. Copies from the ring (or the feeder's FIFO) and returns:

@@ -42,9 +42,12 @@ class _Scheduler(Protocol):
     @property
     def planned_until(self) -> int: ...
 
+    @property
+    def replan_from(self) -> int: ...
+
     def start_at(self, timeline: Timeline, bar: int) -> None: ...
 
-    def retime(self, timeline: Timeline) -> None: ...
+    def retime(self, timeline: Timeline, *, at: int | None = None) -> None: ...
 
 
 class ClockCoupling:
@@ -103,9 +106,10 @@ class ClockCoupling:
                 log.info("clock %s runs: audio starts at its bar %d (sample %d)", self.driver.source, start[1] + 1,
                          start[0].bar_start(start[1]))
             return
-        new = self.driver.follow(scheduler.timeline, planned_until=scheduler.planned_until, clock=clock, t=now)
+        replan = scheduler.replan_from  # with rollback, bars already generated may be planned again
+        new = self.driver.follow(scheduler.timeline, planned_until=replan, clock=clock, t=now)
         if new is not None:
-            scheduler.retime(new)
+            scheduler.retime(new, at=replan)
 
     def _start_clock_out(self, sink: _Sink, scheduler: _Scheduler) -> None:
         """Once the sink plays: send our clock from bar 0. A JACK port with the sink frame-locked

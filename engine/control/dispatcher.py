@@ -332,10 +332,11 @@ class Dispatcher:
         if overflow:
             self.rejects.reject("queue_full", f"{event.target} dropped ({self._max_queued} events waiting)", event.source)
 
-    def drain(self, *, wait: bool = True) -> int:
-        """Submit everything that arrived since the last drain, and one step of each ramp.
+    def drain(self, *, wait: bool = True, step: bool = True) -> int:
+        """Submit everything that arrived since the last drain, and (`step`) one step of each ramp.
 
-        The scheduler calls it once per generated frame on its own thread with `wait=False`:
+        The scheduler calls it once per new frame on its own thread with `wait=False`, and
+        between frames with `step=False` (what arrived goes at once; ramps count frames):
         it never waits for an input thread that is shaping a message; that frame's drain is
         skipped (counted in `busy_drains`) and what arrived lands on the next frame. Returns
         how many events were submitted.
@@ -349,7 +350,7 @@ class Dispatcher:
             self._queue.clear()
             events += self._pending.values()
             self._pending.clear()
-            for rule in self._mappings.rules:
+            for rule in self._mappings.rules if step else ():
                 st = self._rules.get(rule.key)
                 if st is not None and st.ramp is not None and st.ramp.active:
                     events.append(ControlEvent(rule.target, st.ramp.advance(), st.last_source or "ramp", rule.options.quantize))

@@ -62,9 +62,9 @@ class ControlSurfaces:
         if self.osc is not None:
             self.osc.start()
 
-    def drain(self) -> int:
-        """Once per generated frame, on the scheduler thread: submit what arrived, a ramp step each."""
-        return self.dispatcher.drain(wait=False)
+    def drain(self, *, step: bool = True) -> int:
+        """On the scheduler thread, per new frame (`step`: a ramp step each) and between frames: submit what arrived."""
+        return self.dispatcher.drain(wait=False, step=step)
 
     def load_mappings(self, paths: Sequence[str | Path]) -> list[MappingError]:
         """Make `paths` (plus the learn file, once it exists) the active mapping files.

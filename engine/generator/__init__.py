@@ -61,8 +61,13 @@ def create_generator(
     if process:
         from engine.generator.process import ProcessGenerator
 
-        return ProcessGenerator(FACTORIES[name], options, name=name, seed=options.get("seed", 0),
-                                deadline_s=deadline_s, restart_backoff_s=restart_backoff_s)
+        generator = ProcessGenerator(FACTORIES[name], options, name=name, seed=options.get("seed", 0),
+                                     deadline_s=deadline_s, restart_backoff_s=restart_backoff_s)
+        if name == "magenta":  # without importing JAX here
+            from engine.generator.magenta import AUDIO_LEAD
+
+            generator.audio_lead = AUDIO_LEAD
+        return generator
     if name == "synth":
         from engine.generator.synth import SynthGenerator
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.conditioning import FrameConditioning
+from engine.errors import GeneratorError
 from engine.style.embedder import Embedder, HashEmbedder
 from engine.units import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE
 
@@ -21,6 +22,7 @@ class Generator(ABC):
 
     name: str = "generator"
     frame_samples: int = FRAME_SAMPLES
+    audio_lead: int = 0  # samples before a frame whose audio its conditioning may change (a decoder's overlap)
     sample_rate: int = SAMPLE_RATE
     channels: int = CHANNELS
 
@@ -31,6 +33,20 @@ class Generator(ABC):
     @abstractmethod
     def generate(self, conditioning: Sequence[FrameConditioning]) -> np.ndarray:
         """Return (len(conditioning) * 1920, 2) float32 audio, frame i shaped by record i."""
+
+    def snapshot(self) -> object:
+        """The whole state between two calls, named by the frame index it stands at (frames
+        generated since `reset`). `restore` of it makes the next `generate` continue from that
+        frame exactly: the same conditioning gives the same audio, bit for bit, any number of
+        times. The scheduler keeps one per chunk of its look-ahead, so audio generated but not
+        heard yet can be generated again with a late change (rollback). GeneratorError where a
+        generator cannot (the scheduler then plays its look-ahead as generated)."""
+        raise GeneratorError(f"generator {self.name} cannot snapshot its state")
+
+    def restore(self, snapshot: object) -> None:
+        """Continue from `snapshot` as if nothing after it had been generated; GeneratorError
+        if it is gone (a restarted child process keeps none)."""
+        raise GeneratorError(f"generator {self.name} cannot restore a snapshot")
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until generate() can make audio, at most `timeout` s (offline render, start-up).

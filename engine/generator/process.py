@@ -11,6 +11,11 @@ at once while the child is starting, loading or restarting, and after `deadline_
 child hangs, so the scheduler plays its fallback instead of waiting for a load. `reset()`
 never waits either: the seed goes to the child with its next request. The child is
 restarted automatically; `health()` says how things stand.
+
+Snapshots (rollback) stay in the child, named by frame index: the parent's `snapshot()` asks
+the child to keep its state before the next frame it generates, and `restore()` names that
+frame. The child keeps the latest SNAPSHOTS_KEPT; a restarted child has none, so a snapshot
+from before a restart cannot be restored (GeneratorError, and the scheduler does not roll back).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +44,15 @@ log = logging.getLogger(__name__)
 
 State = Literal["starting", "ready", "restarting", "closed"]
 _MAX_BACKOFF_S = 30.0
+SNAPSHOTS_KEPT = 64  # chunk boundaries: a 2.5 s look-ahead at 2 frames a chunk
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSnapshot:
+    """A snapshot kept in the child: which child (restarts count up) and which frame."""
+
+    child: int
+    frame: int
 
 
 def build(factory: str, kwargs: dict[str, Any]) -> Generator:
@@ -61,6 +77,8 @@ def _child_main(conn: multiprocessing.connection.Connection, factory: str, kwarg
         started = time.perf_counter()
         generator = build(factory, kwargs)
         generator.reset(seed)
+        frame = 0  # frames generated since the last reset: snapshots are named by it
+        snapshots: OrderedDict[int, object] = OrderedDict()
         conn.send(("ready", time.perf_counter() - started))
         while True:
             try:
@@ -73,10 +91,24 @@ def _child_main(conn: multiprocessing.connection.Connection, factory: str, kwarg
                 began = time.perf_counter()
                 if request == "reset":
                     generator.reset(payload)
-                    frames = 0
+                    frame = frames = 0
+                    snapshots.clear()
+                elif request == "restore":
+                    if payload not in snapshots:
+                        raise KeyError(f"no snapshot at frame {payload} (kept: {list(snapshots)[:1]}..{list(snapshots)[-1:]})")
+                    generator.restore(snapshots[payload])
+                    frame, frames = payload, 0
+                    for later in [f for f in snapshots if f > frame]:
+                        del snapshots[later]
                 else:
-                    audio = generator.generate(payload)
+                    conditioning, keep = payload
+                    if keep:
+                        snapshots[frame] = generator.snapshot()
+                        while len(snapshots) > SNAPSHOTS_KEPT:
+                            snapshots.popitem(last=False)
+                    audio = generator.generate(conditioning)
                     frames = len(audio) // FRAME_SAMPLES
+                    frame += frames
                     out[: len(audio)] = audio
                 conn.send(("done", seq, frames, time.perf_counter() - began))
             except MemoryError as err:
@@ -116,6 +148,9 @@ class ProcessGenerator(Generator):
         self.deadline_s = deadline_s
         self._seed = seed
         self._seed_pending = False  # reset() since the child last got the seed
+        self._frame = 0  # frames generated since the last reset, as the child counts them
+        self._child = 0  # which child: a restarted one keeps no snapshots
+        self._keep = False  # the child keeps a snapshot before the next frame it generates
         self._shm = shared_memory.SharedMemory(create=True, size=max_frames * FRAME_SAMPLES * CHANNELS * 4)
         self._audio = np.ndarray((max_frames * FRAME_SAMPLES, CHANNELS), dtype=np.float32, buffer=self._shm.buf)
         self._context = multiprocessing.get_context("spawn")
@@ -151,6 +186,8 @@ class ProcessGenerator(Generator):
             daemon=True,
         )
         self._process.start()
+        self._child += 1
+        self._frame = 0
         self._seed_pending = False  # the child resets to self._seed when it has loaded
         child.close()
         self._conn = parent
@@ -243,6 +280,24 @@ class ProcessGenerator(Generator):
         """
         self._seed = seed
         self._seed_pending = True
+        self._frame = 0
+
+    def snapshot(self) -> ChildSnapshot:
+        """Name the state before the next frame; the child keeps it when it generates that frame."""
+        if self.state != "ready":
+            raise GeneratorUnavailable(f"generator {self.name} is {self.state}: no snapshot")
+        self._keep = True
+        return ChildSnapshot(self._child, self._frame)
+
+    def restore(self, snapshot: object) -> None:
+        """Continue from a snapshot the child keeps; GeneratorError if it is gone (restart, too old)."""
+        if not isinstance(snapshot, ChildSnapshot) or snapshot.child != self._child:
+            raise GeneratorError(f"generator {self.name}: the snapshot was taken by a child that has since restarted")
+        if snapshot.frame == self._frame and self._keep:
+            return  # nothing generated since it was named
+        self._request("restore", snapshot.frame)
+        self._frame = snapshot.frame
+        self._keep = False
 
     def generate(self, conditioning: Sequence[FrameConditioning]) -> np.ndarray:
         n = len(conditioning)
@@ -251,7 +306,9 @@ class ProcessGenerator(Generator):
         if self._seed_pending:
             self._request("reset", self._seed)
             self._seed_pending = False
-        frames, seconds = self._request("generate", list(conditioning))
+        frames, seconds = self._request("generate", (list(conditioning), self._keep))
+        self._keep = False
+        self._frame += frames
         if frames != n:
             raise GeneratorError(f"generator {self.name}: returned {frames} frames for {n}")
         if n:

@@ -115,13 +115,16 @@ class SynthGenerator(Generator):
         self._since_hit = 0
         self._pulse_count = 1 << 30  # the first free-running frame plays at once
 
+    _STATE = ("_rng", "_preference", "_phase", "_level", "_attack", "_gate", "_auto_note", "_kick_pos", "_since_hit",
+              "_pulse_count")
+
     def snapshot(self) -> dict:
-        """A copy of the whole state; `restore` replays exactly from here."""
-        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_timbres")}
-        return copy.deepcopy({k: v for k, v in state.items() if k not in ("_projection", "_frame_t", "_partials")})
+        """A copy of the whole state (a few kB); `restore` replays exactly from here."""
+        return copy.deepcopy({name: getattr(self, name) for name in self._STATE})
 
     def restore(self, snapshot: dict) -> None:
-        self.__dict__.update(copy.deepcopy(snapshot))
+        for name, value in copy.deepcopy(snapshot).items():
+            setattr(self, name, value)
 
     def _timbre(self, cond: FrameConditioning) -> Timbre:
         key = (cond.style.tobytes(), cond.sampling.cfg_style)

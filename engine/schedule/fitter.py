@@ -103,6 +103,16 @@ class BarFitter:
     def planned_gen_end(self) -> int:
         return self._plans[-1].gen_end if self._plans else self.generated_end
 
+    def snapshot(self) -> tuple:
+        """Position, queued bars, splice and the material kept (never written in place, so
+        shared, not copied): `restore` puts the fitter back exactly (rollback)."""
+        return (self._material, self._material_base, tuple(self._plans), self._done_in_bar, self._splice_from,
+                self._splice_ratio)
+
+    def restore(self, snapshot: tuple) -> None:
+        material, self._material_base, plans, self._done_in_bar, self._splice_from, self._splice_ratio = snapshot
+        self._material, self._plans = material, list(plans)
+
     def add_bar(self, plan: BarPlan) -> None:
         """Queue the next bar; it must follow the previous one in both time bases."""
         if self._plans:

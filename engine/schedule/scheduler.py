@@ -8,21 +8,34 @@ coalescing and quantize all count in frames. What a change does is its spec's ro
 (`engine.params.PARAMETERS`).
 
 Per bar it plans a whole number of frames (see `fitter.py`), so a change quantized to a
-bar starts exactly on that bar's first sample. A change applies on the frame not generated
-yet whose start is nearest its boundary (`now`, `beat` or `bar`; see `_apply_due`). Tempo
-and meter changes start a new timeline segment at the first bar line not yet planned.
+bar starts exactly on that bar's first sample. A change applies on the frame whose start is
+nearest its boundary (`now`, `beat` or `bar`; see `_apply_due`). Tempo and meter changes
+start a new timeline segment at a bar line.
+
+Rollback: before each chunk it keeps a snapshot of everything with state (generator and
+fallback, fitter, its own plan, notes, gain, pending changes; ring position and bar lines).
+A change whose boundary lies in audio already generated but still a splice margin
+(`margin.py`) ahead of the playhead restores the snapshot of the chunk that holds it and
+generates from there again; every change scheduled since that snapshot applies again at its
+own sample, and the ring splices the new audio in at the first sample that differs. So `now`
+is heard a margin after it arrives, not a look-ahead, and a bar change lands on its bar line
+while there is time to generate from it. At most one rollback per chunk of playback: a
+fader sweep coalesces. Without rollback (or with no snapshot far enough ahead) a change
+lands on the first frame not generated yet.
 """
 
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -36,6 +49,7 @@ from engine.patch import Patch
 from engine.ratelog import RateLimitedLog
 from engine.schedule.fitter import DEFAULT_MAX_CENTS, BarFitter, BarPlan, plan_bar
 from engine.schedule.gain import GainEnvelope
+from engine.schedule.margin import SpliceMargin
 from engine.schedule.notes import NoteTracker
 from engine.schedule.style_ramp import StyleRamp
 from engine.style.bank import StyleBank
@@ -45,6 +59,9 @@ from engine.units import FRAME_SAMPLES, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 Listener = Callable[[str, object, str], None]
+Drain = Callable[..., object]
+SPLINE_CONTEXT = 64  # output samples before a changed frame that the fitter's spline may touch
+MAX_SNAPSHOTS = 64  # chunk boundaries kept: a 5 s look-ahead at 2 frames a chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +72,33 @@ class _PatchChange:
     source: str
 
 
+@dataclass(frozen=True, slots=True)
+class _PromptReady:
+    """A replaced prompt, embedded off the audio path: it swaps in like any other change."""
 
+    slot: int
+    embedding: np.ndarray
+    text: str
+    patch: Patch  # the patch it was for; dropped if another took over meanwhile
+
+
+_Item = ControlEvent | _PatchChange | _PromptReady
+_Entry = tuple[int, int, _Item]  # (output sample it applies at, sequence number, change)
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    """Everything with state, before a chunk: restoring it generates that chunk again."""
+
+    at: int  # output sample where the chunk's first frame starts
+    ring: tuple[int, int]  # ring cursor and bar mark
+    seq: int  # changes scheduled after it have higher sequence numbers
+    generator: object
+    fallback: object
+    fitter: tuple
+    fields: dict[str, object]
+    bar_line: bool  # the chunk starts a bar (its plan is made after the snapshot)
+    frames: list[tuple[int, int]] = field(default_factory=list)  # (start, middle) of its frames, once generated
 
 
 class Scheduler:
@@ -63,11 +106,12 @@ class Scheduler:
 
     @classmethod
     def for_patch(cls, patch: Patch, generator: Generator, *, ring: PlaybackRing, embedder: Embedder,
-                  lookahead_ms: float, frames_per_call: int = 2, fallback: Generator | None = None) -> Scheduler:
+                  lookahead_ms: float, frames_per_call: int = 2, fallback: Generator | None = None,
+                  rollback: bool = True, margin: SpliceMargin | None = None) -> Scheduler:
         """A scheduler for `patch`, its style bank embedded with `embedder` (the engine, render and bench)."""
         return cls(generator=generator, patch=patch, bank=StyleBank.for_patch(patch, embedder), embedder=embedder,
                    ring=ring, lookahead=round(lookahead_ms * SAMPLE_RATE / 1000), frames_per_call=frames_per_call,
-                   fallback=fallback)
+                   fallback=fallback, rollback=rollback, margin=margin)
 
     def __init__(
         self,
@@ -82,7 +126,11 @@ class Scheduler:
         max_cents: float = DEFAULT_MAX_CENTS,
         fallback: Generator | None = None,
         origin: int = 0,
+        rollback: bool = True,
+        margin: SpliceMargin | None = None,
     ) -> None:
+        """`rollback` regenerates the look-ahead for a late change; `margin` keeps its splices
+        ahead of the playhead (default: the fixed minimum, as offline)."""
         if lookahead < 0:
             raise ValueError(f"look-ahead must be >= 0 samples, got {lookahead}")
         if frames_per_call < 1:
@@ -101,14 +149,33 @@ class Scheduler:
         self.fitter = BarFitter()
         self.notes = NoteTracker()
         self._inbox: queue.SimpleQueue[tuple[ControlEvent | _PatchChange, int]] = queue.SimpleQueue()
-        self._pending: list[tuple[int, int, ControlEvent | _PatchChange]] = []
+        self._pending: list[_Entry] = []
         self._seq = itertools.count()
+        self._last_seq = -1
         self._frozen_at = -1  # while frozen, changes queued after this sequence number wait for release
         self._listeners: list[Listener] = []
-        self._inputs: list[Callable[[], object]] = []
+        self._inputs: list[Drain] = []
+        self.rollback = rollback
+        self.margin = margin or SpliceMargin(adaptive=False)
+        self._snapshots: list[_Snapshot] = []
+        self._journal: list[_Entry] = []  # every change scheduled since the oldest snapshot
+        self._announced: dict[int, int] = {}  # change -> the frame (start) it applied in: its listeners ran
+        self._quiet = False
+        self._rollback_to: int | None = None  # earliest boundary a late change asks to regenerate from
+        self._last_rollback: int | None = None  # the playhead at the last rollback
+        self._rhythm = False  # a note or pad hit waits for the rollback: a frame apart, not a chunk
+        self._last_move: dict[str, tuple[int, int]] = {}  # target -> (sample, heard) of its latest `now` change
+        self._restore_s = 0.0  # time the last restore took (counted into the chunk after it)
+        self._open: _Snapshot | None = None  # the snapshot of the chunk being generated
+        self._stamp: tuple[int, int] | None = None  # (thread, sample) while a new frame's inputs drain
+        self._fill_at = (0, None)  # (playhead, first new frame) of this fill: new frames are stamped from it
+        self.rollbacks = 0
+        self.rollbacks_missed = 0  # a late change with no snapshot far enough ahead any more
+        self.frames_new = 0  # frames generated for the first time (the rest were generated again)
         self._embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._embeds: list[tuple[int, Future[np.ndarray], str, Patch]] = []  # (slot, embedding, prompt, for patch)
         self._next_bar = 0
+        self._frontier = origin  # frames starting here or later were never generated: inputs drain for them
         self._plan: BarPlan | None = None
         self._playhead = 0  # as of the last fill
         # The output sample playing now, read on the control threads as an event arrives (it
@@ -133,8 +200,15 @@ class Scheduler:
     # -- other threads ------------------------------------------------------------------
     def submit(self, event: ControlEvent) -> None:
         """Queue a control event, stamped with the output sample playing when it was heard (its
-        own `heard`, else now). Thread-safe and never blocks."""
-        self._inbox.put((event, event.heard if event.heard is not None else self.playhead_now()))
+        own `heard`, else now; taken in a new frame's drain: that frame's place in this fill, so
+        a smoothing ramp's steps stay a frame apart). Thread-safe and never blocks."""
+        if event.heard is not None:
+            heard = event.heard
+        elif self._stamp is not None and self._stamp[0] == threading.get_ident():
+            heard = self._stamp[1]
+        else:
+            heard = self.playhead_now()
+        self._inbox.put((event, heard))
 
     def submit_patch(self, patch: Patch, bank: StyleBank, *, quantize: str = "bar", source: str = "internal") -> None:
         """Queue a loaded, validated patch (and its embeddings) to take over at a boundary."""
@@ -159,10 +233,12 @@ class Scheduler:
         self._style, self._ramp = self.bank.mix(self.state), None
         self._gain = GainEnvelope(self._output_gain())
 
-    def add_input(self, drain: Callable[[], object]) -> None:
-        """`drain()` runs on the scheduler thread once per generated frame, before the frame's
-        conditioning is fixed: control surfaces hand over what arrived (and advance their
-        smoothing ramps a frame), and it lands on that frame."""
+    def add_input(self, drain: Drain) -> None:
+        """`drain(step=True)` runs on the scheduler thread once per frame generated for the first
+        time, before its conditioning is fixed: control surfaces hand over what arrived and
+        advance their smoothing ramps a frame. Between frames (each turn of the loop) it runs
+        with `step=False`: what arrived is taken at once, ramps stay. A frame generated again
+        by a rollback drains nothing (its changes are in the journal)."""
         self._inputs.append(drain)
 
     def add_listener(self, fn: Listener) -> None:
@@ -183,16 +259,36 @@ class Scheduler:
         return self.timeline.bar_start(self._next_bar)
 
     # -- external clocks (scheduler thread) ----------------------------------------------------
-    def retime(self, timeline: Timeline) -> None:
-        """Swap in an external clock's `timeline` for the bars not planned yet.
+    @property
+    def replan_from(self) -> int:
+        """The earliest bar line from which bars may be planned again: with rollback, the first
+        bar line a splice margin ahead that a snapshot holds; else `planned_until`."""
+        if self.rollback:
+            floor = self._floor()
+            for snap in self._snapshots:
+                if snap.bar_line and snap.at >= floor:
+                    return snap.at
+        return self.planned_until
 
-        Its bar at `planned_until` must start exactly there, so the audio stays continuous;
-        bar numbers may change (they become the clock's song bars).
+    def retime(self, timeline: Timeline, *, at: int | None = None) -> None:
+        """Swap in an external clock's `timeline` from bar line `at` (`replan_from` as the caller
+        read it; default `planned_until`). A bar line inside audio already generated rolls back
+        to it, so the clock's tempo change re-plans bars already generated.
+
+        Its bar at `at` must start exactly there, so the audio stays continuous; bar numbers
+        may change (they become the clock's song bars).
         """
-        end = self.planned_until
+        end = self.planned_until if at is None else at
         bar = timeline.bar_at(end)
         if timeline.bar_start(bar) != end:
             raise ValueError(f"the new timeline has no bar line at sample {end}, where planning stands")
+        if end < self.planned_until:
+            snap = next((s for s in self._snapshots if s.bar_line and s.at == end), None)
+            if snap is None:
+                raise ValueError(f"no snapshot at bar line {end} to plan again from")
+            if not self._restore(snap, end):
+                return  # the generator cannot go back: the clock's next update re-fits the unplanned bars
+            self._requeue_late(end)
         self.timeline, self._next_bar = timeline, bar
 
     def start_at(self, timeline: Timeline, bar: int) -> None:
@@ -207,14 +303,20 @@ class Scheduler:
 
     # -- the loop body -----------------------------------------------------------------------
     def fill(self, playhead: int) -> int:
-        """Generate until the ring holds `lookahead` samples past `playhead`. Returns frames made."""
+        """Generate until the ring holds `lookahead` samples past `playhead`, rolling back first
+        for a late change. Returns frames made."""
         made = 0
         self._playhead = playhead
-        self._drain_inbox()
+        self._fill_at = (self.playhead_now(), None)
+        self._forget_before(playhead)
+        self._drain_inputs(step=False)
         self._collect_embeddings()
-        while self.ring.written < playhead + self.lookahead + 1 and self.ring.space(playhead) > 2 * FRAME_SAMPLES * self.frames_per_call:
-            made += self._generate_chunk()  # each frame drains the inputs and the inbox first
-        return made
+        while True:
+            self._roll_back_if_asked()
+            if not (self.ring.cursor < playhead + self.lookahead + 1
+                    and self.ring.space(playhead) > 2 * FRAME_SAMPLES * self.frames_per_call):
+                return made
+            made += self._generate_chunk()  # each new frame drains the inputs and the inbox first
 
     def close(self) -> None:
         self._embed_pool.shutdown(wait=False, cancel_futures=True)
@@ -235,27 +337,73 @@ class Scheduler:
     def _schedule(self, item: ControlEvent | _PatchChange, heard: int) -> None:
         """Decide the sample an event applies at, and queue it in time order.
 
-        `heard` is the output sample that was playing when the event arrived."""
+        `heard` is the output sample that was playing when the event arrived. Notes, pad hits
+        and safety apply as soon as they can (safety's ring freeze at once: the reader loops
+        from its next bar line), the rest at their quantize's next boundary from there."""
         route = _route(item)
-        if route in ("safety", "notes"):  # safety acts at once, even while frozen; notes in the next frame
-            self._apply(item, self.next_frame_time())
-            return
-        if route == "drums":
-            self.notes.hit(at=self.next_frame_time(), heard=heard)
-            self._notify(item.target, item.value, item.source)
-            return
         if route == "prompt":
             self._start_embedding(item)
             return
         if route == "engine":
             raise ValueError(f"{item.target} is handled by the engine, not the scheduler")
-        earliest = self.next_frame_time()
-        if route == "timeline":
-            earliest = max(earliest, self.timeline.bar_start(self._next_bar))  # not planned yet
+        if route == "safety":
+            self.ring.freeze = bool(item.value)
+        earliest = self._earliest()
+        if route == "timeline" and not self.rollback:
+            earliest = max(earliest, self.planned_until)  # a bar already planned keeps its tempo
+        if route in ("safety", "notes", "drums"):
+            self._push(earliest, item, heard)
+            return
         quantize = item.quantize
         at = item.at if isinstance(item, ControlEvent) and item.at is not None else earliest
+        if quantize == "beat":  # a beat lands on the frame nearest it: that frame must still be open
+            at = max(at, earliest + FRAME_SAMPLES // 2)
         at = self.timeline.next_boundary(max(at, earliest), quantize)
-        heapq.heappush(self._pending, (at, next(self._seq), item))
+        if quantize == "now" and isinstance(item, ControlEvent):
+            at = self._keep_spacing(item.target, at, heard)
+        self._push(at, item, heard)
+
+    def _keep_spacing(self, target: str, at: int, heard: int) -> int:
+        """A control moving again before its last move is heard keeps the player's spacing from
+        it: a smoothing ramp's steps stay a frame apart while rollbacks coalesce, and a raw fader
+        lands where it was played relative to its last value (never later than real time)."""
+        last = self._last_move.get(target)
+        if last is not None and last[0] >= at:
+            at = last[0] + max(heard - last[1], 0)
+        self._last_move[target] = (at, heard)
+        return at
+
+    def _push(self, at: int, item: _Item, heard: int | None = None, *, seq: int | None = None) -> None:
+        """Queue `item` for output sample `at` (`seq`: moved, it keeps its number); inside audio
+        already generated, ask for a rollback."""
+        if heard is not None and isinstance(item, ControlEvent) and item.spec.route == "drums":
+            item = replace(item, heard=heard)
+        if seq is None:
+            seq = self._last_seq = next(self._seq)
+        entry = (at, seq, item)
+        heapq.heappush(self._pending, entry)
+        if self._snapshots:
+            self._journal.append(entry)
+        if self.rollback and at < self.next_frame_time():
+            self._rollback_to = at if self._rollback_to is None else min(self._rollback_to, at)
+            self._rhythm |= _route(item) in ("notes", "drums")
+
+    def _earliest(self) -> int:
+        """The first output sample a change can still land on: the start of the first frame a
+        splice margin ahead of the playhead that a snapshot can generate again, else the first
+        frame not generated yet."""
+        if self.rollback:
+            floor = self._floor()
+            for snap in self._snapshots:
+                for start, _ in snap.frames:
+                    if start >= floor:
+                        return start
+        return self.next_frame_time()
+
+    def _floor(self) -> int:
+        """The first frame start a rollback may change: a splice margin past the playhead, and the
+        generator's audio lead (its decoder changes a frame's audio before the frame) past that."""
+        return self.playhead_now() + self.margin.samples + self.generator.audio_lead
 
     def _start_embedding(self, event: ControlEvent) -> None:
         index = _prompt_slot(event, self.bank)
@@ -263,15 +411,11 @@ class Scheduler:
         self._embeds.append((index, future, str(event.value), self.patch))
 
     def _collect_embeddings(self) -> None:
-        """Swap in prompt embeddings that finished off the audio path; the old mix plays until then."""
+        """Queue prompt embeddings that finished off the audio path; the old mix plays until they land."""
         still = []
         for index, future, text, patch in self._embeds:
             if not future.done():
                 still.append((index, future, text, patch))
-                continue
-            if patch is not self.patch:  # another patch took over meanwhile: the prompt was for the old one
-                log.info("style slot %d: prompt %r was for patch %s, which no longer plays; dropped", index, text,
-                         patch.name)
                 continue
             try:
                 embedding = future.result()
@@ -279,13 +423,10 @@ class Scheduler:
                 self.errors += 1
                 log.warning("style slot %d: could not embed %r: %s; keeping the old prompt", index, text, err)
                 continue
-            self.bank = self.bank.with_slot(index, embedding)
-            self.state = self.state.with_event(ControlEvent(f"style.{index}.text", text))
-            self._restyle(self.next_frame_time())
-            self._notify(f"style.{index}.text", text, "embedder")
+            self._push(self._earliest(), _PromptReady(index, embedding, text, patch))
         self._embeds = still
 
-    def _apply_due(self, before: int, *, timeline_only: bool = False) -> None:
+    def _apply_due(self, before: int, *, frame: int, timeline_only: bool = False) -> None:
         """Apply queued events whose boundary lies before output sample `before`, in time order.
 
         A frame takes every change whose boundary is nearer its start than the next frame's
@@ -296,40 +437,53 @@ class Scheduler:
         freeze wait until release.
         """
 
-        def held(entry: tuple[int, int, ControlEvent | _PatchChange]) -> bool:
-            if _route(entry[2]) == "timeline":
+        def held(entry: _Entry) -> bool:
+            if _route(entry[2]) in ("timeline", "safety"):
                 return False
             return timeline_only or (self.state.freeze and entry[1] > self._frozen_at)
 
-        due = [entry for entry in self._pending if entry[0] < before and not held(entry)]
+        due = sorted((entry for entry in self._pending if entry[0] < before and not held(entry)), key=lambda e: (e[0], e[1]))
         if not due:
             return
-        taken = {entry[1] for entry in due}
-        self._pending = [entry for entry in self._pending if entry[1] not in taken]
-        heapq.heapify(self._pending)
-        restyle_at = None
-        for at, _, item in sorted(due, key=lambda e: (e[0], e[1])):
+        taken = set()
+        restyle_at, fresh = None, False
+        for at, seq, item in due:
+            if held((at, seq, item)):  # a freeze applied just before it holds it
+                continue
+            taken.add(seq)
             if isinstance(item, _PatchChange):
                 restyle_at = at  # its bank and state replace ours first: restyle even if a later step fails
+            self._quiet = seq in self._announced
+            fresh |= not self._quiet
             try:
-                if self._apply(item, at):
+                if self._apply(item, at, seq):
                     restyle_at = at
             except ValueError as err:
-                self.errors += 1
-                self._rejects.warn(getattr(item, "target", "patch"), "control change rejected when applied: %s", err)
-            self._gain.move(max(at, self.ring.written), self._output_gain())  # never before audio already in the ring
+                if not self._quiet:  # counted once, however often a rollback applies it again
+                    self.errors += 1
+                    self._rejects.warn(getattr(item, "target", "patch"), "control change rejected when applied: %s", err)
+            finally:
+                self._quiet = False
+            self._announced[seq] = frame
+            self._gain.move(max(at, self.ring.cursor), self._output_gain())  # never before audio already in the ring
+        if taken:
+            self._pending = [entry for entry in self._pending if entry[1] not in taken]
+            heapq.heapify(self._pending)
         if restyle_at is not None:  # once for the lot: a fader sweep brings several style changes per frame
             try:
                 self._restyle(restyle_at)
             except ValueError as err:
-                self.errors += 1
-                self._rejects.warn("style", "style mix rejected, the previous one plays on: %s", err)
+                if fresh:  # not again for a mix a rollback makes again
+                    self.errors += 1
+                    self._rejects.warn("style", "style mix rejected, the previous one plays on: %s", err)
 
-    def _apply(self, item: ControlEvent | _PatchChange, at: int) -> bool:
-        """Apply one change at sample `at`; True when the style mix must be recomputed (the caller does it)."""
+    def _apply(self, item: _Item, at: int, seq: int) -> bool:
+        """Apply change number `seq` at sample `at`; True when the style mix must be recomputed (the caller does it)."""
         if isinstance(item, _PatchChange):
             self._apply_patch(item, at)
             return True
+        if isinstance(item, _PromptReady):
+            return self._apply_prompt(item)
         target, value, route = item.target, item.value, item.spec.route
         restyle = False
         if target == "tempo.bpm":
@@ -343,15 +497,27 @@ class Scheduler:
         elif route == "notes":
             pitch = int(target.split(".")[1])
             self.notes.press(pitch) if float(value) > 0 else self.notes.release(pitch)
+        elif route == "drums":
+            self.notes.hit(at=at, heard=item.heard if item.heard is not None else at)
         else:
             old = self.state
             self.state = self.state.with_event(item)
             if route == "safety":
-                self.ring.freeze = self.state.freeze
-                self._frozen_at = next(self._seq)  # changes queued before the freeze still land
+                self._frozen_at = seq  # changes queued before the freeze still land
             restyle = route == "style" and self.state != old
         self._notify(target, value, item.source)
         return restyle
+
+    def _apply_prompt(self, ready: _PromptReady) -> bool:
+        if ready.patch is not self.patch:  # another patch took over meanwhile: the prompt was for the old one
+            if not self._quiet:
+                log.info("style slot %d: prompt %r was for patch %s, which no longer plays; dropped", ready.slot,
+                         ready.text, ready.patch.name)
+            return False
+        self.bank = self.bank.with_slot(ready.slot, ready.embedding)
+        self.state = self.state.with_event(ControlEvent(f"style.{ready.slot}.text", ready.text))
+        self._notify(f"style.{ready.slot}.text", ready.text, "embedder")
+        return True
 
     def _apply_patch(self, change: _PatchChange, at: int) -> None:
         patch = change.patch
@@ -380,6 +546,8 @@ class Scheduler:
             self._style = target
 
     def _notify(self, path: str, value: object, source: str) -> None:
+        if self._quiet:  # a change applied again after a rollback: the surfaces know it already
+            return
         for fn in self._listeners:
             try:
                 fn(path, value, source)
@@ -389,7 +557,7 @@ class Scheduler:
     # -- generation ------------------------------------------------------------------------------
     def _plan_next_bar(self) -> BarPlan:
         start = self.timeline.bar_start(self._next_bar)
-        self._apply_due(start + 1, timeline_only=True)  # tempo/meter/patch changes land on this line
+        self._apply_due(start + 1, frame=start, timeline_only=True)  # tempo/meter/patch changes land on this line
         bar = self._next_bar
         start = self.timeline.bar_start(bar)
         plan = plan_bar(
@@ -413,13 +581,13 @@ class Scheduler:
     def poll_inputs(self) -> None:
         """While no frame is generated (waiting for an external clock's first bar): take what the
         control inputs hold, so a patch picked before the band starts plays from the first bar."""
-        self._drain_inputs()
+        self._drain_inputs(step=False)
 
-    def _drain_inputs(self) -> None:
-        """Once per generated frame: every control input hands over what arrived, then the inbox."""
+    def _drain_inputs(self, *, step: bool) -> None:
+        """Every control input hands over what arrived (`step`: and advances its ramps a frame), then the inbox."""
         for drain in self._inputs:
             try:
-                drain()
+                drain(step=step)
             except Exception as err:  # noqa: BLE001 - a failing control surface must not stop the music
                 self.errors += 1
                 self._rejects.warn("input", "control input %r failed: %r", drain, err)
@@ -427,8 +595,22 @@ class Scheduler:
 
     def _conditioning(self, plan: BarPlan, frame: int) -> FrameConditioning:
         t = round(plan.frame_out_start(frame))
-        self._drain_inputs()
-        self._apply_due(round((plan.frame_out_start(frame) + plan.frame_out_start(frame + 1)) / 2))
+        middle = round((plan.frame_out_start(frame) + plan.frame_out_start(frame + 1)) / 2)
+        if t >= self._frontier:  # a new frame: the inputs drain for it (a regenerated one replays the journal)
+            self._frontier = round(plan.frame_out_start(frame + 1))
+            self.frames_new += 1
+            now, first = self._fill_at
+            if first is None:
+                self._fill_at = (now, t)
+                first = t
+            self._stamp = (threading.get_ident(), now + t - first)
+            try:
+                self._drain_inputs(step=True)
+            finally:
+                self._stamp = None
+        if self._open is not None:
+            self._open.frames.append((t, middle))
+        self._apply_due(middle, frame=t)
         if self._ramp is not None:
             self._style = self._ramp.at(t)
             if self._ramp.done(t):
@@ -449,6 +631,8 @@ class Scheduler:
         )
 
     def _generate_chunk(self) -> int:
+        if self.rollback:
+            self._keep_snapshot()
         plan = self._plan
         if plan is None or self._frame_in_bar >= plan.frames:
             plan = self._plan_next_bar()
@@ -457,13 +641,132 @@ class Scheduler:
         for _ in range(count):  # one frame at a time: controls drained for a frame land on it
             conds.append(self._conditioning(plan, self._frame_in_bar))
             self._frame_in_bar += 1
+        t0 = time.perf_counter()
         audio = self._run_generator(conds)
+        self.margin.observe(time.perf_counter() - t0 + self._restore_s, time.monotonic())
+        self._restore_s = 0.0
         self.frames_generated += count
         self.fitter.push(audio)
         start, fitted = self.fitter.pull()
         if len(fitted):
             self.ring.write(start, self._gain.apply(start, fitted))
         return count
+
+    # -- rollback ------------------------------------------------------------------------------
+    _FIELDS = ("_plan", "_next_bar", "_frame_in_bar", "_beat_frames", "state", "bank", "patch", "timeline", "_style",
+               "_ramp", "_frozen_at", "_pending")
+
+    def _keep_snapshot(self) -> None:
+        """Before a chunk: everything with state, so the chunk can be generated again."""
+        self._open = None
+        try:
+            generator = self.generator.snapshot()
+            fallback = self.fallback.snapshot() if self.fallback is not None else None
+        except GeneratorError:  # starting, restarting, or a generator without snapshots: no rollback to here
+            return
+        fields = {name: getattr(self, name) for name in self._FIELDS}
+        fields["_pending"] = list(self._pending)
+        fields["notes"] = copy.deepcopy(self.notes)
+        fields["_gain"] = copy.deepcopy(self._gain)
+        bar_line = self._plan is None or self._frame_in_bar >= self._plan.frames
+        self._open = _Snapshot(self.next_frame_time(), (self.ring.cursor, self.ring.bar_mark()), self._last_seq,
+                               generator, fallback, self.fitter.snapshot(), fields, bar_line)
+        self._snapshots.append(self._open)
+        if len(self._snapshots) > MAX_SNAPSHOTS:
+            self._snapshots.pop(0)
+            self._trim_journal()
+
+    def _forget_before(self, playhead: int) -> None:
+        """Snapshots of chunks that started playing can never be used again."""
+        keep = 0
+        while keep + 1 < len(self._snapshots) and self._snapshots[keep + 1].at <= playhead:
+            keep += 1
+        if keep:
+            del self._snapshots[:keep]
+            self._trim_journal()
+
+    def _trim_journal(self) -> None:
+        oldest = self._snapshots[0] if self._snapshots else None
+        self._journal = [entry for entry in self._journal if oldest is not None and entry[1] > oldest.seq]
+        # a change applied before the oldest snapshot's frame is never applied again
+        self._announced = {seq: frame for seq, frame in self._announced.items() if oldest is not None and frame >= oldest.at}
+
+    def _roll_back_if_asked(self) -> None:
+        """Regenerate from the chunk holding the earliest late change, if a snapshot still can:
+        at most once per chunk of playback (later requests wait and coalesce: a fader sweep),
+        or per frame while a note or pad hit waits (a roll keeps frame resolution)."""
+        if self._rollback_to is None:
+            return
+        now = self.playhead_now()
+        window = FRAME_SAMPLES if self._rhythm else self.frames_per_call * FRAME_SAMPLES
+        if self._last_rollback is not None and now // window == self._last_rollback // window:
+            return  # one per chunk (frame) of playback, counted on a fixed grid so no turn of the loop is lost
+        target, self._rollback_to, self._rhythm = self._rollback_to, None, False
+        floor = self._floor()
+        chosen, land = None, None
+        for snap in self._snapshots:
+            land = next((start for start, middle in snap.frames if start >= floor and middle > target), None)
+            if land is not None:
+                chosen = snap
+                break
+        if chosen is None or land is None or land >= self.next_frame_time():
+            if chosen is None:
+                self.rollbacks_missed += 1
+            self._requeue_late(self.next_frame_time())
+            return
+        if self._restore(chosen, land):
+            self._last_rollback = now
+            self._requeue_late(land)
+        else:
+            self._requeue_late(self.next_frame_time())
+
+    def _restore(self, chosen: _Snapshot, land: int) -> bool:
+        """Go back to `chosen`; the first frame that may change is `land`. False (and nothing
+        changed) when the generator cannot restore it."""
+        t0 = time.perf_counter()
+        try:
+            self.generator.restore(chosen.generator)
+            if self.fallback is not None:
+                self.fallback.restore(chosen.fallback)
+        except GeneratorError as err:
+            self.rollbacks_missed += 1
+            self._rejects.warn("rollback", "cannot regenerate the look-ahead (%s); the change lands after it", err)
+            return False
+        self.fitter.restore(chosen.fitter)
+        self.ring.rewind(*chosen.ring, exact_until=land - SPLINE_CONTEXT - self.generator.audio_lead)
+        for name, value in chosen.fields.items():  # the snapshot is used up: its copies are ours now
+            setattr(self, name, value)
+        # what applied before `land` applies again in the very frame it did (those frames are heard as they were)
+        self._pending = [(self._announced[seq] if self._announced.get(seq, land) < land else at, seq, item)
+                         for at, seq, item in list(chosen.fields["_pending"]) + [e for e in self._journal if e[1] > chosen.seq]]
+        heapq.heapify(self._pending)
+        del self._snapshots[self._snapshots.index(chosen):]  # taken again as the chunks are generated again
+        self._restore_s = time.perf_counter() - t0
+        self.rollbacks += 1
+        return True
+
+    def _requeue_late(self, open_at: int) -> None:
+        """Changes not applied yet whose sample lies before `open_at`, the first frame they can
+        still change, move there (a beat or bar change: to its next boundary from there). The
+        ones applied before a rollback keep their sample: the frames before `open_at` are
+        generated again exactly as they were heard."""
+        late = [e for e in self._pending if e[0] < open_at and self._announced.get(e[1], open_at) >= open_at
+                and not (self.state.freeze and e[1] > self._frozen_at and _route(e[2]) not in ("timeline", "safety"))]
+        if not late:
+            return
+        gone = {e[1] for e in late}
+        self._pending = [e for e in self._pending if e[1] not in gone]
+        self._journal = [e for e in self._journal if e[1] not in gone]
+        heapq.heapify(self._pending)
+        for _, seq, item in late:
+            quantize = getattr(item, "quantize", "now")
+            if quantize in ("beat", "bar"):  # the next bar line from the first open frame is never planned yet
+                at = self.timeline.next_boundary(open_at + (FRAME_SAMPLES // 2 if quantize == "beat" else 0), quantize)
+            else:
+                at = open_at
+                if isinstance(item, ControlEvent) and item.target in self._last_move:
+                    self._last_move[item.target] = (max(at, self._last_move[item.target][0]), self._last_move[item.target][1])
+            self._push(at, item, seq=seq)
 
     def _run_generator(self, conds: list[FrameConditioning]) -> np.ndarray:
         """Run the generator; on failure use the fallback (or silence) so the ring keeps filling."""
@@ -506,10 +809,12 @@ def _prompt_slot(event: ControlEvent, bank: StyleBank) -> int:
     return index
 
 
-def _route(item: ControlEvent | _PatchChange) -> str:
+def _route(item: _Item) -> str:
     """An event's route; a patch change starts a new timeline segment, so it is a timeline change
-    (those land on an unplanned bar line)."""
-    return "timeline" if isinstance(item, _PatchChange) else item.spec.route
+    (those land on a bar line not yet planned, or planned again); a replaced prompt is a style change."""
+    if isinstance(item, _PatchChange):
+        return "timeline"
+    return "style" if isinstance(item, _PromptReady) else item.spec.route
 
 
 _MASKED = np.full(NUM_NOTES, NOTE_MASK, dtype=np.int8)

@@ -25,6 +25,7 @@ import yaml
 from engine.clock.coupling import StartOn
 from engine.errors import ConfigFileError
 from engine.midi import MidiApi
+from engine.schedule.margin import DEFAULT_MAX_MS, DEFAULT_MIN_MS
 from engine.yamlfile import key_path, read_yaml
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,13 @@ CONFIG_SCHEMA: dict[str, Any] = {
         },
         "fallback": {"enum": ["synth", None]},
         "lookahead_ms": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000},
+        "rollback": {"type": "boolean"},
+        "lookahead": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"min_ms": {"type": "number", "minimum": 0, "maximum": 10000},
+                           "max_ms": {"type": "number", "minimum": 0, "maximum": 10000}},
+        },
         "cache_dir": _PATH,
         "state_file": {"oneOf": [_PATH, {"type": "null"}]},
         "fade_s": {"type": "number", "minimum": 0, "maximum": 30},
@@ -147,6 +155,8 @@ class ServiceConfig:
     generator_options: Mapping[str, Any] = field(default_factory=dict)
     fallback: str | None = "synth"
     lookahead_ms: float = 200.0
+    rollback: bool = True  # a late change regenerates the look-ahead: heard a splice margin after it arrives
+    margin_ms: tuple[float, float] = (DEFAULT_MIN_MS, DEFAULT_MAX_MS)  # `lookahead: {min_ms, max_ms}`: the margin's bounds
     cache_dir: Path = Path("/var/cache/backline")
     state_file: Path | None = Path("/var/lib/backline/state.json")  # None: no crash state (`backline run`)
     fade_s: float = 2.0
@@ -235,6 +245,10 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
     default = ServiceConfig(file=file)
     clock, osc, midi = data.get("clock", {}), data.get("osc", {}), data.get("midi", {})
     generator, http = data.get("generator", {}), data.get("status_http", {})
+    bounds = data.get("lookahead", {})
+    margin = (float(bounds.get("min_ms", DEFAULT_MIN_MS)), float(bounds.get("max_ms", DEFAULT_MAX_MS)))
+    if margin[0] > margin[1]:
+        raise ServiceConfigError(file, "lookahead", f"min_ms {margin[0]:g} is above max_ms {margin[1]:g}")
     return ServiceConfig(
         file=file,
         output=data.get("output", default.output),
@@ -264,6 +278,8 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
         generator_options=dict(generator.get("options", {})),
         fallback=data.get("fallback", default.fallback),
         lookahead_ms=float(data.get("lookahead_ms", default.lookahead_ms)),
+        rollback=bool(data.get("rollback", default.rollback)),
+        margin_ms=margin,
         cache_dir=path(data["cache_dir"]) if "cache_dir" in data else default.cache_dir,
         state_file=(path(data["state_file"]) if data["state_file"] else None) if "state_file" in data else default.state_file,
         fade_s=float(data.get("fade_s", default.fade_s)),

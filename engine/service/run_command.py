@@ -47,6 +47,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         "resample": args.resample,
         "generator": args.generator,
         "lookahead_ms": args.lookahead_ms,
+        "rollback": False if args.no_rollback else None,
         "fade_s": args.fade_ms / 1000 if args.fade_ms is not None else None,
         "mappings": tuple(Path(m).resolve() for m in args.mapping) if args.mapping else None,
         "osc_port": args.osc_port,
@@ -99,6 +100,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      help="soxr quality for a device not at 48 kHz (default HQ); off refuses such a device")
     add_generator_arguments(run, default=None)
     run.add_argument("--lookahead-ms", type=float, help="generation look-ahead (default 200 ms)")
+    run.add_argument("--no-rollback", action="store_true",
+                     help="never regenerate the look-ahead: a change waits for it (as before rollback; for comparison)")
     run.add_argument("--fade-ms", type=float, help="fade-out on stop (default 50 ms)")
     run.add_argument("--duration", type=float, help="stop after this many seconds of audio")
     run.add_argument("--mapping", action="append", metavar="FILE", help="mapping file (repeat for several)")

@@ -21,13 +21,15 @@ from engine.service.notify import Notifier
 from engine.service.runner import Service
 
 class FrameLog:
-    """Stands between the scheduler and its real generator and keeps every frame's conditioning,
-    in the order generated: what the generator received, frame by frame (appended on the
-    scheduler thread; read a copy with `list(log.frames)`)."""
+    """Stands between the scheduler and its real generator and keeps every frame's conditioning
+    by frame index: what the generator received for the audio that plays (appended on the
+    scheduler thread; a rollback's restore cuts the frames it generates again; read a copy
+    with `list(log.frames)`). `received` counts every frame generated, again or not."""
 
     def __init__(self, engine) -> None:
         self.inner = engine.scheduler.generator
         self.frames: list = []
+        self.received = 0
         engine.scheduler.generator = self
 
     def __getattr__(self, name: str):
@@ -35,7 +37,16 @@ class FrameLog:
 
     def generate(self, conditioning):
         self.frames.extend(conditioning)
+        self.received += len(conditioning)
         return self.inner.generate(conditioning)
+
+    def snapshot(self):
+        return self.inner.snapshot(), len(self.frames)
+
+    def restore(self, snapshot) -> None:
+        inner, frames = snapshot
+        self.inner.restore(inner)
+        del self.frames[frames:]
 
 
 LIBLO = bool(shutil.which("oscsend") and shutil.which("oscdump"))

@@ -211,13 +211,14 @@ def test_a_smoothed_fader_sweeps_the_parameter_frame_by_frame(running: Running):
     frames = running.frames.frames
     assert wait_for(lambda: len(frames) > 30, 10)
     with client_socket() as c:
+        generated, playing = len(frames), running.engine.sink.playhead // 1920
         send(c, running.osc, "/test/temperature", 1.0)  # native 2.0; the patch plays 1.0
         assert wait_for(lambda: any(f.sampling.temperature == pytest.approx(2.0) for f in list(frames)), 10)
         reached = next(i for i, f in enumerate(list(frames)) if f.sampling.temperature == pytest.approx(2.0))
         assert wait_for(lambda: len(frames) > reached + 10, 10)
     temps = [f.sampling.temperature for f in list(frames)]
     first = next(i for i, t in enumerate(temps) if t != 1.0)
-    assert first > 30  # it was sent while the look-ahead was full: a change inside it
+    assert playing < first < generated, (playing, first, generated)  # inside the look-ahead: rolled back
     assert temps[first:first + 5] == pytest.approx([1.2, 1.4, 1.6, 1.8, 2.0])
     assert all(t == pytest.approx(2.0) for t in temps[first + 4:])
 
@@ -263,6 +264,9 @@ def test_a_beat_quantized_change_lands_with_that_beats_drum_hit(running: Running
         for value in values:
             send(c, running.osc, "/backline/sampling/temperature", value, "beat")
             assert wait_for(lambda: any(f.sampling.temperature == value for f in list(frames)), 5)
+            first = next(i for i, f in enumerate(list(frames)) if f.sampling.temperature == value)
+            # heard before the next is sent (else the next, for the same beat, replaces it: it lands inside the look-ahead)
+            assert wait_for(lambda: running.engine.sink.playhead > (first + 1) * 1920, 5)
     temps = [f.sampling.temperature for f in list(frames)]
     for value in values:
         first = temps.index(value)
@@ -281,3 +285,32 @@ def test_a_tempo_change_asked_for_now_is_refused_with_its_reason(running: Runnin
         assert not any(ch[0] in ("tempo.bpm", "meter.beats_per_bar") for ch in running.changes)
         send(c, running.osc, "/backline/tempo/bpm", 180.0, "bar")
         assert wait_for(lambda: status_reply(c, running.osc)["tempo"] == 180.0, 10)
+
+
+def test_a_change_inside_the_lookahead_is_heard_a_margin_after_it_arrives(running: Running):
+    """`/backline/sampling/temperature 1.7` over UDP while the 200 ms look-ahead is full: rollback
+    regenerates it, so the generator gets the value on a frame well inside the look-ahead; the
+    recorded samples are exactly the offline render with that change planned for that frame
+    from the start (the splice adds nothing); `/backline/status` reports the margin and the rollback."""
+    frames, engine = running.frames.frames, running.engine
+    assert wait_for(lambda: len(frames) > 30, 10)
+    with client_socket() as c:
+        before = status_reply(c, running.osc)
+        sent = engine.sink.playhead
+        send(c, running.osc, "/backline/sampling/temperature", 1.7)
+        assert wait_for(lambda: any(f.sampling.temperature == pytest.approx(1.7) for f in list(frames)), 5)
+        after = status_reply(c, running.osc)
+        first = next(i for i, f in enumerate(list(frames)) if f.sampling.temperature == pytest.approx(1.7))
+        landed = first * 1920  # 240 BPM: 25 frames of exactly 1920 samples a bar
+        end = landed + SAMPLE_RATE
+        assert wait_for(lambda: engine.sink.playhead > end + SAMPLE_RATE // 10, 10)
+    running.service.terminate()
+    assert landed - sent < LOOKAHEAD_MS * SAMPLE_RATE // 1000, f"heard {(landed - sent) / 48:.0f} ms after it was sent"
+    assert after["rollbacks"] > before["rollbacks"] and 0 < after["margin_ms"] < LOOKAHEAD_MS
+    played, _ = soundfile.read(running.wav, dtype="float32", always_2d=True)
+    planned = running.patches / "planned.wav"
+    pinned = [TimedEvent(0, Fraction(0), ControlEvent("sampling.temperature", 1.7, quantize="now", at=landed))]
+    render(load_patch(running.patches / "a.yaml"), bars=end // SAMPLE_RATE + 1, output=planned, generator=SynthGenerator(),
+           automation=pinned, lookahead_ms=LOOKAHEAD_MS, rollback=False)
+    np.testing.assert_array_equal(played[:end], soundfile.read(planned, dtype="float32", always_2d=True)[0][:end])
+    assert engine.ring.underruns == 0

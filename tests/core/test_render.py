@@ -117,7 +117,8 @@ def test_style_changes_landing_together_are_mixed_once_into_their_final_values(t
 
 
 class DrumRecorder(SynthGenerator):
-    """The synth, noting the drum state of every frame it was asked for."""
+    """The synth, noting the drum state of every frame by frame index (a rollback's restore cuts
+    the frames it generates again, so `drums` is what plays)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -126,6 +127,13 @@ class DrumRecorder(SynthGenerator):
     def generate(self, conditioning):
         self.drums += [c.drum for c in conditioning]
         return super().generate(conditioning)
+
+    def snapshot(self):
+        return super().snapshot(), len(self.drums)
+
+    def restore(self, snapshot) -> None:
+        super().restore(snapshot[0])
+        del self.drums[snapshot[1]:]
 
 
 def hit_frames(tmp_path, beats: list[float]) -> list[int]:
@@ -329,8 +337,9 @@ def test_a_prompt_still_embedding_when_a_smaller_patch_takes_over_is_dropped(tmp
     automation = [TimedEvent(1, 0, ControlEvent("style.1.text", "late prompt", source="automation")),
                   TimedEvent(1, 1, ControlEvent("patch.load", "one", source="automation"))]
     with caplog.at_level("INFO"):
+        # without rollback: with it, the prompt lands a margin after it is ready, while patch two still plays
         result = render(load_patch(two), bars=8, output=tmp_path / "r.wav", generator=Watch(),
-                        automation=automation, embedder=Slow(), patch_set=[one, two])
+                        automation=automation, embedder=Slow(), patch_set=[one, two], rollback=False)
     assert took_over.is_set() and embedded.is_set()
     assert result.samples == result.bar_starts[-1]
     assert "prompt 'late prompt' was for patch two, which no longer plays; dropped" in caplog.text

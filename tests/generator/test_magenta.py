@@ -190,3 +190,37 @@ def test_a_text_prompt_reaches_the_model_as_its_style_models_tokens(generator: M
     assert set(map(tuple, got)) == {tuple(want[first]), tuple(want[second])}
     assert got[-1] == want[second]
     assert len(list((tmp_path / "cache" / "backline" / "style").glob("*.npy"))) == 2
+
+
+def test_a_change_inside_the_lookahead_rolls_magenta_back_and_lands_on_the_planned_frame(generator: MagentaGenerator,
+                                                                                          tmp_path) -> None:
+    """The real magenta-rt code path under rollback: a `now` temperature change mid look-ahead (200 ms)
+    restores the generator's snapshot and regenerates; what the model was fed changes from the
+    planned frame on and not before, and every sample before it is the render without the change.
+    (Temperature, not style: the tiny random model's audio does not follow its style tokens.)"""
+    import math
+
+    import soundfile
+
+    from engine.automation import TimedEvent
+    from engine.params import ControlEvent
+    from engine.patch import parse_patch
+    from engine.render import render
+
+    patch = parse_patch({"tempo": 120, "seed": 5, "style": [{"text": "a"}]})
+    change = [TimedEvent(1, Fraction(1), ControlEvent("sampling.temperature", 0.0, quantize="now"))]  # bar 2, beat 2
+    runs = {}
+    for name, automation in (("ref", []), ("now", change)):
+        result = render(patch, bars=2, output=tmp_path / f"{name}.wav", generator=generator, automation=automation)
+        runs[name] = (result, soundfile.read(tmp_path / f"{name}.wav", dtype="float32", always_2d=True)[0],
+                      {k: v[1] for k, v in generator.fed.items()})  # frame -> temperature fed
+    (result, out, fed), (_, ref, ref_fed) = runs["now"], runs["ref"]
+    arrived = math.ceil((96000 + 24000) / 256) * 256
+    planned = math.ceil((arrived + 480 + generator.audio_lead) / FRAME_SAMPLES)  # margin and decoder lead
+    assert result.rollbacks == 1
+    changed = [f for f in sorted(fed) if fed[f] != ref_fed[f]]
+    assert changed[0] == planned and all(fed[f] == 0.0 for f in changed), changed[:3]
+    differ = np.flatnonzero(np.any(out != ref, axis=1))
+    # SpectroStream's decoder overlap: the audio changes up to audio_lead before the frame, never earlier
+    assert planned * FRAME_SAMPLES - generator.audio_lead <= differ[0] <= planned * FRAME_SAMPLES
+    np.testing.assert_array_equal(out[:differ[0]], ref[:differ[0]])

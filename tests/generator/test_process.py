@@ -145,3 +145,60 @@ def test_a_factory_that_cannot_load_is_retried_and_reported() -> None:
             gen.generate(frames(1))
     finally:
         gen.close()
+
+
+SYNTH = "engine.generator.synth:SynthGenerator"
+
+
+def test_snapshots_stay_in_the_child_named_by_frame_and_replay_exactly() -> None:
+    """The real synth in its child: a snapshot named at frame 2 replays the frames after it bit for
+    bit; restoring drops the later ones; a restarted child has none (GeneratorError, it lives on)."""
+    from engine.generator.synth import SynthGenerator
+
+    gen = ProcessGenerator(SYNTH, {}, seed=3)
+    try:
+        assert gen.wait_ready(60)
+        gen.generate(frames(2))
+        snap = gen.snapshot()
+        played = gen.generate(frames(4, drum=DRUM_HIT))
+        later = gen.snapshot()
+        gen.generate(frames(2))
+        gen.restore(snap)
+        np.testing.assert_array_equal(gen.generate(frames(4, drum=DRUM_HIT)), played)
+        reference = SynthGenerator(seed=3)
+        reference.generate(frames(2))
+        np.testing.assert_array_equal(reference.generate(frames(4, drum=DRUM_HIT)), played)
+        with pytest.raises(GeneratorError, match="no snapshot at frame 6"):
+            gen.restore(later)  # generated over: the child dropped it
+        os.kill(gen.health()["pid"], signal.SIGKILL)
+        with pytest.raises(GeneratorUnavailable):
+            gen.generate(frames(1))
+        assert gen.wait_ready(60)
+        with pytest.raises(GeneratorError, match="restarted"):
+            gen.restore(snap)
+        assert gen.generate(frames(1)).shape == (FRAME_SAMPLES, 2)
+    finally:
+        gen.close()
+
+
+def test_a_render_rolls_back_through_the_child_exactly_as_in_process(tmp_path) -> None:
+    """A change inside the look-ahead, the synth in its own process: one rollback, and the same
+    file as with the synth in-process."""
+    import soundfile
+
+    from engine.automation import load_automation
+    from engine.generator.synth import SynthGenerator
+    from engine.patch import parse_patch
+    from engine.render import render
+
+    auto = tmp_path / "auto.yaml"
+    auto.write_text("events:\n  - {bar: 2, beat: 3.1, target: sampling.temperature, value: 0.2, quantize: now}\n")
+    patch = parse_patch({"tempo": 120, "seed": 2, "style": [{"text": "a"}]})
+    gen = ProcessGenerator(SYNTH, {}, seed=2)
+    try:
+        child = render(patch, bars=3, output=tmp_path / "child.wav", generator=gen, automation=load_automation(auto))
+    finally:
+        gen.close()
+    local = render(patch, bars=3, output=tmp_path / "local.wav", generator=SynthGenerator(), automation=load_automation(auto))
+    assert child.rollbacks == local.rollbacks == 1
+    np.testing.assert_array_equal(soundfile.read(tmp_path / "child.wav")[0], soundfile.read(tmp_path / "local.wav")[0])

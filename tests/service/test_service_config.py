@@ -121,3 +121,26 @@ def test_differences_list_what_a_reload_changed(tmp_path: Path) -> None:
     old = load_config(write(tmp_path, "fade_s: 1\noutput: jack"), environ={})
     new = load_config(write(tmp_path, "fade_s: 3\noutput: alsa"), environ={})
     assert sorted(old.differences(new)) == ["fade_s", "output"]
+
+
+def test_rollback_and_its_margin_bounds(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "rollback: false\nlookahead: {min_ms: 20, max_ms: 120}\n"), environ={})
+    assert config.rollback is False and config.margin_ms == (20.0, 120.0)
+    assert load_config(write(tmp_path, "lookahead: {max_ms: 50}\n"), environ={}).margin_ms == (10.0, 50.0)
+    with pytest.raises(ServiceConfigError, match=r"lookahead: min_ms 80 is above max_ms 50"):
+        load_config(write(tmp_path, "lookahead: {min_ms: 80, max_ms: 50}\n"), environ={})
+    with pytest.raises(ServiceConfigError, match="lookahead.min_ms"):
+        load_config(write(tmp_path, "lookahead: {min_ms: -1}\n"), environ={})
+
+
+def test_run_no_rollback_turns_it_off(tmp_path: Path) -> None:
+    import argparse
+
+    from engine.service.run_command import add_commands, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    patch = tmp_path / "p.yaml"
+    patch.write_text("tempo: 120\nstyle: [{text: a}]\n")
+    assert config_from_args(parser.parse_args(["run", "--patch", str(patch)])).rollback is True
+    assert config_from_args(parser.parse_args(["run", "--patch", str(patch), "--no-rollback"])).rollback is False

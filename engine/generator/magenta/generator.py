@@ -35,7 +35,7 @@ from magenta_rt import musiccoca
 from engine.conditioning import FrameConditioning
 from engine.errors import GeneratorError
 from engine.generator.base import Generator
-from engine.generator.magenta import assets, model
+from engine.generator.magenta import AUDIO_LEAD, assets, model
 from engine.generator.magenta.tokens import CHANNELS, MODEL_OFFSET, StyleTokenizer, TokenEncoder
 from engine.style.embedder import Embedder
 from engine.style.musiccoca import style_model_for
@@ -99,6 +99,7 @@ class MagentaGenerator(Generator):
     """MRT2 (magenta-rt 2.0.3, JAX). Called from one thread only (the generator's own)."""
 
     name = "magenta"
+    audio_lead = AUDIO_LEAD
 
     def __init__(
         self,

@@ -1,0 +1,246 @@
+"""Rollback: a change that arrives inside the look-ahead regenerates it from a snapshot.
+
+Checked on the rendered samples and on the conditioning each frame was generated with
+(by frame index: a restore cuts the frames generated again, so the log is what plays),
+against the same render without the change. The offline render is the live engine with
+an offline sink; its splice margin is fixed (10 ms, at least a 256-sample block), so where a
+change must land is computed here from when the automation issues it.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from scipy import signal
+
+from engine.automation import TimedEvent, load_automation
+from engine.generator.synth import SynthGenerator
+from engine.params import ControlEvent
+from engine.patch import parse_patch
+from engine.render import render
+from engine.timeline import Timeline
+from engine.units import FRAME_SAMPLES, SAMPLE_RATE
+
+BLOCK = 256
+MARGIN = 480  # the render's fixed splice margin: 10 ms
+
+
+class Recorder(SynthGenerator):
+    """The synth, keeping each frame's conditioning by frame index and counting every frame generated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list = []
+        self.received = 0
+
+    def generate(self, conditioning):
+        self.frames += list(conditioning)
+        self.received += len(conditioning)
+        return super().generate(conditioning)
+
+    def snapshot(self):
+        return super().snapshot(), len(self.frames)
+
+    def restore(self, snapshot) -> None:
+        state, frames = snapshot
+        super().restore(state)
+        del self.frames[frames:]
+
+
+def two_styles(tempo: float = 120.0):
+    return parse_patch({"tempo": tempo, "meter": 4, "seed": 1, "style": [{"text": "warm pad"}, {"text": "glass", "weight": 0.0}]})
+
+
+def play(tmp_path: Path, name: str, events: str = "", *, tempo: float = 120.0, bars: int = 4, lookahead_ms: float = 200.0,
+         rollback: bool = True):
+    """Render with automation `events` (YAML list items); (result, audio, recorder)."""
+    auto = tmp_path / f"{name}.yaml"
+    auto.write_text("events:\n" + events if events else "events: []\n")
+    gen = Recorder()
+    result = render(two_styles(tempo), bars=bars, output=tmp_path / f"{name}.wav", generator=gen,
+                    automation=load_automation(auto), lookahead_ms=lookahead_ms, rollback=rollback)
+    audio = soundfile.read(tmp_path / f"{name}.wav", dtype="float32", always_2d=True)[0]
+    return result, audio, gen
+
+
+def issued(sample: float) -> int:
+    """The playhead when the automation hands over an event at `sample`: the first block boundary at or after it."""
+    return math.ceil(sample / BLOCK) * BLOCK
+
+
+def first_difference(a: np.ndarray, b: np.ndarray) -> int:
+    differ = np.flatnonzero(np.any(a != b, axis=1))
+    assert len(differ), "the change made no difference"
+    return int(differ[0])
+
+
+def first_changed_frame(frames: list, reference: list) -> int:
+    return next(i for i, (f, r) in enumerate(zip(frames, reference)) if not np.array_equal(f.style, r.style))
+
+
+def test_a_now_change_mid_lookahead_is_heard_from_the_planned_frame_without_a_click(tmp_path) -> None:
+    """style.1.weight 0 -> 2 at bar 2 beat 2.3 (now), 200 ms look-ahead: it is heard from the first
+    frame a margin after it arrived; every sample before is the render without the change, and
+    every sample from there the render that had the change planned for that frame all along (so
+    the splice adds nothing: no click)."""
+    _, ref, ref_gen = play(tmp_path, "ref")
+    result, out, gen = play(tmp_path, "now", "  - {bar: 2, beat: 2.3, target: style.1.weight, value: 2.0, quantize: now}\n")
+    tl = Timeline.start(120.0, 4)
+    arrived = issued(tl.bar_start(1) + 1.3 * tl.segment_at(0).beat_length)
+    planned = math.ceil((arrived + MARGIN) / FRAME_SAMPLES) * FRAME_SAMPLES  # 120 BPM: frames on multiples of 1920
+    assert result.rollbacks == 1
+    assert first_changed_frame(gen.frames, ref_gen.frames) * FRAME_SAMPLES == planned
+    splice = first_difference(out, ref)
+    assert splice == planned, f"heard from sample {splice}, planned {planned} ({(planned - arrived) / 48:.1f} ms after it arrived)"
+    # the splice is not a click: the high-passed output near it is no louder than elsewhere in the bar
+    hp = np.abs(signal.sosfilt(signal.butter(4, 4000, "highpass", fs=SAMPLE_RATE, output="sos"), out[:, 0]))
+    bar = tl.bar_at(splice)
+    near = hp[splice - 240 : splice + 240].max()
+    elsewhere = np.concatenate([hp[tl.bar_start(bar) : splice - 240], hp[splice + 240 : tl.bar_start(bar + 1)]]).max()
+    assert near <= elsewhere, f"high-passed peak {near:.4f} at the splice, {elsewhere:.4f} elsewhere in the bar"
+    # and the whole file is the one where the same change was planned for that frame from the start
+    early = [TimedEvent(0, Fraction(0), ControlEvent("style.1.weight", 2.0, quantize="now", at=planned))]
+    render(two_styles(), bars=4, output=tmp_path / "early.wav", generator=SynthGenerator(), automation=early,
+           rollback=False)
+    np.testing.assert_array_equal(out, soundfile.read(tmp_path / "early.wav", dtype="float32", always_2d=True)[0])
+    # without rollback the same change waits for the look-ahead
+    _, late, _ = play(tmp_path, "late", "  - {bar: 2, beat: 2.3, target: style.1.weight, value: 2.0, quantize: now}\n",
+                      rollback=False)
+    assert first_difference(late, ref) >= arrived + 200 * 48
+
+
+@pytest.mark.parametrize("tempo, lookahead_ms", [(120.0, 200.0), (174.0, 400.0)])
+def test_a_bar_change_inside_the_lookahead_lands_on_its_bar(tmp_path, tempo, lookahead_ms) -> None:
+    """A bar-quantized style change 100 ms before bar 3's line, its audio already generated: it lands
+    on bar 3's first frame, exactly; without rollback it slips to bar 4."""
+    tl = Timeline.start(tempo, 4)
+    beat = 1 + (tl.bar_length(1) - 0.1 * SAMPLE_RATE) / tl.segment_at(0).beat_length  # 100 ms before bar 3
+    event = f"  - {{bar: 2, beat: {float(beat):.6f}, target: style.1.weight, value: 2.0, quantize: bar}}\n"
+    _, ref, ref_gen = play(tmp_path, "ref", tempo=tempo, lookahead_ms=lookahead_ms)
+    result, out, gen = play(tmp_path, "bar", event, tempo=tempo, lookahead_ms=lookahead_ms)
+    bar3 = result.bar_starts[2]
+    frames_before = sum(math.ceil(tl.bar_length(b) * 2 ** (-4 / 1200) / FRAME_SAMPLES - 1e-9) for b in range(2))
+    assert result.rollbacks == 1
+    assert first_changed_frame(gen.frames, ref_gen.frames) == frames_before
+    splice = first_difference(out, ref)
+    if tempo == 120.0:  # 50 frames a bar, read as they are
+        assert splice == bar3
+    else:  # resampled within 4 cents: the spline reading the new frame reaches 16 samples back
+        assert bar3 - 16 <= splice <= bar3
+    _, late, _ = play(tmp_path, "late", event, tempo=tempo, lookahead_ms=lookahead_ms, rollback=False)
+    assert first_difference(late, ref) >= result.bar_starts[3] - 16
+
+
+def test_a_tempo_change_inside_the_lookahead_replans_its_bar(tmp_path) -> None:
+    """tempo 120 -> 150 asked 100 ms before bar 3: bar 3 is planned again at 150 BPM."""
+    event = "  - {bar: 2, beat: 4.8, target: tempo.bpm, value: 150}\n"
+    result, _, _ = play(tmp_path, "tempo", event)
+    assert result.bar_starts[2] == 2 * 96000
+    assert result.bar_starts[3] - result.bar_starts[2] == 76800  # a 150 BPM bar
+    off, _, _ = play(tmp_path, "tempo-off", event, rollback=False)
+    assert off.bar_starts[3] - off.bar_starts[2] == 96000 and off.bar_starts[4] - off.bar_starts[3] == 76800
+
+
+def test_a_fader_sweep_rolls_back_at_most_once_a_chunk(tmp_path) -> None:
+    """50 updates a second for a bar (2 s, 25 chunks of 80 ms): rollbacks coalesce, one a chunk at most."""
+    events = "".join(f"  - {{bar: 2, beat: {1 + 0.04 * i:.2f}, target: style.1.weight, value: {i / 50:.2f}, quantize: now}}\n"
+                     for i in range(100))
+    result, out, gen = play(tmp_path, "sweep", events)
+    assert 10 <= result.rollbacks <= 26, result.rollbacks
+    assert 1.0 < result.work < 3.0
+    # the last value lands within a margin and a frame of its arrival, not a look-ahead later
+    _, ref, ref_gen = play(tmp_path, "final", "  - {bar: 2, beat: 4.96, target: style.1.weight, value: 1.98, quantize: now}\n")
+    last = next(i for i in range(len(gen.frames)) if np.array_equal(gen.frames[i].style, ref_gen.frames[-1].style))
+    arrived = issued(96000 + 3.96 * 24000)
+    assert last * FRAME_SAMPLES <= arrived + MARGIN + 2 * FRAME_SAMPLES
+
+
+def test_changes_that_arrive_early_enough_render_the_same_with_rollback_on_and_off(tmp_path) -> None:
+    """Bar changes issued a bar ahead (a style, a tempo, a transport stop and play): the same file, no rollback."""
+    events = ("  - {bar: 2, target: style.1.weight, value: 1.5, quantize: bar}\n"
+              "  - {bar: 2, beat: 2, target: tempo.bpm, value: 133.33}\n"
+              "  - {bar: 4, target: transport.stop, quantize: bar}\n"
+              "  - {bar: 5, target: transport.play, quantize: bar}\n")
+    on, a, _ = play(tmp_path, "on", events, bars=6)
+    off, b, _ = play(tmp_path, "off", events, bars=6, rollback=False)
+    assert on.rollbacks == 0 and on.bar_starts == off.bar_starts
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_render_with_rollbacks_is_deterministic(tmp_path) -> None:
+    events = "".join(f"  - {{bar: 2, beat: {1 + 0.3 * i:.1f}, target: style.1.weight, value: {i / 10:.1f}, quantize: now}}\n"
+                     for i in range(10))
+    first, a, _ = play(tmp_path, "one", events)
+    second, b, _ = play(tmp_path, "two", events)
+    assert first.rollbacks == second.rollbacks >= 5
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_staccato_note_inside_the_lookahead_sounds_a_margin_after_it_is_played(tmp_path) -> None:
+    """A key down and up 10 ms later (shorter than a frame), played mid-bar: its onset is in the
+    first frame a margin after the key went down, not a look-ahead later."""
+    from engine.conditioning import NOTE_ONSET
+
+    events = ("  - {bar: 2, beat: 2.5, target: note.60, value: 1}\n"
+              "  - {bar: 2, beat: 2.52, target: note.60, value: 0}\n")
+    result, _, gen = play(tmp_path, "note", events)
+    arrived = issued(96000 + 1.5 * 24000)
+    onset = [i for i, f in enumerate(gen.frames) if f.notes[60] == NOTE_ONSET]
+    assert onset == [math.ceil((arrived + MARGIN) / FRAME_SAMPLES)], onset
+    assert result.rollbacks >= 1
+
+
+def test_synth_snapshot_replays_exactly() -> None:
+    from engine.conditioning import FrameConditioning, masked_notes
+    from engine.style.embedder import HashEmbedder
+
+    style = HashEmbedder().embed_text("a")
+    cond = [FrameConditioning(style, masked_notes(), drum=1 if i == 3 else -1) for i in range(6)]
+    gen = SynthGenerator(seed=4)
+    gen.generate(cond[:2])
+    snap = gen.snapshot()
+    first = gen.generate(cond)
+    gen.generate(cond)
+    gen.restore(snap)
+    np.testing.assert_array_equal(gen.generate(cond), first)
+
+
+def test_the_splice_margin_rises_at_once_and_decays_slowly_within_its_bounds() -> None:
+    """Chunk times of 2 ms, then jitter (a 60 ms chunk among every ten, the recent p99): the margin
+    covers it at once, still covers most of it after a quiet minute, and sinks towards the quiet
+    need over minutes; always within the config's bounds."""
+    from engine.schedule.margin import SpliceMargin
+
+    margin = SpliceMargin(min_ms=10, max_ms=150, block=256)
+    t = 0.0
+    for _ in range(100):
+        margin.observe(0.002, t)
+        t += 0.08
+    quiet = margin.samples
+    assert quiet == 640  # 1.5 x 2 ms + 5 ms of loop wake-up + a block, above the 10 ms floor
+    for i in range(30):
+        t += 0.08
+        margin.observe(0.060 if i % 10 == 0 else 0.002, t)
+        if i == 10:  # the second slow chunk: its p99 is now the stall
+            assert margin.samples >= 1.5 * 0.060 * SAMPLE_RATE + 256
+    stalled = margin.samples
+    assert stalled >= 1.5 * 0.060 * SAMPLE_RATE + 256
+    for _ in range(750):  # a quiet minute: the stall leaves the p99 window, the peak is held
+        t += 0.08
+        margin.observe(0.002, t)
+    assert margin.samples > 0.7 * stalled
+    for _ in range(7500):  # ten more minutes
+        t += 0.08
+        margin.observe(0.002, t)
+    assert margin.samples < 0.2 * stalled
+    for _ in range(3):  # stalls past the bound: the margin stops at max_ms (rollback then reaches less far)
+        margin.observe(10.0, t)
+    assert margin.samples == 150 * 48
+    fixed = SpliceMargin(min_ms=10, max_ms=150, block=256, adaptive=False)
+    fixed.observe(10.0, t)
+    assert fixed.samples == 480
