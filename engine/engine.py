@@ -187,6 +187,7 @@ class Engine:
             "margin_ms": round(sched.margin.samples * 1000 / SAMPLE_RATE, 1) if sched.rollback else None,
             "rollbacks": sched.rollbacks,
             "rollbacks_missed": sched.rollbacks_missed,
+            "late_splices": sched.late_splices,
             "work": round(sched.frames_generated / sched.frames_new, 3) if sched.frames_new else 1.0,
             "xruns": self.sink.xruns,
             "server_xruns": self.sink.server_xruns,

@@ -53,7 +53,6 @@ class PlaybackRing:
         self._rewound = False  # written again after a rewind, the splice not behind us yet
         self._exact_until = 0
         self.splice_at: int | None = None  # where the latest rollback's new audio begins
-        self.splices = 0
         # Reader state (reader thread only).
         self.replaying = False
         self._replay_start = 0
@@ -109,7 +108,6 @@ class PlaybackRing:
                 self._rewound = n > 0 and start + len(audio) < self.written  # all equal: keep looking
                 return audio
             self.splice_at = start + int(differ[0])
-            self.splices += 1
             if self.splice_at >= self._exact_until:  # the new stream continues its own past: no seam
                 self._rewound = False
                 return audio

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 State = Literal["starting", "ready", "restarting", "closed"]
 _MAX_BACKOFF_S = 30.0
-SNAPSHOTS_KEPT = 64  # chunk boundaries: a 2.5 s look-ahead at 2 frames a chunk
+SNAPSHOTS_KEPT = 32  # as many as the scheduler keeps (MAX_SNAPSHOTS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 Listener = Callable[[str, object, str], None]
 Drain = Callable[..., object]
 SPLINE_CONTEXT = 64  # output samples before a changed frame that the fitter's spline may touch
-MAX_SNAPSHOTS = 64  # chunk boundaries kept: a 5 s look-ahead at 2 frames a chunk
+MAX_SNAPSHOTS = 32  # chunk boundaries kept: 2.5 s of look-ahead at 2 frames a chunk (a generator state each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +171,7 @@ class Scheduler:
         self._fill_at = (0, None)  # (playhead, first new frame) of this fill: new frames are stamped from it
         self.rollbacks = 0
         self.rollbacks_missed = 0  # a late change with no snapshot far enough ahead any more
+        self.late_splices = 0  # audio generated again after the reader had played it (the margin was too short)
         self.frames_new = 0  # frames generated for the first time (the rest were generated again)
         self._embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._embeds: list[tuple[int, Future[np.ndarray], str, Patch]] = []  # (slot, embedding, prompt, for patch)
@@ -649,6 +650,10 @@ class Scheduler:
         self.fitter.push(audio)
         start, fitted = self.fitter.pull()
         if len(fitted):
+            if start < self.ring.written and start < self.playhead_now():  # the reader got here first
+                self.late_splices += 1
+                self._rejects.warn("late", "the generator fell behind a rollback: %d samples played before they "
+                                   "were generated again (a glitch)", self.playhead_now() - start)
             self.ring.write(start, self._gain.apply(start, fitted))
         return count
 
@@ -657,8 +662,11 @@ class Scheduler:
                "_ramp", "_frozen_at", "_pending")
 
     def _keep_snapshot(self) -> None:
-        """Before a chunk: everything with state, so the chunk can be generated again."""
+        """Before a chunk: everything with state, so the chunk can be generated again. The
+        nearest MAX_SNAPSHOTS chunks are kept (a longer look-ahead rolls back only that far)."""
         self._open = None
+        if len(self._snapshots) >= MAX_SNAPSHOTS:
+            return
         try:
             generator = self.generator.snapshot()
             fallback = self.fallback.snapshot() if self.fallback is not None else None
@@ -672,9 +680,6 @@ class Scheduler:
         self._open = _Snapshot(self.next_frame_time(), (self.ring.cursor, self.ring.bar_mark()), self._last_seq,
                                generator, fallback, self.fitter.snapshot(), fields, bar_line)
         self._snapshots.append(self._open)
-        if len(self._snapshots) > MAX_SNAPSHOTS:
-            self._snapshots.pop(0)
-            self._trim_journal()
 
     def _forget_before(self, playhead: int) -> None:
         """Snapshots of chunks that started playing can never be used again."""

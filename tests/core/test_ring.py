@@ -68,3 +68,28 @@ def test_freeze_loops_the_current_bar_from_the_next_bar_line() -> None:
     after = read(ring, 3 * BAR, 2 * BAR)
     assert np.allclose(after[BAR + 64 :], 0.5)  # back to fresh audio at bar 4
     assert ring.underruns == 0
+
+
+def test_a_rewind_splices_at_the_first_sample_that_differs() -> None:
+    """Written again from bar 1: equal samples change nothing; from the first that differs the
+    new audio is written as is when the writer promised an exact replay up to there, and
+    crossfaded (64 samples here) when it differs sooner. The reader's limit never moves back."""
+    for exact_until, crossfaded in ((BAR + 1000, False), (BAR + 2000, True)):
+        ring = ring_with_bars(3)
+        ring.rewind(BAR, 2, exact_until=exact_until)
+        assert ring.written == 3 * BAR and ring.cursor == BAR
+        new = bar_audio(1).copy()
+        new[1500:] = 0.9
+        ring.write(BAR, new[:1000])  # equal so far: not the splice yet
+        ring.write(BAR + 1000, new[1000:])
+        assert ring.splice_at == BAR + 1500 and ring.cursor == 2 * BAR and ring.written == 3 * BAR
+        ring.publish_bar(2 * BAR)
+        out = read(ring, 0, 3 * BAR)
+        np.testing.assert_array_equal(out[: BAR + 1500], np.concatenate([bar_audio(0), bar_audio(1)[:1500]]))
+        if crossfaded:
+            fade = out[BAR + 1500 : BAR + 1564, 0]
+            assert 0.2 < fade[0] < fade[-1] < 0.9 and np.all(np.diff(fade) > 0)
+            np.testing.assert_array_equal(out[BAR + 1564 : 2 * BAR], new[1564:])
+        else:
+            np.testing.assert_array_equal(out[BAR + 1500 : 2 * BAR], new[1500:])
+        np.testing.assert_array_equal(out[2 * BAR :], bar_audio(2))  # not written again yet: still playable

@@ -21,7 +21,7 @@ from scipy import signal
 from engine.automation import TimedEvent, load_automation
 from engine.generator.synth import SynthGenerator
 from engine.params import ControlEvent
-from engine.patch import parse_patch
+from engine.patch import load_patch, parse_patch
 from engine.render import render
 from engine.timeline import Timeline
 from engine.units import FRAME_SAMPLES, SAMPLE_RATE
@@ -244,3 +244,21 @@ def test_the_splice_margin_rises_at_once_and_decays_slowly_within_its_bounds() -
     fixed = SpliceMargin(min_ms=10, max_ms=150, block=256, adaptive=False)
     fixed.observe(10.0, t)
     assert fixed.samples == 480
+
+
+def test_a_patch_picked_100ms_before_a_bar_line_takes_over_on_that_bar(tmp_path) -> None:
+    """`patch.load` 100 ms before bar 3 (its audio already generated): the new patch (150 BPM)
+    plays from bar 3's first sample; without rollback from bar 4."""
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text("name: one\ntempo: 120\nseed: 1\nstyle: [{text: a}]\n")
+    two.write_text("name: two\ntempo: 150\nseed: 1\nstyle: [{text: b}]\n")
+    auto = tmp_path / "auto.yaml"
+    auto.write_text("events:\n  - {bar: 2, beat: 4.8, target: patch.load, value: two}\n")
+    lengths = {}
+    for rollback in (True, False):
+        result = render(load_patch(one), bars=5, output=tmp_path / f"{rollback}.wav",
+                        generator=SynthGenerator(), automation=load_automation(auto), patch_set=[one, two],
+                        rollback=rollback)
+        lengths[rollback] = [b - a for a, b in zip(result.bar_starts, result.bar_starts[1:])]
+    assert lengths[True] == [96000, 96000, 76800, 76800, 76800]
+    assert lengths[False] == [96000, 96000, 96000, 76800, 76800]
