@@ -7,11 +7,14 @@
    per frame and memory growth of the control layer (tracemalloc).
 3. control -> sound, through the real engine: `backline serve`'s runner in its own process
    on a dummy JACK server (tests/jackserver.py), PortAudio/JACK sink, default patch at
-   120 BPM, at a stated look-ahead. The generator does the synth's work but outputs a
-   constant level, so a `/backline/master/gain` change shows on the exact sample where it
-   starts. A JACK client of ours records the engine's output; latency = JACK frame time of
-   the first changed sample - JACK frame time when the message was sent (the device's own
-   output latency, one period, comes on top).
+   120 BPM, at a stated look-ahead. The generator does the synth's work (and keeps the
+   synth's snapshots, so rollback works) but outputs a constant level, so a
+   `/backline/master/gain` change shows on the exact sample where it starts. A JACK client
+   of ours records the engine's output; latency = JACK frame time of the first changed
+   sample - JACK frame time when the message was sent (the device's own output latency,
+   one period, comes on top). Look-ahead 100, 200 and 400 ms, each with rollback on and
+   off, interleaved in one run (#14's target with rollback: p99 <= one frame + one period
+   + a chunk's compute, about 60 ms, at every look-ahead).
 4. flood through the engine: spans of 30 s (quick: 5 s) alternate, idle then 5,000 OSC
    messages/s, several times on one running engine; for each span: PortAudio xruns, JACK
    server xruns (seen by our client), ring underruns, engine CPU, control -> sound latency
@@ -226,6 +229,12 @@ class LevelGenerator(Generator):
         out[:] = LEVEL
         return out
 
+    def snapshot(self) -> object:
+        return self._synth.snapshot()
+
+    def restore(self, snapshot: object) -> None:
+        self._synth.restore(snapshot)  # type: ignore[arg-type]
+
 
 def engine_main(config: str, switch_interval_s: float | None = None) -> None:
     """The engine process: the service runner with the level generator (quiet log).
@@ -295,15 +304,17 @@ class Engine:
 
 
 @contextmanager
-def running_engine(lookahead_ms: float, *, switch_interval_s: float | None = None) -> Iterator[Engine]:
-    """The runner in its own process on the current JACK server (JACK_DEFAULT_SERVER); stopped with SIGTERM."""
+def running_engine(lookahead_ms: float, *, rollback: bool = True, switch_interval_s: float | None = None) -> Iterator[Engine]:
+    """The runner in its own process on the current JACK server (JACK_DEFAULT_SERVER); stopped with SIGTERM.
+
+    `rollback=False` writes `rollback: false` into its config (the engine's default is on)."""
     osc_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
         config.write_text(
             f"output: jack\npatch: {REPO / 'patches/default.yaml'}\nstate_file: null\nlookahead_ms: {lookahead_ms}\n"
             f"fade_s: 0.05\nosc: {{port: {osc_port}}}\nmidi: {{enabled: false}}\nstatus_http: {{port: {http_port}}}\n"
-            f"learn_file: {Path(tmp) / 'learned.yaml'}\n")
+            f"learn_file: {Path(tmp) / 'learned.yaml'}\n" + ("" if rollback else "rollback: false\n"))
         proc = mp.get_context("spawn").Process(target=engine_main, args=(str(config), switch_interval_s), name="engine")
         proc.start()
         engine = Engine(proc, osc_port, http_port)
@@ -443,15 +454,7 @@ def engine_rows(quick: bool) -> list[Row]:
     where = f"JACK dummy 48 kHz/256, engine in its own process, {cpus} CPUs shared with other work"
     with jack_server():
         if not quick:
-            with running_engine(100) as engine:
-                probe = Probe()
-                try:
-                    lat = [x for x in itertools.islice(sound_latencies(engine, probe), 60) if x is not None]
-                finally:
-                    probe.close()
-            note = f"n={len(lat)}, look-ahead 100 ms, no flood, {where}"
-            rows += [Row("control.sound_latency_p50@100ms", pct(lat, 50), "ms", note),
-                     Row("control.sound_latency_p99@100ms", pct(lat, 99), "ms", note)]
+            rows += rollback_rows(where)
         variants = {"sink": None} if quick else {"sink": None, "switch5ms": 0.005}
         for variant, interval in variants.items():
             with running_engine(200, switch_interval_s=interval) as engine:
@@ -465,6 +468,38 @@ def engine_rows(quick: bool) -> list[Row]:
                      else f"switch interval {interval * 1e3:g} ms (set after the sink starts)")
             rows += flood_engine_rows(variant, spans, f"{label}, look-ahead 200 ms, {where}")
     return rows
+
+
+ROLLBACK_LOOKAHEADS_MS = (100, 200, 400)
+ROLLBACK_PROBES = 60
+
+
+def rollback_rows(where: str) -> list[Row]:
+    """Control -> sound at each look-ahead with rollback on and off, interleaved in one run;
+    the engine's own status (margin, rollbacks, work) read just before it stops."""
+    out = []
+    for lookahead in ROLLBACK_LOOKAHEADS_MS:
+        for rollback in (True, False):
+            t0 = time.monotonic()
+            with running_engine(lookahead, rollback=rollback) as engine:
+                probe = Probe()
+                try:
+                    got = list(itertools.islice(sound_latencies(engine, probe), ROLLBACK_PROBES))
+                    server_xruns = probe.xruns
+                finally:
+                    probe.close()
+                status = engine.status()
+            lat = [x for x in got if x is not None]
+            kind = "rollback" if rollback else "no_rollback"
+            note = (f"n={len(lat)} ({len(got) - len(lat)} never showed), look-ahead {lookahead} ms, rollback "
+                    f"{'on' if rollback else 'off'}; engine at the end: margin_ms {status.get('margin_ms')}, "
+                    f"rollbacks {status.get('rollbacks')}, missed {status.get('rollbacks_missed')}, "
+                    f"late splices {status.get('late_splices', 'n/a')}, "
+                    f"work {status.get('work')}, underruns {status.get('underruns')}, xruns {status.get('xruns')} "
+                    f"(JACK {server_xruns}); {time.monotonic() - t0:.0f} s; load avg {os.getloadavg()[0]:.1f}; {where}")
+            out += [Row(f"control.sound_latency_p50@{lookahead}ms.{kind}", pct(lat, 50), "ms", note),
+                    Row(f"control.sound_latency_p99@{lookahead}ms.{kind}", pct(lat, 99), "ms", note)]
+    return out
 
 
 def flood_engine_rows(variant: str, spans: list[Span], where: str) -> list[Row]:

@@ -1,13 +1,18 @@
-"""Engine-core figures: synth speed, scheduler and fitter cost, bar-grid exactness, fitter pitch.
+"""Engine-core figures: synth speed, scheduler and fitter cost, bar-grid exactness, fitter pitch,
+and rollback's costs (#14): the synth's snapshot and restore, the scheduler's per-chunk
+snapshots, and the generator work a fader sweep adds.
 
 Timed parts run pinned to one CPU. Generator speed is wall-clock (what a stage box
 feels); scheduler and fitter overhead is CPU time of the calling thread, so other
-processes on a shared machine inflate it less.
+processes on a shared machine inflate it less. The rollback rows run in full mode only
+(the quick run's rows are pinned by tests/test_bench_smoke.py).
 """
 
 from __future__ import annotations
 
 import math
+import pickle
+import tempfile
 import time
 from collections.abc import Sequence
 from fractions import Fraction
@@ -19,11 +24,12 @@ import yaml
 from bench import Row
 from bench.timing import one_cpu, spread
 from engine.audio.ring import PlaybackRing
+from engine.automation import load_automation
 from engine.conditioning import FrameConditioning
 from engine.generator.base import Generator
 from engine.generator.synth import SynthGenerator
 from engine.patch import Patch, parse_patch
-from engine.render import DEFAULT_LOOKAHEAD_MS
+from engine.render import DEFAULT_LOOKAHEAD_MS, render
 from engine.schedule.fitter import DEFAULT_CROSSFADE, MARGIN, BarFitter, BarPlan, plan_bar
 from engine.schedule.scheduler import Scheduler
 from engine.style.embedder import HashEmbedder
@@ -64,6 +70,30 @@ class ZeroGenerator(Generator):
         return self._zeros[:n]
 
 
+class SnapshotZeroGenerator(ZeroGenerator):
+    """The zero generator with free snapshots (its frame count): what rollback costs the
+    scheduler itself, before a generator's own state is copied."""
+
+    name = "zero-snapshots"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frame = 0
+
+    def reset(self, seed: int) -> None:
+        self.frame = 0
+
+    def generate(self, conditioning: Sequence[FrameConditioning]) -> np.ndarray:
+        self.frame += len(conditioning)
+        return super().generate(conditioning)
+
+    def snapshot(self) -> object:
+        return self.frame
+
+    def restore(self, snapshot: object) -> None:
+        self.frame = int(snapshot)  # type: ignore[call-overload]
+
+
 def _patch(bpm: str) -> Patch:
     """The shipped default patch at another tempo."""
     data = yaml.safe_load(DEFAULT_PATCH.read_text(encoding="utf-8"))
@@ -71,14 +101,15 @@ def _patch(bpm: str) -> Patch:
     return parse_patch(data, path=DEFAULT_PATCH)
 
 
-def _drive(generator: Generator, patch: Patch, *, seconds: float) -> tuple[float, int]:
+def _drive(generator: Generator, patch: Patch, *, seconds: float, rollback: bool = True) -> tuple[float, int]:
     """Play `seconds` through a Scheduler with a simulated playhead, one frame per step.
 
     Returns (CPU seconds spent in `Scheduler.fill`, underruns at the simulated sink).
     """
     embedder = HashEmbedder()
     ring = PlaybackRing()
-    scheduler = Scheduler.for_patch(patch, generator, ring=ring, embedder=embedder, lookahead_ms=DEFAULT_LOOKAHEAD_MS)
+    scheduler = Scheduler.for_patch(patch, generator, ring=ring, embedder=embedder, lookahead_ms=DEFAULT_LOOKAHEAD_MS,
+                                    rollback=rollback)
     block = np.zeros((FRAME_SAMPLES, CHANNELS), dtype=np.float32)
     cpu = 0.0
     try:
@@ -190,6 +221,113 @@ def overhead_rows(quick: bool) -> list[Row]:
     return rows
 
 
+def _percentile_us(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1e6
+
+
+def snapshot_rows(quick: bool) -> list[Row]:
+    """The synth's snapshot() and restore(): time per call and size, from a state mid-groove;
+    and Scheduler.fill's CPU with rollback on and off on a zero-cost generator whose own
+    snapshot is free (the scheduler's per-chunk snapshot of its plan, notes, gain, fitter)."""
+    calls, runs, seconds = (200, 2, 10.0) if quick else (5000, 5, 60.0)
+    patch = _patch("120")
+    recorder = ZeroGenerator(record=True)
+    _drive(recorder, patch, seconds=4.0)
+    conds = recorder.recorded or []
+    synth = SynthGenerator()
+    synth.reset(patch.seed)
+    for i in range(0, len(conds), SYNTH_FRAMES_PER_CALL):  # a state with notes sounding and envelopes moving
+        synth.generate(conds[i : i + SYNTH_FRAMES_PER_CALL])
+    taken, restored = [], []
+    with one_cpu() as where:
+        snap = synth.snapshot()
+        synth.restore(snap)  # warm-up
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            snap = synth.snapshot()
+            t1 = time.perf_counter()
+            synth.restore(snap)
+            t2 = time.perf_counter()
+            taken.append(t1 - t0)
+            restored.append(t2 - t1)
+        size = len(pickle.dumps(snap))
+        on_off: dict[bool, list[float]] = {True: [], False: []}
+        underruns = {True: 0, False: 0}
+        sched_patch = _patch(FIT_TEMPO)
+        for _ in range(runs):  # interleaved: on, off, on, off ...
+            for rollback in (True, False):
+                cpu, under = _drive(SnapshotZeroGenerator(), sched_patch, seconds=seconds, rollback=rollback)
+                on_off[rollback].append(1000 * cpu / seconds)
+                underruns[rollback] += under
+    note = f"{calls} calls, 1 core (CPU {where}); synth after 4 s of the default patch @120; copy.deepcopy of its state"
+    rows = [
+        Row("core.synth_snapshot_p50", _percentile_us(taken, 50), "us", f"p99 {_percentile_us(taken, 99):.1f} us; {note}"),
+        Row("core.synth_snapshot_p99", _percentile_us(taken, 99), "us", note),
+        Row("core.synth_restore_p50", _percentile_us(restored, 50), "us", f"p99 {_percentile_us(restored, 99):.1f} us; {note}"),
+        Row("core.synth_restore_p99", _percentile_us(restored, 99), "us", note),
+        Row("core.synth_snapshot_bytes", size, "bytes", "len(pickle.dumps(snapshot))"),
+    ]
+    med_on, note_on = spread(on_off[True])
+    med_off, note_off = spread(on_off[False])
+    chunks_per_s = SAMPLE_RATE / (SYNTH_FRAMES_PER_CALL * FRAME_SAMPLES)
+    per_chunk_us = (med_on - med_off) * 1000 / chunks_per_s
+    common = (f"of {seconds:.0f} s; Scheduler.fill, zero-cost generator with free snapshots, {DEFAULT_LOOKAHEAD_MS:.0f} ms "
+              f"look-ahead, no control changes (so no rollback: the snapshot kept before each chunk only), "
+              f"interleaved runs; CPU {where}")
+    rows += [
+        Row(f"core.sched_fitter_cpu@{FIT_TEMPO}.rollback", med_on, "ms CPU / s out",
+            f"{note_on} {common}; {underruns[True]} underruns; {med_on / med_off:.2f}x the no_rollback row, "
+            f"about {per_chunk_us:.0f} us a chunk ({chunks_per_s:.1f} chunks/s)"),
+        Row(f"core.sched_fitter_cpu@{FIT_TEMPO}.no_rollback", med_off, "ms CPU / s out",
+            f"{note_off} {common}; {underruns[False]} underruns"),
+    ]
+    return rows
+
+
+SWEEP_RATE = 50  # updates per second
+SWEEP_S = 2.0
+
+
+def sweep_rows(quick: bool) -> list[Row]:
+    """The generator work a fader sweep adds: an offline render (synth, default patch @120,
+    3 bars) with SWEEP_RATE `style.1.weight` updates a second through bar 2 (2 s, quantize now);
+    frames generated per frame heard and rollbacks per second of sweep, rollback on and off."""
+    patch = _patch("120")
+    beats = patch.beats_per_bar
+    count = round(SWEEP_RATE * SWEEP_S)
+    beat_s = 60.0 / float(patch.bpm)
+    events = "".join(
+        f"  - {{bar: 2, beat: {1 + i / SWEEP_RATE / beat_s:.4f}, target: style.1.weight, value: {i / count:.3f}, "
+        f"quantize: now}}\n" for i in range(count))
+    if SWEEP_S > beats * beat_s:
+        raise ValueError("the sweep must fit in bar 2")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="backline-bench-") as tmp:
+        auto = Path(tmp) / "sweep.yaml"
+        auto.write_text("events:\n" + events, encoding="utf-8")
+        automation = load_automation(auto)
+        for lookahead in (200.0, 400.0):
+            results = {}
+            for rollback in (True, False):
+                results[rollback] = render(patch, bars=3, output=Path(tmp) / "out.wav", generator=SynthGenerator(),
+                                           automation=automation, lookahead_ms=lookahead, rollback=rollback)
+            on, off = results[True], results[False]
+            render_s = on.samples / SAMPLE_RATE
+            frames_heard = on.samples / FRAME_SAMPLES
+            extra_per_s = (on.work - 1) * frames_heard / SWEEP_S * FRAME_SAMPLES / SAMPLE_RATE
+            note = (f"{count} updates in {SWEEP_S:g} s ({SWEEP_RATE}/s, quantize now) in a {render_s:.0f} s render "
+                    f"(synth, default patch @120, offline margin fixed at 10 ms); work over the whole render; "
+                    f"extra audio generated {extra_per_s:.2f} s per s of sweep; render {on.realtime_factor:.0f}x real time "
+                    f"(rollback off: work {off.work:.3f}, {off.rollbacks} rollbacks, {off.realtime_factor:.0f}x); "
+                    f"underruns {on.underruns}/{off.underruns}")
+            la = f"{lookahead:.0f}ms"
+            rows += [Row(f"core.sweep_work@{la}", float(on.work), "frames made / frame heard", note),
+                     Row(f"core.sweep_rollbacks_per_s@{la}", on.rollbacks / SWEEP_S, "rollbacks/s",
+                         f"{on.rollbacks} rollbacks over the {SWEEP_S:g} s sweep; at most one a chunk "
+                         f"({SAMPLE_RATE / (SYNTH_FRAMES_PER_CALL * FRAME_SAMPLES):.1f}/s)")]
+    return rows
+
+
 def bar_start_row(bpm: str, bars: int) -> Row:
     """Timeline.bar_start(k) against the exact k * bar_length, and naive sums of bar lengths."""
     timeline = Timeline.start(bpm, 4)
@@ -242,4 +380,6 @@ def rows(quick: bool) -> list[Row]:
     out += [bar_start_row(bpm, 1_000 if quick else BAR_COUNT) for bpm in TEMPOS]
     for bpm in TEMPOS:
         out += fitter_rows(bpm, bars=4 if quick else 16)
+    if not quick:  # quick mode's core rows are pinned by tests/test_bench_smoke.py
+        out += snapshot_rows(quick) + sweep_rows(quick)
     return out

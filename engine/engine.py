@@ -77,7 +77,8 @@ class Engine:
                                              lookahead_ms=lookahead_ms, frames_per_call=frames_per_call, fallback=fallback,
                                              rollback=rollback)
         self.sink = sink_factory(self.ring)
-        self.scheduler.margin = SpliceMargin(min_ms=margin_ms[0], max_ms=min(margin_ms[1], lookahead_ms),
+        low = min(margin_ms[0], lookahead_ms)  # never past the look-ahead: a rollback must have audio to go back into
+        self.scheduler.margin = SpliceMargin(min_ms=low, max_ms=max(low, min(margin_ms[1], lookahead_ms)),
                                              block=self.sink.read_ahead, adaptive=self.sink.live)
         self.scheduler.playhead_now = lambda: self.sink.playhead  # when a control arrived, as heard
         self.patch_set = list(patch_set or ([patch.path] if patch.path else []))

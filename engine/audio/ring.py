@@ -44,7 +44,8 @@ class PlaybackRing:
         self._xfade = crossfade
         self._fade_in = _fade(crossfade)
         self._fade_out = 1.0 - self._fade_in
-        self._tmp = np.zeros((crossfade, channels), dtype=np.float32)
+        self._tmp = np.zeros((crossfade, channels), dtype=np.float32)  # the reader's
+        self._splice_tmp = np.zeros((crossfade, channels), dtype=np.float32)  # the writer's
         self._last = np.zeros(channels, dtype=np.float32)
         self.origin = 0  # first output sample of the stream (transport start)
         self.written = 0  # output samples [origin, written) are in the ring (the reader's limit)
@@ -74,8 +75,11 @@ class PlaybackRing:
         self._last[:] = 0.0
 
     def publish_bar(self, start: int) -> None:
-        """Announce a bar line (in order), before or while its audio is written."""
-        if self._bar_count and start <= self._bars[(self._bar_count - 1) % MAX_BAR_LINES]:
+        """Announce a bar line (in order), before or while its audio is written; the line a
+        rewind kept is announced again as a no-op."""
+        if any(self._bar_line(i) == start for i in range(max(self._bar_count - 4, 0), self._bar_count)):
+            return
+        if self._bar_count and start < self._bars[(self._bar_count - 1) % MAX_BAR_LINES]:
             raise ValueError(f"bar line {start} is not after the last one")
         self._bars[self._bar_count % MAX_BAR_LINES] = start
         self._bar_count += 1
@@ -118,8 +122,8 @@ class PlaybackRing:
             w = _fade(self._splice_end - self._splice_start)[max(lo, 0) : lo + fade]
             skip = max(-lo, 0)
             audio = audio.copy()
-            self._copy(self._tmp[: len(w)], start + skip)
-            audio[skip : skip + len(w)] = w * audio[skip : skip + len(w)] + (1.0 - w) * self._tmp[: len(w)]
+            self._copy(self._splice_tmp[: len(w)], start + skip)
+            audio[skip : skip + len(w)] = w * audio[skip : skip + len(w)] + (1.0 - w) * self._splice_tmp[: len(w)]
         self._rewound = start + len(audio) < self._splice_end
         return audio
 
@@ -139,8 +143,12 @@ class PlaybackRing:
         """
         if not self.origin <= position <= self.cursor:
             raise ValueError(f"rewind to {position} outside the stream [{self.origin}, {self.cursor}]")
-        self._bar_count = min(self._bar_count, bar_mark)
+        # lines after the mark are withdrawn, except those before `exact_until` (they stay where they are:
+        # the reader may be at one)
+        while self._bar_count > bar_mark and self._bar_line(self._bar_count - 1) >= exact_until:
+            self._bar_count -= 1
         self.cursor = position
+        self.splice_at = None
         self._exact_until = exact_until
         self._splice_end = position  # not found yet
         self._rewound = position < self.written
@@ -152,7 +160,7 @@ class PlaybackRing:
         kept, so the last complete bar stays available for the underrun policy.
         """
         oldest = min(playhead, self._replay_start) if self.replaying else playhead
-        return max(0, self.capacity - self.capacity // 4 - (max(self.written, self.cursor) - oldest))
+        return max(0, self.capacity - self.capacity // 4 - (self.written - oldest))
 
     # -- bar lines ------------------------------------------------------------------------
     def _bar_line(self, i: int) -> int:

@@ -43,6 +43,8 @@ STATUS_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("margin_ms", "f", "rollback's splice margin ms: a change is heard this soon (0: rollback off)"),
     ("rollbacks", "i", "rollbacks (look-ahead generated again for a late change)"),
     ("work", "f", "generator work per frame heard (1: no rollback cost)"),
+    ("rollbacks_missed", "i", "late changes no snapshot could regenerate (they landed after the look-ahead)"),
+    ("late_splices", "i", "rollbacks the generator fell behind: changed audio written where it had played (glitches)"),
 )
 
 
@@ -159,8 +161,9 @@ def describe_osc() -> str:
         "- an optional last string argument `now`, `beat` or `bar` overrides when it applies",
         "  (the `applies` column is the default). A change lands on a generated frame (40 ms):",
         "  `now` on the first frame a splice margin past what plays (the status reply's",
-        "  `margin_ms`, about 10-20 ms with the synth), `beat` on the frame nearest the beat (the",
-        "  one that carries the tempo lock's drum hit for it, within 20 ms), `bar` exactly on the",
+        "  `margin_ms`, about 15-20 ms with the synth; magenta's decoder adds 21 ms), `beat` on",
+        "  the frame nearest the beat (the one that carries the tempo lock's drum hit for it,",
+        "  within 20 ms), `bar` exactly on the",
         "  bar's first sample. Audio already generated ahead is generated again for it",
         "  (rollback), so a `bar` change lands on its bar while that bar line is a margin away;",
         "  with rollback off (`--no-rollback`) a change waits for the look-ahead. Tempo, meter",

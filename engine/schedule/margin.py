@@ -62,4 +62,4 @@ class SpliceMargin:
     def samples(self) -> int:
         if not self.adaptive:
             return max(self.min, self.block)
-        return int(min(max(math.ceil(self._held), self.min), self.max))
+        return int(max(min(max(math.ceil(self._held), self.min), self.max), self.block))  # never inside a block

@@ -3,8 +3,8 @@
 It owns the timeline, the parameter state, the generator, the fitter and the writer
 side of the playback ring, and runs on one thread (the scheduling loop, or the offline
 render). Other threads talk to it only through `submit`, a queue it drains. Control
-surfaces are drained by it too (`add_input`), once per generated frame, so smoothing,
-coalescing and quantize all count in frames. What a change does is its spec's route
+surfaces are drained by it too (`add_input`): once per new frame with a smoothing step, so
+smoothing counts in frames, and on every turn of the loop without one. What a change does is its spec's route
 (`engine.params.PARAMETERS`).
 
 Per bar it plans a whole number of frames (see `fitter.py`), so a change quantized to a
@@ -160,6 +160,7 @@ class Scheduler:
         self._snapshots: list[_Snapshot] = []
         self._journal: list[_Entry] = []  # every change scheduled since the oldest snapshot
         self._announced: dict[int, int] = {}  # change -> the frame (start) it applied in: its listeners ran
+        self._replay: dict[int, int] = {}  # change -> the frame a rollback applies it again in
         self._quiet = False
         self._rollback_to: int | None = None  # earliest boundary a late change asks to regenerate from
         self._last_rollback: int | None = None  # the playhead at the last rollback
@@ -203,10 +204,11 @@ class Scheduler:
         """Queue a control event, stamped with the output sample playing when it was heard (its
         own `heard`, else now; taken in a new frame's drain: that frame's place in this fill, so
         a smoothing ramp's steps stay a frame apart). Thread-safe and never blocks."""
+        stamp = self._stamp
         if event.heard is not None:
             heard = event.heard
-        elif self._stamp is not None and self._stamp[0] == threading.get_ident():
-            heard = self._stamp[1]
+        elif stamp is not None and stamp[0] == threading.get_ident():
+            heard = stamp[1]
         else:
             heard = self.playhead_now()
         self._inbox.put((event, heard))
@@ -385,7 +387,8 @@ class Scheduler:
         heapq.heappush(self._pending, entry)
         if self._snapshots:
             self._journal.append(entry)
-        if self.rollback and at < self.next_frame_time():
+        frozen = self.state.freeze and _route(item) not in ("timeline", "safety")  # held: nothing to regenerate
+        if self.rollback and at < self.next_frame_time() and not frozen:
             self._rollback_to = at if self._rollback_to is None else min(self._rollback_to, at)
             self._rhythm |= _route(item) in ("notes", "drums")
 
@@ -433,17 +436,26 @@ class Scheduler:
         A frame takes every change whose boundary is nearer its start than the next frame's
         (`before` is the frame's middle): a beat-quantized change lands on the frame where
         the tempo lock puts that beat's drum hit, within half a frame of the beat; bar lines
-        are frame starts, so a bar change is exact. `timeline_only` (when a bar is planned)
-        applies just the tempo/meter/patch changes; while frozen, changes queued after the
-        freeze wait until release.
+        are frame starts, so a bar change is exact. Tempo, meter and patch changes apply only
+        when a bar is planned (`timeline_only`, with safety), at that bar, so a bar already
+        planned never changes under the fitter; while frozen, changes queued after the freeze
+        wait until release. A change a rollback applies again is due in the very frame it
+        applied in before (`_replay`), at its own sample, so those frames come out as heard.
         """
 
         def held(entry: _Entry) -> bool:
-            if _route(entry[2]) in ("timeline", "safety"):
+            route = _route(entry[2])
+            if route == "timeline":
+                return not timeline_only
+            if route == "safety":
                 return False
             return timeline_only or (self.state.freeze and entry[1] > self._frozen_at)
 
-        due = sorted((entry for entry in self._pending if entry[0] < before and not held(entry)), key=lambda e: (e[0], e[1]))
+        def is_due(entry: _Entry) -> bool:
+            replay = self._replay.get(entry[1])
+            return (entry[0] < before if replay is None else replay <= frame) and not held(entry)
+
+        due = sorted((entry for entry in self._pending if is_due(entry)), key=lambda e: (e[0], e[1]))
         if not due:
             return
         taken = set()
@@ -452,6 +464,9 @@ class Scheduler:
             if held((at, seq, item)):  # a freeze applied just before it holds it
                 continue
             taken.add(seq)
+            self._replay.pop(seq, None)
+            if _route(item) == "timeline":
+                at = max(at, frame)  # late (its bar planned before it came): the bar being planned
             if isinstance(item, _PatchChange):
                 restyle_at = at  # its bank and state replace ours first: restyle even if a later step fails
             self._quiet = seq in self._announced
@@ -465,7 +480,8 @@ class Scheduler:
                     self._rejects.warn(getattr(item, "target", "patch"), "control change rejected when applied: %s", err)
             finally:
                 self._quiet = False
-            self._announced[seq] = frame
+            if self._snapshots:  # only a rollback applies a change again
+                self._announced[seq] = frame
             self._gain.move(max(at, self.ring.cursor), self._output_gain())  # never before audio already in the ring
         if taken:
             self._pending = [entry for entry in self._pending if entry[1] not in taken]
@@ -632,6 +648,7 @@ class Scheduler:
         )
 
     def _generate_chunk(self) -> int:
+        t0 = time.perf_counter()  # the whole chunk (snapshot, inputs, generator) counts towards the margin
         if self.rollback:
             self._keep_snapshot()
         plan = self._plan
@@ -642,24 +659,29 @@ class Scheduler:
         for _ in range(count):  # one frame at a time: controls drained for a frame land on it
             conds.append(self._conditioning(plan, self._frame_in_bar))
             self._frame_in_bar += 1
-        t0 = time.perf_counter()
+        fell_back = self.fallback_frames
         audio = self._run_generator(conds)
-        self.margin.observe(time.perf_counter() - t0 + self._restore_s, time.monotonic())
+        if self.fallback_frames == fell_back:  # a hung or failed call says nothing about the generator's pace
+            self.margin.observe(time.perf_counter() - t0 + self._restore_s, time.monotonic())
         self._restore_s = 0.0
         self.frames_generated += count
         self.fitter.push(audio)
         start, fitted = self.fitter.pull()
         if len(fitted):
-            if start < self.ring.written and start < self.playhead_now():  # the reader got here first
-                self.late_splices += 1
-                self._rejects.warn("late", "the generator fell behind a rollback: %d samples played before they "
-                                   "were generated again (a glitch)", self.playhead_now() - start)
+            rewriting = start < self.ring.written
             self.ring.write(start, self._gain.apply(start, fitted))
+            splice = self.ring.splice_at
+            reached = self.playhead_now() + self.margin.block  # the sink may have read a block ahead
+            if rewriting and splice is not None and max(start, splice) < min(start + len(fitted), reached):
+                self.late_splices += 1  # changed samples written where the reader had already been
+                self._rejects.warn("late", "the generator fell behind a rollback: %d changed samples were played "
+                                   "before they were generated again (a glitch)",
+                                   min(start + len(fitted), reached) - max(start, splice))
         return count
 
     # -- rollback ------------------------------------------------------------------------------
     _FIELDS = ("_plan", "_next_bar", "_frame_in_bar", "_beat_frames", "state", "bank", "patch", "timeline", "_style",
-               "_ramp", "_frozen_at", "_pending")
+               "_ramp", "_frozen_at")
 
     def _keep_snapshot(self) -> None:
         """Before a chunk: everything with state, so the chunk can be generated again. The
@@ -682,19 +704,23 @@ class Scheduler:
         self._snapshots.append(self._open)
 
     def _forget_before(self, playhead: int) -> None:
-        """Snapshots of chunks that started playing can never be used again."""
-        keep = 0
-        while keep + 1 < len(self._snapshots) and self._snapshots[keep + 1].at <= playhead:
-            keep += 1
-        if keep:
-            del self._snapshots[:keep]
+        """A snapshot whose frames all started playing can never be used again."""
+        gone = 0
+        while (gone < len(self._snapshots) and self._snapshots[gone] is not self._open
+               and self._snapshots[gone].frames and self._snapshots[gone].frames[-1][0] <= playhead):
+            gone += 1
+        if gone:
+            del self._snapshots[:gone]
             self._trim_journal()
 
     def _trim_journal(self) -> None:
         oldest = self._snapshots[0] if self._snapshots else None
         self._journal = [entry for entry in self._journal if oldest is not None and entry[1] > oldest.seq]
-        # a change applied before the oldest snapshot's frame is never applied again
-        self._announced = {seq: frame for seq, frame in self._announced.items() if oldest is not None and frame >= oldest.at}
+        # a change applied before the oldest snapshot's frame is never applied again (one still pending,
+        # moved by a rollback, keeps its mark: its listeners ran)
+        pending = {entry[1] for entry in self._pending}
+        self._announced = {seq: frame for seq, frame in self._announced.items()
+                           if (oldest is not None and frame >= oldest.at) or seq in pending}
 
     def _roll_back_if_asked(self) -> None:
         """Regenerate from the chunk holding the earliest late change, if a snapshot still can:
@@ -714,7 +740,7 @@ class Scheduler:
             if land is not None:
                 chosen = snap
                 break
-        if chosen is None or land is None or land >= self.next_frame_time():
+        if chosen is None or land is None:
             if chosen is None:
                 self.rollbacks_missed += 1
             self._requeue_late(self.next_frame_time())
@@ -730,9 +756,9 @@ class Scheduler:
         changed) when the generator cannot restore it."""
         t0 = time.perf_counter()
         try:
-            self.generator.restore(chosen.generator)
-            if self.fallback is not None:
+            if self.fallback is not None:  # the synth: it cannot fail, so a failure below leaves only it moved
                 self.fallback.restore(chosen.fallback)
+            self.generator.restore(chosen.generator)
         except GeneratorError as err:
             self.rollbacks_missed += 1
             self._rejects.warn("rollback", "cannot regenerate the look-ahead (%s); the change lands after it", err)
@@ -740,11 +766,12 @@ class Scheduler:
         self.fitter.restore(chosen.fitter)
         self.ring.rewind(*chosen.ring, exact_until=land - SPLINE_CONTEXT - self.generator.audio_lead)
         for name, value in chosen.fields.items():  # the snapshot is used up: its copies are ours now
-            setattr(self, name, value)
-        # what applied before `land` applies again in the very frame it did (those frames are heard as they were)
-        self._pending = [(self._announced[seq] if self._announced.get(seq, land) < land else at, seq, item)
-                         for at, seq, item in list(chosen.fields["_pending"]) + [e for e in self._journal if e[1] > chosen.seq]]
+            if name != "_pending":
+                setattr(self, name, value)
+        self._pending = list(chosen.fields["_pending"]) + [e for e in self._journal if e[1] > chosen.seq]
         heapq.heapify(self._pending)
+        # what applied before `land` applies again in the very frame it did (those frames are heard as they were)
+        self._replay = {seq: self._announced[seq] for _, seq, _ in self._pending if self._announced.get(seq, land) < land}
         del self._snapshots[self._snapshots.index(chosen):]  # taken again as the chunks are generated again
         self._restore_s = time.perf_counter() - t0
         self.rollbacks += 1

@@ -262,3 +262,94 @@ def test_a_patch_picked_100ms_before_a_bar_line_takes_over_on_that_bar(tmp_path)
         lengths[rollback] = [b - a for a, b in zip(result.bar_starts, result.bar_starts[1:])]
     assert lengths[True] == [96000, 96000, 76800, 76800, 76800]
     assert lengths[False] == [96000, 96000, 96000, 76800, 76800]
+
+
+class Forgetful(SynthGenerator):
+    """The synth whose snapshots are lost (as a restarted child's are): restore always fails."""
+
+    def restore(self, snapshot) -> None:
+        from engine.errors import GeneratorError
+
+        raise GeneratorError("the snapshot was taken by a child that has since restarted")
+
+
+@pytest.mark.parametrize("event", ["{target: tempo.bpm, value: 150}", "{target: patch.load, value: two}"])
+def test_a_bar_change_that_cannot_roll_back_lands_on_the_next_bar_not_inside_a_planned_one(tmp_path, event) -> None:
+    """Asked 100 ms before bar 3 while the generator cannot restore: the tempo or patch change
+    waits for the next bar planned (bar 4); it never changes bar 3, which is already planned
+    (that stopped the engine loop: 'bar 3 does not follow bar 2')."""
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text("name: one\ntempo: 120\nseed: 1\nstyle: [{text: a}]\n")
+    two.write_text("name: two\ntempo: 150\nseed: 1\nstyle: [{text: b}]\n")
+    auto = tmp_path / "auto.yaml"
+    auto.write_text("events:\n  - {bar: 2, beat: 4.8, " + event[1:] + "\n")
+    result = render(load_patch(one), bars=5, output=tmp_path / "out.wav", generator=Forgetful(),
+                    automation=load_automation(auto), patch_set=[one, two])
+    lengths = [b - a for a, b in zip(result.bar_starts, result.bar_starts[1:])]
+    assert lengths == [96000, 96000, 96000, 76800, 76800]
+    assert result.rollbacks == 0 and len(soundfile.read(tmp_path / "out.wav")[0]) == result.bar_starts[-1]
+
+
+def test_a_tempo_change_waiting_for_its_rollback_never_changes_a_bar_already_planned() -> None:
+    """A rollback has just run (the one-per-chunk grid holds the next), a tempo change for bar 3
+    arrives inside the look-ahead, new frames are generated meanwhile, and then the generator
+    cannot restore: the change lands on the next bar planned. It used to be applied by a new
+    frame inside bar 3, already planned, and the loop stopped: 'bar 3 does not follow bar 2'."""
+    from engine.audio.ring import PlaybackRing
+    from engine.params import ControlEvent
+    from engine.schedule.scheduler import Scheduler
+    from engine.style.embedder import HashEmbedder
+
+    gen = SynthGenerator()
+    sched = Scheduler.for_patch(two_styles(), gen, ring=PlaybackRing(), embedder=HashEmbedder(), lookahead_ms=200.0)
+    playhead = 0
+    while playhead < 2 * 96000 - 4800 - 2000:
+        sched.fill(playhead)
+        playhead += BLOCK
+    sched.submit(ControlEvent("style.1.weight", 1.0, quantize="now"))
+    sched.fill(playhead)
+    assert sched.rollbacks == 1
+    sched.submit(ControlEvent("tempo.bpm", 150.0, quantize="bar"))  # for bar 3, 150 ms away: generated already
+    for _ in range(3):  # the same chunk of playback: the grid holds its rollback; new frames come
+        playhead += 64
+        sched.fill(playhead)
+    gen.restore = Forgetful.restore.__get__(gen)  # now the generator cannot go back
+    while playhead < 5 * 96000:
+        sched.fill(playhead)
+        playhead += BLOCK
+    sched.close()
+    assert sched.timeline.bar_length(2) == 96000 and sched.timeline.bar_length(3) == 76800
+    assert sched.rollbacks_missed >= 1
+
+
+def test_changes_applied_before_a_second_rollback_replay_at_their_own_sample() -> None:
+    """A gain move pinned 700 samples into a frame, rolled back to; then a style change rolls back
+    again from the chunk holding that frame: every sample before the style change's frame is as
+    it was (the gain move replays at its own sample, not at its frame's start)."""
+    from engine.audio.ring import PlaybackRing
+    from engine.params import ControlEvent
+    from engine.schedule.scheduler import Scheduler
+    from engine.style.embedder import HashEmbedder
+
+    ring = PlaybackRing()
+    sched = Scheduler.for_patch(two_styles(), SynthGenerator(), ring=ring, embedder=HashEmbedder(), lookahead_ms=200.0)
+    playhead = 0
+    while playhead < 116992:
+        sched.fill(playhead)
+        playhead += BLOCK
+    frame = math.ceil((playhead + sched.margin.samples) / FRAME_SAMPLES) * FRAME_SAMPLES
+    sched.submit(ControlEvent("master.gain", 0.5, quantize="now", at=frame + 700))
+    sched.fill(playhead)
+    assert sched.rollbacks == 1
+    later = (playhead // 3840 + 1) * 3840  # the next chunk of playback: a rollback may run again
+    before = np.zeros((ring.written - later, 2), np.float32)
+    ring.read(before, later)
+    sched.submit(ControlEvent("style.1.weight", 2.0, quantize="now"))
+    sched.fill(later)
+    assert sched.rollbacks == 2
+    after = np.zeros_like(before)
+    ring.read(after, later)
+    changed = later + int(np.flatnonzero(np.any(before != after, axis=1))[0])
+    landed = math.ceil((later + sched.margin.samples) / FRAME_SAMPLES) * FRAME_SAMPLES
+    assert changed == landed > frame + 700, (changed, landed, frame)
+    sched.close()
