@@ -162,7 +162,8 @@ class Scheduler:
         self._announced: dict[int, int] = {}  # change -> the frame (start) it applied in: its listeners ran
         self._replay: dict[int, int] = {}  # change -> the frame a rollback applies it again in
         self._quiet = False
-        self._rollback_to: int | None = None  # earliest boundary a late change asks to regenerate from
+        self._rollback_to: int | None = None  # earliest boundary a late conditioning change asks to regenerate from
+        self._rollback_sample: int | None = None  # earliest sample a late gain or transport change asks for
         self._last_rollback: int | None = None  # the playhead at the last rollback
         self._rhythm = False  # a note or pad hit waits for the rollback: a frame apart, not a chunk
         self._last_move: dict[str, tuple[int, int]] = {}  # target -> (sample, heard) of its latest `now` change
@@ -358,6 +359,8 @@ class Scheduler:
             self._push(earliest, item, heard)
             return
         quantize = item.quantize
+        if quantize == "now" and _sample_exact(item):
+            earliest = self._earliest_sample()
         at = item.at if isinstance(item, ControlEvent) and item.at is not None else earliest
         if quantize == "beat":  # a beat lands on the frame nearest it: that frame must still be open
             at = max(at, earliest + FRAME_SAMPLES // 2)
@@ -389,7 +392,10 @@ class Scheduler:
             self._journal.append(entry)
         frozen = self.state.freeze and _route(item) not in ("timeline", "safety")  # held: nothing to regenerate
         if self.rollback and at < self.next_frame_time() and not frozen:
-            self._rollback_to = at if self._rollback_to is None else min(self._rollback_to, at)
+            if _sample_exact(item):
+                self._rollback_sample = at if self._rollback_sample is None else min(self._rollback_sample, at)
+            else:
+                self._rollback_to = at if self._rollback_to is None else min(self._rollback_to, at)
             self._rhythm |= _route(item) in ("notes", "drums")
 
     def _earliest(self) -> int:
@@ -403,6 +409,18 @@ class Scheduler:
                     if start >= floor:
                         return start
         return self.next_frame_time()
+
+    def _earliest_sample(self) -> int:
+        """For a change the output takes at any sample (master gain, transport: applied after the
+        generator): the splice margin itself, when a snapshot can generate the frame holding it
+        again (its audio before that sample comes out as it was)."""
+        if self.rollback:
+            floor = self.playhead_now() + self.margin.samples
+            for snap in self._snapshots:
+                for start, middle in snap.frames:
+                    if start <= floor < 2 * middle - start:
+                        return floor
+        return self._earliest()
 
     def _floor(self) -> int:
         """The first frame start a rollback may change: a splice margin past the playhead, and the
@@ -430,7 +448,7 @@ class Scheduler:
             self._push(self._earliest(), _PromptReady(index, embedding, text, patch))
         self._embeds = still
 
-    def _apply_due(self, before: int, *, frame: int, timeline_only: bool = False) -> None:
+    def _apply_due(self, before: int, *, frame: int, end: int, timeline_only: bool = False) -> None:
         """Apply queued events whose boundary lies before output sample `before`, in time order.
 
         A frame takes every change whose boundary is nearer its start than the next frame's
@@ -453,7 +471,11 @@ class Scheduler:
 
         def is_due(entry: _Entry) -> bool:
             replay = self._replay.get(entry[1])
-            return (entry[0] < before if replay is None else replay <= frame) and not held(entry)
+            if replay is not None:
+                on_time = replay <= frame
+            else:  # a gain or transport change: in the frame holding its sample (its envelope starts there)
+                on_time = entry[0] < (end if _sample_exact(entry[2]) else before)
+            return on_time and not held(entry)
 
         due = sorted((entry for entry in self._pending if is_due(entry)), key=lambda e: (e[0], e[1]))
         if not due:
@@ -574,7 +596,7 @@ class Scheduler:
     # -- generation ------------------------------------------------------------------------------
     def _plan_next_bar(self) -> BarPlan:
         start = self.timeline.bar_start(self._next_bar)
-        self._apply_due(start + 1, frame=start, timeline_only=True)  # tempo/meter/patch changes land on this line
+        self._apply_due(start + 1, frame=start, end=start + 1, timeline_only=True)  # tempo/meter/patch changes land on this line
         bar = self._next_bar
         start = self.timeline.bar_start(bar)
         plan = plan_bar(
@@ -627,7 +649,7 @@ class Scheduler:
                 self._stamp = None
         if self._open is not None:
             self._open.frames.append((t, middle))
-        self._apply_due(middle, frame=t)
+        self._apply_due(middle, frame=t, end=round(plan.frame_out_start(frame + 1)))
         if self._ramp is not None:
             self._style = self._ramp.at(t)
             if self._ramp.done(t):
@@ -726,34 +748,43 @@ class Scheduler:
         """Regenerate from the chunk holding the earliest late change, if a snapshot still can:
         at most once per chunk of playback (later requests wait and coalesce: a fader sweep),
         or per frame while a note or pad hit waits (a roll keeps frame resolution)."""
-        if self._rollback_to is None:
+        if self._rollback_to is None and self._rollback_sample is None:
             return
         now = self.playhead_now()
         window = FRAME_SAMPLES if self._rhythm else self.frames_per_call * FRAME_SAMPLES
         if self._last_rollback is not None and now // window == self._last_rollback // window:
             return  # one per chunk (frame) of playback, counted on a fixed grid so no turn of the loop is lost
-        target, self._rollback_to, self._rhythm = self._rollback_to, None, False
+        target, sampled = self._rollback_to, self._rollback_sample
+        self._rollback_to = self._rollback_sample = None
+        self._rhythm = False
         floor = self._floor()
-        chosen, land = None, None
-        for snap in self._snapshots:
-            land = next((start for start, middle in snap.frames if start >= floor and middle > target), None)
-            if land is not None:
-                chosen = snap
-                break
-        if chosen is None or land is None:
-            if chosen is None:
-                self.rollbacks_missed += 1
+        frames = [(start, middle, snap) for snap in self._snapshots for start, middle in snap.frames]
+        # the first frame a conditioning change may land on, and (gain, transport) the frame holding their sample
+        land = next((start for start, middle, _ in frames if start >= floor and (target is None or middle > target)), None)
+        at_sample = None if sampled is None else max(sampled, now + self.margin.samples)
+        home = None if at_sample is None else next((f for f in reversed(frames) if f[0] <= at_sample), None)
+        if home is not None and not at_sample < 2 * home[1] - home[0]:
+            home = None  # its sample lies past the frames a snapshot holds
+        firsts = [f for f in ((land, next((sn for st, _, sn in frames if st == land), None)) if land is not None else None,
+                              (home[0], home[2]) if home is not None else None) if f is not None]
+        if not firsts or (target is None and home is None):
+            self.rollbacks_missed += 1
             self._requeue_late(self.next_frame_time())
             return
-        if self._restore(chosen, land):
+        first, chosen = min(firsts, key=lambda f: f[0])
+        open_frame = land if land is not None else self.next_frame_time()
+        exact_until = min(open_frame - SPLINE_CONTEXT - self.generator.audio_lead,
+                          at_sample if at_sample is not None else open_frame)
+        if self._restore(chosen, open_frame, exact_until):
             self._last_rollback = now
-            self._requeue_late(land)
+            self._requeue_late(open_frame, at_sample)
         else:
             self._requeue_late(self.next_frame_time())
 
-    def _restore(self, chosen: _Snapshot, land: int) -> bool:
-        """Go back to `chosen`; the first frame that may change is `land`. False (and nothing
-        changed) when the generator cannot restore it."""
+    def _restore(self, chosen: _Snapshot, land: int, exact_until: int | None = None) -> bool:
+        """Go back to `chosen`; the first frame whose conditioning may change is `land`, the
+        first sample that may change `exact_until` (default: `land`, less the fitter's and the
+        generator's reach back). False (and nothing changed) when the generator cannot restore it."""
         t0 = time.perf_counter()
         try:
             if self.fallback is not None:  # the synth: it cannot fail, so a failure below leaves only it moved
@@ -764,7 +795,9 @@ class Scheduler:
             self._rejects.warn("rollback", "cannot regenerate the look-ahead (%s); the change lands after it", err)
             return False
         self.fitter.restore(chosen.fitter)
-        self.ring.rewind(*chosen.ring, exact_until=land - SPLINE_CONTEXT - self.generator.audio_lead)
+        if exact_until is None:
+            exact_until = land - SPLINE_CONTEXT - self.generator.audio_lead
+        self.ring.rewind(*chosen.ring, exact_until=exact_until)
         for name, value in chosen.fields.items():  # the snapshot is used up: its copies are ours now
             if name != "_pending":
                 setattr(self, name, value)
@@ -777,12 +810,19 @@ class Scheduler:
         self.rollbacks += 1
         return True
 
-    def _requeue_late(self, open_at: int) -> None:
+    def _requeue_late(self, open_at: int, open_sample: int | None = None) -> None:
         """Changes not applied yet whose sample lies before `open_at`, the first frame they can
         still change, move there (a beat or bar change: to its next boundary from there). The
         ones applied before a rollback keep their sample: the frames before `open_at` are
-        generated again exactly as they were heard."""
-        late = [e for e in self._pending if e[0] < open_at and self._announced.get(e[1], open_at) >= open_at
+        generated again exactly as they were heard. A gain or transport change asked for `now`
+        moves to `open_sample` instead (the output takes it at any sample)."""
+
+        def opens(entry: _Entry) -> int:
+            if open_sample is not None and _sample_exact(entry[2]) and getattr(entry[2], "quantize", None) == "now":
+                return open_sample
+            return open_at
+
+        late = [e for e in self._pending if e[0] < opens(e) and self._announced.get(e[1], open_at) >= open_at
                 and not (self.state.freeze and e[1] > self._frozen_at and _route(e[2]) not in ("timeline", "safety"))]
         if not late:
             return
@@ -790,12 +830,13 @@ class Scheduler:
         self._pending = [e for e in self._pending if e[1] not in gone]
         self._journal = [e for e in self._journal if e[1] not in gone]
         heapq.heapify(self._pending)
-        for _, seq, item in late:
+        for entry in late:
+            _, seq, item = entry
             quantize = getattr(item, "quantize", "now")
             if quantize in ("beat", "bar"):  # the next bar line from the first open frame is never planned yet
                 at = self.timeline.next_boundary(open_at + (FRAME_SAMPLES // 2 if quantize == "beat" else 0), quantize)
             else:
-                at = open_at
+                at = opens(entry)
                 if isinstance(item, ControlEvent) and item.target in self._last_move:
                     self._last_move[item.target] = (max(at, self._last_move[item.target][0]), self._last_move[item.target][1])
             self._push(at, item, seq=seq)
@@ -839,6 +880,12 @@ def _prompt_slot(event: ControlEvent, bank: StyleBank) -> int:
     if index >= len(bank.slots):
         raise ValueError(f"style slot {index} does not exist in this patch (it has {len(bank.slots)})")
     return index
+
+
+def _sample_exact(item: _Item) -> bool:
+    """Master gain and the transport shape the output after the generator (the gain envelope),
+    so they can start on any sample, not only on a frame."""
+    return isinstance(item, ControlEvent) and (item.target == "master.gain" or item.spec.route == "transport")
 
 
 def _route(item: _Item) -> str:

@@ -353,3 +353,28 @@ def test_changes_applied_before_a_second_rollback_replay_at_their_own_sample() -
     landed = math.ceil((later + sched.margin.samples) / FRAME_SAMPLES) * FRAME_SAMPLES
     assert changed == landed > frame + 700, (changed, landed, frame)
     sched.close()
+
+
+class Level(SynthGenerator):
+    """Every sample 0.5 (the synth's state and snapshots kept): the output is the gain envelope."""
+
+    def generate(self, conditioning):
+        super().generate(conditioning)
+        return np.full((len(conditioning) * FRAME_SAMPLES, 2), 0.5, np.float32)
+
+
+def test_a_master_gain_move_inside_the_lookahead_starts_on_the_margin_sample_not_a_frame() -> None:
+    """Master gain shapes the output after the generator, so a rollback starts it on the very
+    sample a splice margin after it arrived (not on the next frame), and nothing before changes."""
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp())
+    auto = tmp / "gain.yaml"
+    auto.write_text("events:\n  - {bar: 2, beat: 2.3, target: master.gain, value: 0.5, quantize: now}\n")
+    result = render(two_styles(), bars=3, output=tmp / "gain.wav", generator=Level(), automation=load_automation(auto))
+    out = soundfile.read(tmp / "gain.wav", dtype="float32", always_2d=True)[0][:, 0]
+    arrived = issued(96000 + 1.3 * 24000)
+    first = int(np.flatnonzero(out != 0.5)[0])
+    assert result.rollbacks == 1
+    assert first == arrived + MARGIN + 1, (first, arrived + MARGIN, first % FRAME_SAMPLES)  # the ramp leaves 1.0 there
+    assert out[-1] == pytest.approx(0.25)
