@@ -315,11 +315,14 @@ class Scheduler:
         self._forget_before(playhead)
         self._drain_inputs(step=False)
         self._collect_embeddings()
+        chunk = FRAME_SAMPLES * self.frames_per_call
         while True:
             self._roll_back_if_asked()
-            if not (self.ring.cursor < playhead + self.lookahead + 1
-                    and self.ring.space(playhead) > 2 * FRAME_SAMPLES * self.frames_per_call):
+            if not (self.ring.cursor < playhead + self.lookahead + 1 and self.ring.space(playhead) > 2 * chunk):
                 return made
+            if (made >= 2 * self.frames_per_call and self.ring.cursor < self.ring.written
+                    and self.ring.cursor >= playhead + 2 * self.margin.samples + chunk):
+                return made  # after a rollback, a few chunks a turn while well ahead: the audio thread gets the CPU
             made += self._generate_chunk()  # each new frame drains the inputs and the inbox first
 
     def close(self) -> None:

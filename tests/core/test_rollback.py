@@ -309,6 +309,9 @@ def test_a_tempo_change_waiting_for_its_rollback_never_changes_a_bar_already_pla
     sched.submit(ControlEvent("style.1.weight", 1.0, quantize="now"))
     sched.fill(playhead)
     assert sched.rollbacks == 1
+    while sched.ring.cursor < sched.ring.written:  # the rollback generates the look-ahead again, a few chunks a turn
+        sched.fill(playhead)
+    assert sched.planned_until > 2 * 96000  # bar 3 is planned
     sched.submit(ControlEvent("tempo.bpm", 150.0, quantize="bar"))  # for bar 3, 150 ms away: generated already
     for _ in range(3):  # the same chunk of playback: the grid holds its rollback; new frames come
         playhead += 64
