@@ -1,5 +1,8 @@
 """Time-stretchers for the beat grid (issue #15): which one, measured here, before it is built in.
 
+Needs `pip install python-stretch bungee-python` (neither is a dependency of backline yet:
+without them this module is skipped with its reason).
+
 The plan: each beat gets a whole number of 40 ms frames in the model's time, and the audio
 of a beat is stretched onto the beat's exact output length, pitch kept. The ratios it needs
 (`stretch.plan_ratio@T`) are within a few percent. Candidates, streaming, 48 kHz stereo, fed
