@@ -137,7 +137,8 @@ def test_run_follows_jack_midi_clock_bar_lines_on_its_beats(jack: str, tmp_path:
         grants.append(abs(unforeseeable_ms(ticks, bar * 96, horizon=96 + 15)))
     errors_ms, grants_ms = np.array(errors), np.array(grants)
     print(f"\njack_midi_clock -J {jitter}: audio starts at the clock's bar {first_bar + 1} (first audible sample "
-          f"{(audible[0] - bars[first_bar]) / SR * 1e3:+.1f} ms from its line); bar lines vs the clock's "
+          + (f"{(audible[0] - bars[first_bar]) / SR * 1e3:+.1f} ms from its line" if first_bar in bars
+             else "its line's tick dropped by the clock") + "); bar lines vs the clock's "
           f"over {len(errors_ms)} bars ({unseen} in skipped cycles): " + " ".join(f"{e:+.2f}" for e in errors_ms) + " ms; the clock's own unforeseeable wander there: "
           + " ".join(f"{g:.2f}" for g in grants_ms) + " ms")
     start = next(i for i, (_, m) in enumerate(items) if m.type == "start")
@@ -157,4 +158,10 @@ def test_run_follows_jack_midi_clock_bar_lines_on_its_beats(jack: str, tmp_path:
     irregular = sum(("tick(s) missing" in line or "repeats tick" in line) for line in stderr.splitlines())
     print(f"whole-tick offsets {whole.astype(int).tolist()}; the engine logged {irregular} lost or repeated ticks")
     assert np.all(np.abs(whole) <= (1 if irregular else 0)), (errors_ms, irregular)
-    assert np.all(np.abs(errors_ms - whole * tick_ms) < 5.0 + grants_ms), (errors_ms, grants_ms)
+    # The first bar line is where the audio starts, placed from the clock's first estimate: with a
+    # tick lost in the first cycles (seen once in CI: "1 tick(s) missing" at start, 43 xruns) that
+    # estimate can be a JACK period early (-5.33 ms), and the follower then re-fits the bars after it.
+    slack = np.zeros(len(errors_ms))
+    if irregular:
+        slack[0] = 256 / SR * 1e3
+    assert np.all(np.abs(errors_ms - whole * tick_ms) < 5.0 + grants_ms + slack), (errors_ms, grants_ms)
