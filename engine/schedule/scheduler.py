@@ -407,11 +407,14 @@ class Scheduler:
         frame not generated yet."""
         if self.rollback:
             floor = self._floor()
-            for snap in self._snapshots:
-                for start, _ in snap.frames:
-                    if start >= floor:
-                        return start
+            start = next((f[0] for f in self._frames() if f[0] >= floor), None)
+            if start is not None:
+                return start
         return self.next_frame_time()
+
+    def _frames(self) -> list[tuple[int, int, _Snapshot]]:
+        """(start, middle, its snapshot) of every frame a snapshot can generate again, in order."""
+        return [(start, middle, snap) for snap in self._snapshots for start, middle in snap.frames]
 
     def _earliest_sample(self) -> int:
         """For a change the output takes at any sample (master gain, transport: applied after the
@@ -419,10 +422,8 @@ class Scheduler:
         again (its audio before that sample comes out as it was)."""
         if self.rollback:
             floor = self.playhead_now() + self.margin.samples
-            for snap in self._snapshots:
-                for start, middle in snap.frames:
-                    if start <= floor < 2 * middle - start:
-                        return floor
+            if any(start <= floor < 2 * middle - start for start, middle, _ in self._frames()):
+                return floor
         return self._earliest()
 
     def _floor(self) -> int:
@@ -761,21 +762,20 @@ class Scheduler:
         self._rollback_to = self._rollback_sample = None
         self._rhythm = False
         floor = self._floor()
-        frames = [(start, middle, snap) for snap in self._snapshots for start, middle in snap.frames]
+        frames = self._frames()
         # the first frame a conditioning change may land on, and (gain, transport) the frame holding their sample
-        land = next((start for start, middle, _ in frames if start >= floor and (target is None or middle > target)), None)
+        landing = next((f for f in frames if f[0] >= floor and (target is None or f[1] > target)), None)
         at_sample = None if sampled is None else max(sampled, now + self.margin.samples)
         home = None if at_sample is None else next((f for f in reversed(frames) if f[0] <= at_sample), None)
         if home is not None and not at_sample < 2 * home[1] - home[0]:
             home = None  # its sample lies past the frames a snapshot holds
-        firsts = [f for f in ((land, next((sn for st, _, sn in frames if st == land), None)) if land is not None else None,
-                              (home[0], home[2]) if home is not None else None) if f is not None]
-        if not firsts or (target is None and home is None):
+        candidates = [f for f in (landing, home) if f is not None]
+        if not candidates or (target is None and home is None):
             self.rollbacks_missed += 1
             self._requeue_late(self.next_frame_time())
             return
-        first, chosen = min(firsts, key=lambda f: f[0])
-        open_frame = land if land is not None else self.next_frame_time()
+        chosen = min(candidates, key=lambda f: f[0])[2]  # the earlier frame's snapshot generates both again
+        open_frame = landing[0] if landing is not None else self.next_frame_time()
         exact_until = min(open_frame - SPLINE_CONTEXT - self.generator.audio_lead,
                           at_sample if at_sample is not None else open_frame)
         if self._restore(chosen, open_frame, exact_until):
