@@ -202,6 +202,7 @@ class Engine:
             "playing": sched.state.playing,
             "output": self.sink.name,
             "realtime": str(self.realtime) if self.realtime is not None else "not started" if self.sink.live else "offline",
+            "memory": str(self.sink.memory) if self.sink.memory is not None else "not started" if self.sink.live else "offline",
             "clock": self.timing.health(tempo=float(timeline.tempo_at(playhead))),
             "playhead": playhead,
         }

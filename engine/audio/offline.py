@@ -33,6 +33,11 @@ class OfflineSink(Sink):
         self._file = FileSink(path)
         self._end = end
         self._block = np.zeros((blocksize, CHANNELS), dtype=np.float32)
+        self._playhead = 0
+
+    @property
+    def playhead(self) -> int:
+        return self._playhead
 
     @property
     def path(self) -> Path:
@@ -41,13 +46,18 @@ class OfflineSink(Sink):
     def start(self) -> None:
         self.armed = True
 
+    def fade_out(self) -> None:
+        """A file ends at its last bar line, without a fade."""
+        self.finished.set()
+
     def tick(self, wake: threading.Event, timeout: float) -> None:
         """Loop thread: the next block, straight away (the loop filled the look-ahead first)."""
         n = min(self.blocksize, self._end() - self.playhead)
         if n <= 0:
             self.finished.set()
             return
-        self._fill(self._block[:n])
+        self.ring.read(self._block[:n], self._playhead)
+        self._playhead += n
         self._file.write(self._block[:n])
 
     def close(self) -> None:

@@ -1,10 +1,11 @@
 """The playback ring: bar-grid audio written ahead by the scheduler, read by the sink.
 
 The writer (scheduler thread) appends audio at absolute output sample positions and
-publishes bar lines. The reader (the audio callback, or the offline sink) asks for the
-block at its playhead. Neither waits for the other and no lock is shared: the writer
-fills samples before it advances `written`, and under the GIL the reader sees them in
-that order.
+publishes bar lines. The reader asks for the stream block by block: the offline sink at its
+playhead, on the loop thread; live, the feeder (engine/audio/feeder.py), which copies it into
+the C ring the audio callback plays from, ahead of the playhead. The real-time thread never
+touches this ring. Writer and feeder share `lock` (neither is real-time); the writer calls
+`on_write` after each write, so the feeder copies new and rewritten audio at once.
 
 Underrun policy: if the block at the playhead is not written yet, the reader replays
 the last complete bar, bar-aligned (offset within the current bar = offset within the
@@ -22,6 +23,9 @@ where the writer writes.
 """
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -54,8 +58,12 @@ class PlaybackRing:
         self._rewound = False  # written again after a rewind, the splice not behind us yet
         self._exact_until = 0
         self.splice_at: int | None = None  # where the latest rollback's new audio begins
+        self.rewritten_from: int | None = None  # lowest sample written again since the feeder last looked
+        self.lock = threading.Lock()  # writer and live reader (the feeder); never the audio thread
+        self.on_write: Callable[[], None] | None = None  # the live reader, told after each write
         # Reader state (reader thread only).
         self.replaying = False
+        self.rejoined_at = 0  # the bar line where the reader last rejoined fresh audio
         self._replay_start = 0
         self._replay_length = 0
         self._replay_anchor = 0
@@ -66,13 +74,14 @@ class PlaybackRing:
 
     # -- writer side -------------------------------------------------------------------
     def reset(self, origin: int) -> None:
-        """Start an empty stream at `origin` (writer thread, while no reader runs)."""
-        self.origin = origin
-        self.written = self.cursor = self._splice_start = self._splice_end = origin
-        self._rewound = False
-        self._bar_count = 0
-        self.replaying = False
-        self._last[:] = 0.0
+        """Start an empty stream at `origin` (writer thread, before its first write)."""
+        with self.lock:
+            self.origin = origin
+            self.written = self.cursor = self._splice_start = self._splice_end = origin
+            self._rewound = False
+            self._bar_count = 0
+            self.replaying = False
+            self._last[:] = 0.0
 
     def publish_bar(self, start: int) -> None:
         """Announce a bar line (in order), before or while its audio is written; the line a
@@ -91,14 +100,19 @@ class PlaybackRing:
         n = len(audio)
         if n > self.capacity:
             raise ValueError(f"{n} samples do not fit a ring of {self.capacity}")
-        if self._rewound:
-            audio = self._splice(start, audio)
-        pos = start % self.capacity
-        first = min(n, self.capacity - pos)
-        self._buf[pos : pos + first] = audio[:first]
-        self._buf[: n - first] = audio[first:]
-        self.cursor = start + n
-        self.written = max(self.written, self.cursor)  # publish after the samples are in place
+        with self.lock:
+            if self._rewound:
+                audio = self._splice(start, audio)
+            if start < self.written:
+                self.rewritten_from = start if self.rewritten_from is None else min(self.rewritten_from, start)
+            pos = start % self.capacity
+            first = min(n, self.capacity - pos)
+            self._buf[pos : pos + first] = audio[:first]
+            self._buf[: n - first] = audio[first:]
+            self.cursor = start + n
+            self.written = max(self.written, self.cursor)  # publish after the samples are in place
+        if self.on_write is not None:
+            self.on_write()
 
     def _splice(self, start: int, audio: np.ndarray) -> np.ndarray:
         """Rewritten audio over audio already there: find the first sample that differs (the
@@ -143,15 +157,16 @@ class PlaybackRing:
         """
         if not self.origin <= position <= self.cursor:
             raise ValueError(f"rewind to {position} outside the stream [{self.origin}, {self.cursor}]")
-        # lines after the mark are withdrawn, except those before `exact_until` (they stay where they are:
-        # the reader may be at one)
-        while self._bar_count > bar_mark and self._bar_line(self._bar_count - 1) >= exact_until:
-            self._bar_count -= 1
-        self.cursor = position
-        self.splice_at = None
-        self._exact_until = exact_until
-        self._splice_end = position  # not found yet
-        self._rewound = position < self.written
+        with self.lock:
+            # lines after the mark are withdrawn, except those before `exact_until` (they stay where they
+            # are: the reader may be at one)
+            while self._bar_count > bar_mark and self._bar_line(self._bar_count - 1) >= exact_until:
+                self._bar_count -= 1
+            self.cursor = position
+            self.splice_at = None
+            self._exact_until = exact_until
+            self._splice_end = position  # not found yet
+            self._rewound = position < self.written
 
     def space(self, playhead: int) -> int:
         """Samples the writer may add without overwriting anything the reader may need.
@@ -183,6 +198,10 @@ class PlaybackRing:
             if line <= position:
                 return line
         return None
+
+    def first_bar_line(self, at: int) -> int | None:
+        """The first published bar line at or after `at`."""
+        return self._bar_line_in(at, 1 << 62)
 
     def _bar_line_in(self, lo: int, hi: int) -> int | None:
         """First published bar line in [lo, hi)."""
@@ -251,6 +270,7 @@ class PlaybackRing:
                 out[split : split + k] *= self._fade_in[:k]
                 out[split : split + k] += self._tmp[:k] * self._fade_out[:k]
                 self.replaying = False
+                self.rejoined_at = line
                 self.rejoins += 1
                 return
         self._replay_into(out, position)
@@ -272,6 +292,10 @@ class PlaybackRing:
             take = min(n - done, self._replay_length - offset)
             self._copy(out[done : done + take], self._replay_start + offset)
             done += take
+
+    def peek(self, out: np.ndarray, position: int) -> None:
+        """The stream as written at `position`, whatever the reader plays (the feeder's recopy)."""
+        self._copy(out, position)
 
     def _copy(self, out: np.ndarray, position: int) -> None:
         n = len(out)

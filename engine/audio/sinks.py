@@ -1,13 +1,14 @@
 """Live audio sinks: sounddevice (PortAudio on JACK or ALSA) and a real-time WAV writer.
 
-Both read the playback ring at their own sample counter, which is the engine's clock of
-record: `playhead` is the number of samples the sink has taken since transport start.
+Both play from the C output ring (engine/audio/rtout.c), filled ahead by the feeder
+(engine/audio/feeder.py) from the playback ring. The C side's read position is the
+engine's clock of record: `playhead` is the number of 48 kHz samples played since
+transport start.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ from typing import Literal
 
 import numpy as np
 
+from engine.audio.feeder import OutputFeeder, Quality
 from engine.audio.file_sink import FileSink
-from engine.audio.framelock import FrameLock
-from engine.audio.resample import CHUNK, Quality, ResamplingFeeder
+from engine.audio.memlock import MemoryLock, lock_memory
 from engine.audio.ring import PlaybackRing
+from engine.audio.rtout import OutputRing
 from engine.errors import OutputError
 from engine.units import CHANNELS, SAMPLE_RATE
 
@@ -29,18 +31,11 @@ HOST_API_NAMES = {"jack": "JACK Audio Connection Kit", "alsa": "ALSA"}
 DEFAULT_BLOCKSIZE = 256
 DEFAULT_FADE_S = 0.05
 CLOSE_TIMEOUT_S = 3.0  # longest wait for PortAudio to stop a stream
+OUTPUT_RING_FRAMES = 1 << 19  # the C ring: ~10.9 s at 48 kHz, more than the longest look-ahead (10 s), 4 MiB
 Resample = Quality | Literal["off"]
 PA_INVALID_SAMPLE_RATE = -9997  # PortAudio error codes (portaudio.h)
 PA_DEVICE_UNAVAILABLE = -9985
 PA_INSUFFICIENT_MEMORY = -9992  # what PortAudio's JACK API reports when the server refuses our ports
-# The callback is Python, so it runs holding the GIL. NumPy lets the GIL go inside any copy or
-# ufunc over more than 500 elements (NPY_BEGIN_THREADS_THRESHOLDED), and taking it back waits for
-# whichever thread grabbed it, up to sys.getswitchinterval(): 5 ms by default, a whole 256-frame
-# period (measured: a 256x2 copy beside a busy Python thread, p99 5.5 ms, max 11 ms; 0.06 ms in
-# chunks). So the callback works in chunks NumPy keeps the GIL for, and a live stream sets a short
-# switch interval, which bounds the wait to enter the callback at all.
-CALLBACK_CHUNK_FRAMES = 500 // CHANNELS
-LIVE_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,53 +60,48 @@ class OutputSpec:
         raise OutputError(f"unknown output {text!r}: use jack, alsa or wav:FILE")
 
 
-class _Fader:
-    """A preallocated fade-out the callback applies when asked to stop."""
-
-    def __init__(self, length: int, blocksize: int) -> None:
-        self.curve = np.concatenate([np.linspace(1.0, 0.0, max(length, 1), dtype=np.float32), np.zeros(blocksize, np.float32)])[:, None]
-        self.pos = -1  # -1: not fading
-
-    def apply(self, out: np.ndarray) -> bool:
-        """Fade `out` in place; True once the fade has reached silence."""
-        if self.pos < 0:
-            return False
-        n = len(out)
-        end = min(self.pos + n, len(self.curve))
-        out[: end - self.pos] *= self.curve[self.pos : end]
-        out[end - self.pos :] = 0.0
-        self.pos = end
-        return self.pos >= len(self.curve) - n
-
-
 class Sink:
-    """Base for live sinks: a ring, a playhead, counters, and a fade-out stop."""
+    """Base for sinks: a ring, a playhead, counters, and a fade-out stop."""
 
     name = "sink"
     live = True  # a device or real-time writer: its own audio thread, and ending early is a failure
 
-    def __init__(self, ring: PlaybackRing, *, blocksize: int, fade_s: float = DEFAULT_FADE_S, rate: int = SAMPLE_RATE) -> None:
+    def __init__(self, ring: PlaybackRing, *, blocksize: int, fade_s: float = DEFAULT_FADE_S) -> None:
         if blocksize < 16 or blocksize > 8192:
             raise OutputError(f"block size must be in 16..8192 frames, got {blocksize}")
         self.ring = ring
         self.blocksize = blocksize
-        self.playhead = 0  # in 48 kHz samples, whatever rate the device runs at
-        self.xruns = 0  # PortAudio output-underflow flags (and late blocks for the WAV sink)
         self.server_xruns = 0  # the audio server's own xrun reports (JACK), which PortAudio coalesces
-        self.callbacks = 0
-        self.started_at: float | None = None  # time.monotonic() of the first block
         self.finished = threading.Event()
         self.armed = False  # until armed the sink plays silence and the playhead stays at 0
         self.fade_s = fade_s
         self.stuck = False  # the stream could not be stopped: exit without PortAudio's shutdown
-        self.audio_tid: int | None = None  # the audio thread's kernel id, from its first block (realtime.py)
         self.audio_server: str | None = None  # an audio server that sets our thread's priority itself (JACK)
-        self._fader = _Fader(int(fade_s * rate), blocksize)
+        self.memory: MemoryLock | None = None  # what a live sink locked in RAM (memlock.py)
+
+    @property
+    def playhead(self) -> int:
+        """48 kHz samples played since transport start."""
+        raise NotImplementedError
+
+    @property
+    def xruns(self) -> int:
+        """Blocks the output missed: the device's underflow flags, and blocks played short."""
+        return 0
+
+    @property
+    def audio_tid(self) -> int | None:
+        """The audio thread's kernel id, once it has run (realtime.py)."""
+        return None
 
     def start(self) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
+        raise NotImplementedError
+
+    def fade_out(self) -> None:
+        """Begin the fade; `finished` is set once silence is reached."""
         raise NotImplementedError
 
     def tick(self, wake: threading.Event, timeout: float) -> None:
@@ -123,7 +113,7 @@ class Sink:
 
     @property
     def read_ahead(self) -> int:
-        """48 kHz samples past `playhead` the sink may already have read from the ring (one block):
+        """48 kHz samples past `playhead` the sink may already have committed (one block):
         a rollback splices no nearer than this."""
         return self.blocksize
 
@@ -135,42 +125,68 @@ class Sink:
         the last sample was played; they are not counted."""
         return self.armed and not self.finished.is_set()
 
+
+class LiveSink(Sink):
+    """A sink whose audio thread runs the C callback over the C ring the feeder fills.
+
+    `rate` is the rate the audio thread plays at; other than 48 kHz, the feeder resamples.
+    """
+
+    def __init__(self, ring: PlaybackRing, *, blocksize: int, fade_s: float, rate: int = SAMPLE_RATE,
+                 quality: Quality = "HQ") -> None:
+        super().__init__(ring, blocksize=blocksize, fade_s=fade_s)
+        self.rate = rate
+        self.out = OutputRing(OUTPUT_RING_FRAMES, CHANNELS, fade_frames=max(1, round(fade_s * rate)))
+        self.feeder = OutputFeeder(ring, self.out, blocksize=blocksize, finished=self.finished,
+                                   device_rate=rate, quality=quality)
+        self.started_at: float | None = None  # time.monotonic() when the stream was armed
+
+    @property
+    def playhead(self) -> int:
+        return self.out.read_position * SAMPLE_RATE // self.rate
+
+    @property
+    def xruns(self) -> int:
+        return self.out.xruns + self.out.gaps
+
+    @property
+    def callbacks(self) -> int:
+        return self.out.callbacks
+
+    @property
+    def audio_tid(self) -> int | None:
+        return self.out.tid
+
+    @property
+    def read_ahead(self) -> int:
+        return self.feeder.read_ahead
+
     def fade_out(self) -> None:
-        """Begin the fade; `finished` is set once silence is reached."""
-        if self._fader.pos < 0:
-            self._fader.pos = 0
+        self.out.fade()
 
-    def _fill(self, out: np.ndarray) -> None:
-        """Audio thread: copy the block at the playhead, fade if stopping, advance; in chunks of
-        CALLBACK_CHUNK_FRAMES so that NumPy never lets the GIL go mid-callback."""
-        step = CALLBACK_CHUNK_FRAMES
-        if self.audio_tid is None:
-            self.audio_tid = threading.get_native_id()  # once; promoted from the loop thread
-        if not self.armed:
-            for start in range(0, len(out), step):
-                out[start : start + step] = 0.0
-            return
-        if self.started_at is None:
-            self.started_at = time.monotonic()
-        for start in range(0, len(out), step):
-            chunk = out[start : start + step]
-            self._take(chunk)
-            if self._fader.apply(chunk):
-                self.finished.set()
-        self.callbacks += 1
+    def _arm(self) -> None:
+        """Feed what is written, lock the memory the audio thread touches, then play from frame 0."""
+        self.feeder.start()
+        self.memory = lock_memory(self.out.address, self.out.frames.nbytes)
+        log.info("memory: %s", self.memory)
+        self.out.arm()
+        self.armed = True
+        self.started_at = time.monotonic()
 
-    def _take(self, out: np.ndarray) -> None:
-        """Audio thread: the block at the playhead, straight from the ring."""
-        self.ring.read(out, self.playhead)
-        self.playhead += len(out)
+    def _disarm(self) -> None:
+        self.feeder.close()
+        if self.memory is not None:
+            self.memory.release()
 
 
-class DeviceSink(Sink):
-    """PortAudio output through sounddevice, on the JACK or ALSA host API.
+class DeviceSink(LiveSink):
+    """PortAudio output through sounddevice, on the JACK or ALSA host API, with the C callback.
 
-    At 48 kHz the callback reads the ring directly. On a device that runs at another
-    rate (a JACK server at 44.1 kHz, an ALSA card without 48 kHz) a ResamplingFeeder sits
-    between the ring and the callback, which then copies from the feeder's FIFO.
+    The stream is opened with `bl_callback`'s address as its callback (sounddevice's
+    `_StreamBase` takes a C function pointer, as python-rtmixer does), so PortAudio's audio
+    thread (JACK's process thread on JACK) never enters the interpreter. On a device that runs
+    at another rate (a JACK server at 44.1 kHz, an ALSA card without 48 kHz) the feeder
+    resamples into the C ring and the playhead counts the device's frames back in 48 kHz.
     """
 
     def __init__(self, ring: PlaybackRing, spec: OutputSpec, *, fade_s: float = DEFAULT_FADE_S, client_name: str = "backline") -> None:
@@ -181,91 +197,52 @@ class DeviceSink(Sink):
         self._sd = sd
         self.spec = spec
         self.device = find_device(sd, spec.kind, spec.device)
-        self.rate = _device_rate(sd, spec, self.device)
-        super().__init__(ring, blocksize=spec.blocksize, fade_s=fade_s, rate=self.rate)
+        rate = _device_rate(sd, spec, self.device)
+        quality: Quality = "HQ" if spec.resample == "off" else spec.resample
+        super().__init__(ring, blocksize=spec.blocksize, fade_s=fade_s, rate=rate, quality=quality)
         self.audio_server = "JACK" if spec.kind == "jack" else None
         self.name = spec.kind
-        self._feeder: ResamplingFeeder | None = None
-        self._frames_taken = 0  # device-rate frames taken from the feeder's FIFO
-        self.fifo_underflows = 0  # blocks the feeder had not filled in time (also counted as xruns)
         if self.rate != SAMPLE_RATE:
-            assert spec.resample != "off"
-            self._feeder = ResamplingFeeder(ring, device_rate=self.rate, blocksize=spec.blocksize,
-                                            failed=self.finished, quality=spec.resample)
             log.info("%s device %d runs at %d Hz: resampling the %d Hz stream to %d Hz (soxr %s, +%.0f ms queued)",
                      spec.kind, self.device, self.rate, SAMPLE_RATE, self.rate, spec.resample,
-                     self._feeder.target * 1000 / self.rate)
+                     self.feeder.lead * 1000 / self.rate)
         try:
-            self._stream = sd.OutputStream(
+            self._stream = sd._StreamBase(
+                kind="output",
                 samplerate=self.rate,
                 blocksize=spec.blocksize,
                 device=self.device,
                 channels=CHANNELS,
                 dtype="float32",
                 latency=spec.latency,
-                callback=self._callback,
+                callback=self.out.callback,
+                userdata=self.out.userdata,
                 finished_callback=self.finished.set,
             )
         except sd.PortAudioError as err:
             raise OutputError(_open_error(sd, spec, self.device, err)) from err
         self.client_name = client_name
         self._monitor = None  # a JACK-Client that routes our ports and hears JACK's xruns
-        self._frame_of: tuple[object, object] | None = None  # (jack_last_frame_time, client) once frame-locked
-        self.frame_lock = FrameLock()
-        self._switch_interval: float | None = None  # the interpreter's, while a started stream shortens it
-
-    @property
-    def read_ahead(self) -> int:
-        """A block, plus what the resampling feeder has read ahead into its FIFO."""
-        if self._feeder is None:
-            return self.blocksize
-        return (self.blocksize + self._feeder.fifo.capacity) * SAMPLE_RATE // self.rate + 2 * CHUNK
-
-    def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
-        """PortAudio's audio thread. Copies from the ring (or the feeder's FIFO) and returns:
-        no locks, no allocation beyond numpy views, no logging, no waiting for the generator."""
-        if status.output_underflow and self.playing:  # type: ignore[attr-defined]
-            self.xruns += 1
-        if self._frame_of is not None and self.armed:
-            self.playhead = self.frame_lock.place(self._frame_of[0](self._frame_of[1]), frames, self.playhead)  # type: ignore[operator]
-        self._fill(outdata)
 
     @property
     def frame_origin(self) -> int | None:
         """JACK frame (32 bits) where playhead 0 plays, once the JACK stream runs frame-locked."""
-        return self.frame_lock.origin
-
-    def _take(self, out: np.ndarray) -> None:
-        """Audio thread: at 48 kHz read the ring; otherwise copy the feeder's resampled
-        frames and move the 48 kHz playhead to the sample the device has reached."""
-        if self._feeder is None:
-            super()._take(out)
-            return
-        taken = self._feeder.fifo.pull(out)
-        if taken < len(out):
-            self.fifo_underflows += 1
-            self.xruns += 1
-        self._frames_taken += taken
-        self.playhead = self._frames_taken * SAMPLE_RATE // self.rate
+        return self.out.origin
 
     def start(self) -> None:
-        if self._feeder is not None:
-            self._feeder.start()  # the FIFO holds the first frames before the stream asks
         if self.spec.kind == "jack":
             self._open_monitor()
-        self._switch_interval = sys.getswitchinterval()  # process-wide: put back on close
-        sys.setswitchinterval(LIVE_SWITCH_INTERVAL_S)  # see CALLBACK_CHUNK_FRAMES
         try:
             self._stream.start()
         except self._sd.PortAudioError as err:
             raise OutputError(_open_error(self._sd, self.spec, self.device, err)) from err
         if self._monitor is not None:
             self._route_jack()
-        self.armed = True  # bar 0 starts on the first sample of the next block
+        self._arm()  # bar 0 starts on the first sample of the next block
 
     def _open_monitor(self) -> None:
         """A JACK client beside PortAudio's: routes our ports, hears the server's xruns and
-        shutdown, and reads the cycle's frame time so the playhead follows JACK's frame clock."""
+        shutdown, and hands the C callback JACK's frame clock. It has no process callback."""
         try:
             import jack
         except ImportError:
@@ -279,12 +256,14 @@ class DeviceSink(Sink):
         monitor.activate()
         self._monitor = monitor
         period = monitor.blocksize
-        if self._feeder is not None:
+        if self.rate != SAMPLE_RATE:
             log.info("resampling: the playhead follows the device's frames, not JACK's frame clock")
         elif period % self.blocksize and self.blocksize % period:
             log.warning("JACK period %d and block size %d do not divide: playhead not frame-locked", period, self.blocksize)
         else:
-            self._frame_of = (jack._lib.jack_last_frame_time, monitor._ptr)
+            ffi = jack._ffi  # the frame clock, read by the C callback through libjack itself
+            self.out.lock_to(int(ffi.cast("uintptr_t", ffi.addressof(jack._lib, "jack_last_frame_time"))),
+                             int(ffi.cast("uintptr_t", monitor._ptr)))
 
     def _route_jack(self) -> None:
         """Connect our two ports where asked (PortAudio auto-connects to system playback)."""
@@ -316,22 +295,20 @@ class DeviceSink(Sink):
         """Stop and close the stream, giving PortAudio a bounded time.
 
         PortAudio's JACK backend waits for one more process cycle to stop; when the server
-        is frozen or gone that cycle never comes. Then the stream is left behind (`stuck`)
-        and the caller exits without PortAudio's own shutdown, so systemd can restart us.
+        is frozen or gone that cycle never comes. Then the stream is left behind (`stuck`),
+        with the C ring it reads, and the caller exits without PortAudio's own shutdown, so
+        systemd can restart us.
         """
-        if self._switch_interval is not None:
-            sys.setswitchinterval(self._switch_interval)
-            self._switch_interval = None
         stopper = threading.Thread(target=self._stop_stream, name="portaudio-stop", daemon=True)
         stopper.start()
         stopper.join(CLOSE_TIMEOUT_S)
         if stopper.is_alive():
             self.stuck = True
+            _abandoned.append(self.out)  # the stream may still call back into it: never freed
             log.error("PortAudio did not stop the %s stream within %.0f s (the audio server is frozen or gone); "
                       "leaving it", self.spec.kind, CLOSE_TIMEOUT_S)
             return
-        if self._feeder is not None:
-            self._feeder.close()
+        self._disarm()
         if self._monitor is not None:
             self._monitor.deactivate()
             self._monitor.close()
@@ -341,11 +318,14 @@ class DeviceSink(Sink):
         self._stream.close()
 
 
-class WavRealtimeSink(Sink):
+_abandoned: list[OutputRing] = []  # C rings of streams PortAudio could not stop
+
+
+class WavRealtimeSink(LiveSink):
     """Writes the live stream to a file in real time, for boxes without a device.
 
-    A thread paced by `time.monotonic()` and an Event wait (never sleep-to-deadline)
-    takes one block per block period, exactly as a device would.
+    A thread paced by `time.monotonic()` and an Event wait (never sleep-to-deadline) runs the
+    C callback once per block period, exactly as a device would, and writes the block.
     """
 
     name = "wav"
@@ -356,9 +336,14 @@ class WavRealtimeSink(Sink):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wav-sink", daemon=True)
         self._block = np.zeros((blocksize, CHANNELS), dtype=np.float32)
+        self.late_blocks = 0  # the writer fell more than a block behind its clock
+
+    @property
+    def xruns(self) -> int:
+        return super().xruns + self.late_blocks
 
     def start(self) -> None:
-        self.armed = True
+        self._arm()
         self._thread.start()
 
     def _run(self) -> None:
@@ -366,20 +351,21 @@ class WavRealtimeSink(Sink):
         start = time.monotonic()
         blocks = 0
         while not self._stop.is_set() and not self.finished.is_set():
-            self._fill(self._block)
+            self.out.pull(self._block)
             self._file.write(self._block)
             blocks += 1
             delay = start + blocks * period - time.monotonic()
             if delay > 0:
                 self._stop.wait(delay)
             elif delay < -period:
-                self.xruns += 1  # the writer fell more than a block behind
+                self.late_blocks += 1
         self.finished.set()
 
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
+        self._disarm()
         self._file.close()
 
 

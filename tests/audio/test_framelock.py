@@ -1,15 +1,34 @@
-"""FrameLock and FrameTimebase against frame sequences as JACK delivers them on an overrun box."""
+"""The C callback's frame lock (`bl_place`, engine/audio/rtout.c) and FrameTimebase against frame
+sequences as JACK delivers them on an overrun box."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.audio.framelock import FrameLock
+from engine.audio.rtout import OutputRing
 from engine.clock.jack_in import FrameTimebase
 
 
+class FrameLock:
+    """The C frame lock of a fresh output ring, with its counters."""
+
+    def __init__(self) -> None:
+        self.ring = OutputRing(1 << 10, 2, fade_frames=1)
+
+    def place(self, frame: int, frames: int, playhead: int) -> int:
+        return self.ring.place(frame, frames, playhead)
+
+    @property
+    def origin(self) -> int | None:
+        return self.ring.origin
+
+    @property
+    def skipped(self) -> int:
+        return self.ring.skipped
+
+
 def blocks(lock: FrameLock, frames: list[int], size: int) -> list[int]:
-    """Playhead at the start of each block, as the sink would compute it."""
+    """Playhead at the start of each block, as the callback computes it."""
     playhead, starts = 0, []
     for frame in frames:
         start = lock.place(frame, size, playhead)

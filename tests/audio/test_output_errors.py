@@ -49,7 +49,7 @@ def test_a_busy_device_names_the_problem_the_devices_and_what_to_try(jack44, mon
     def busy(**kwargs: object) -> None:
         raise sd.PortAudioError("Error opening OutputStream: Device unavailable", PA_DEVICE_UNAVAILABLE)
 
-    monkeypatch.setattr(sd, "OutputStream", busy)
+    monkeypatch.setattr(sd, "_StreamBase", busy)
     with pytest.raises(OutputError) as info:
         DeviceSink(PlaybackRing(capacity=1 << 12), OutputSpec("jack"))
     message = str(info.value)

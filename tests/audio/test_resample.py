@@ -23,9 +23,10 @@ import soxr
 pytest.importorskip("jack", reason="JACK-Client is in the test extra")
 from jackrec import Recorder  # noqa: E402
 
-from engine.audio.resample import CHUNK, DeviceFifo, ResamplingFeeder  # noqa: E402
+from engine.audio.feeder import CHUNK, OutputFeeder  # noqa: E402
 from engine.audio.ring import PlaybackRing  # noqa: E402
-from engine.audio.sinks import LIVE_SWITCH_INTERVAL_S, DeviceSink, OutputSpec  # noqa: E402
+from engine.audio.rtout import OutputRing  # noqa: E402
+from engine.audio.sinks import DeviceSink, OutputSpec  # noqa: E402
 from engine.errors import OutputError  # noqa: E402
 from engine.timeline import Timeline  # noqa: E402
 
@@ -93,34 +94,25 @@ def _ramp(n: int) -> np.ndarray:
 
 
 def test_feeder_streams_what_one_shot_resampling_gives() -> None:
+    """The feeder resamples into the C ring `lead` ahead; the C callback plays it block by block."""
     ring = PlaybackRing(capacity=1 << 16)
     audio = _ramp(40_000)
     ring.publish_bar(0)
     ring.write(0, audio)
-    feeder = ResamplingFeeder(ring, device_rate=RATE, blocksize=256, failed=threading.Event())
-    out = np.zeros((256, 2), dtype=np.float32)
+    out = OutputRing(1 << 14, 2, fade_frames=1)
+    feeder = OutputFeeder(ring, out, blocksize=256, finished=threading.Event(), device_rate=RATE)
+    out.arm()
+    block = np.zeros((256, 2), dtype=np.float32)
     got = []
-    taken = 0
     while feeder.position + CHUNK <= len(audio):
-        feeder.pump()
-        taken += feeder.fifo.pull(out)
-        got.append(out.copy())
-    stream = np.concatenate(got)[: taken]
+        feeder.feed()
+        assert feeder.fed >= out.read_position + feeder.lead  # topped up to the lead
+        out.pull(block)
+        got.append(block.copy())
+    stream = np.concatenate(got)
     expected = soxr.resample(audio, 48000, RATE, quality="HQ")
+    assert out.gaps == 0
     assert np.abs(stream[:30_000] - expected[:30_000]).max() < 1e-4
-    assert feeder.fifo.level() >= feeder.target  # pump tops up to the target
-
-
-def test_fifo_hands_out_what_is_queued_then_zeros() -> None:
-    fifo = DeviceFifo(8)
-    fifo.push(np.ones((5, 2), dtype=np.float32))
-    out = np.full((4, 2), 7.0, dtype=np.float32)
-    assert fifo.pull(out) == 4 and (out == 1).all()
-    fifo.push(np.full((6, 2), 2.0, dtype=np.float32))  # wraps round the end
-    assert fifo.pull(out) == 4 and out[:, 0].tolist() == [1, 2, 2, 2]
-    assert fifo.pull(out) == 3 and out[:, 0].tolist() == [2, 2, 2, 0]
-    with pytest.raises(ValueError, match="do not fit"):
-        fifo.push(np.zeros((9, 2), dtype=np.float32))
 
 
 def test_resample_off_refuses_a_44100_server_with_one_clear_message(jack44) -> None:
@@ -139,18 +131,6 @@ def test_resampling_is_announced_with_both_rates(jack44, caplog) -> None:
         assert "44100 Hz: resampling the 48000 Hz stream to 44100 Hz (soxr LQ" in caplog.text
     finally:
         sink.close()
-
-
-def test_a_started_stream_shortens_the_switch_interval_until_it_closes(jack44) -> None:
-    """The interval is process-wide: a closed sink gives the interpreter its own back."""
-    before = sys.getswitchinterval()
-    sink = DeviceSink(PlaybackRing(capacity=1 << 12), OutputSpec("jack", resample="LQ"))
-    try:
-        sink.start()
-        assert sys.getswitchinterval() == pytest.approx(LIVE_SWITCH_INTERVAL_S)
-    finally:
-        sink.close()
-    assert sys.getswitchinterval() == before
 
 
 def test_cli_resample_off_exits_1_with_the_message(jack44) -> None:
