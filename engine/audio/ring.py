@@ -222,8 +222,11 @@ class PlaybackRing:
         callback, so it must not log or raise for ordinary conditions.
         """
         n = len(out)
-        if position < self.origin:
-            out.fill(0.0)
+        if position < self.origin:  # before the stream starts: silence, then the stream from its origin
+            before = min(n, self.origin - position)
+            out[:before] = 0.0
+            if before < n:
+                self.read(out[before:], self.origin)
             return
         if self.replaying:
             self._read_replaying(out, position)

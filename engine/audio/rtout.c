@@ -5,7 +5,8 @@
  * thread (the engine loop, the OSC server, a garbage collection) can hold it past a period.
  * This callback never touches Python: it copies the frames at its read position from the
  * ring, writes zeros (and counts) for any frame not there yet, applies the stop's fade and
- * returns. No lock, no allocation, no system call after its first block (gettid, once).
+ * returns. No lock, no allocation, no system call after its first block (gettid, once; the
+ * clock it times itself by is the vDSO's).
  *
  * Why our own ring and not a FIFO (python-rtmixer, PortAudio's blocking writes): rollback
  * rewrites audio that is generated but not played yet. Here the writer (Python, the engine's
@@ -22,11 +23,13 @@
  * Built by `pip install` (setup.py, an optional extension: no Python.h, only libc) and
  * loaded with cffi's ABI mode (engine/audio/rtout.py).
  */
+#define _GNU_SOURCE /* syscall(SYS_gettid), clock_gettime under -std=c11 */
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PA_CONTINUE 0
@@ -46,6 +49,7 @@ typedef struct bl_out {
     _Atomic int finished;     /* the fade has reached silence */
     _Atomic int tid;
     _Atomic int64_t callbacks, xruns, gaps, gap_frames, skipped;
+    _Atomic int64_t busy_ns, max_ns; /* time spent in the callback: total, longest */
     /* frame lock: set before the stream starts, then the callback's alone */
     bl_frame_time_fn frame_time;
     const void *client;
@@ -54,7 +58,8 @@ typedef struct bl_out {
     int64_t cycle_start, in_cycle;
 } bl_out;
 
-enum { BL_CALLBACKS, BL_XRUNS, BL_GAPS, BL_GAP_FRAMES, BL_SKIPPED, BL_TID, BL_FINISHED, BL_ORIGIN, BL_LOCKED };
+enum { BL_CALLBACKS, BL_XRUNS, BL_GAPS, BL_GAP_FRAMES, BL_SKIPPED, BL_TID, BL_FINISHED, BL_ORIGIN, BL_LOCKED,
+       BL_BUSY_NS, BL_MAX_NS };
 
 bl_out *bl_out_new(int64_t capacity, int channels, int64_t fade_len) {
     if (capacity <= 0 || (capacity & (capacity - 1)) || channels <= 0) return NULL;
@@ -107,6 +112,8 @@ int64_t bl_stat(const bl_out *s, int which) {
     case BL_FINISHED: return atomic_load(&s->finished);
     case BL_ORIGIN: return s->origin;
     case BL_LOCKED: return s->have_origin;
+    case BL_BUSY_NS: return atomic_load(&s->busy_ns);
+    case BL_MAX_NS: return atomic_load(&s->max_ns);
     default: return -1;
     }
 }
@@ -153,6 +160,12 @@ static void fade(bl_out *s, float *out, int64_t frames) {
     if (pos >= s->fade_len) atomic_store(&s->finished, 1);
 }
 
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 /* PortAudio's PaStreamCallback (float32, interleaved). */
 int bl_callback(const void *input, void *output, unsigned long frame_count, const void *time_info,
                 unsigned long status, void *user) {
@@ -167,6 +180,7 @@ int bl_callback(const void *input, void *output, unsigned long frame_count, cons
         memset(out, 0, sizeof(float) * (size_t)(frames * s->channels));
         return PA_CONTINUE;
     }
+    int64_t began = now_ns();
     int playing = !atomic_load_explicit(&s->finished, memory_order_relaxed);
     if ((status & PA_OUTPUT_UNDERFLOW) && playing) atomic_fetch_add(&s->xruns, 1);
     int64_t start = atomic_load_explicit(&s->read, memory_order_relaxed);
@@ -184,5 +198,9 @@ int bl_callback(const void *input, void *output, unsigned long frame_count, cons
     fade(s, out, frames);
     atomic_store_explicit(&s->read, start + frames, memory_order_release);
     atomic_fetch_add(&s->callbacks, 1);
+    int64_t took = now_ns() - began;
+    atomic_fetch_add_explicit(&s->busy_ns, took, memory_order_relaxed);
+    if (took > atomic_load_explicit(&s->max_ns, memory_order_relaxed))
+        atomic_store_explicit(&s->max_ns, took, memory_order_relaxed);
     return PA_CONTINUE;
 }

@@ -30,7 +30,7 @@ int64_t bl_place(bl_out *s, uint32_t frame, int64_t frames, int64_t playhead);
 int bl_callback(const void *input, void *output, unsigned long frames, const void *time_info,
                 unsigned long status, void *user);
 """
-_CALLBACKS, _XRUNS, _GAPS, _GAP_FRAMES, _SKIPPED, _TID, _FINISHED, _ORIGIN, _LOCKED = range(9)
+_CALLBACKS, _XRUNS, _GAPS, _GAP_FRAMES, _SKIPPED, _TID, _FINISHED, _ORIGIN, _LOCKED, _BUSY_NS, _MAX_NS = range(11)
 
 
 @cache
@@ -147,6 +147,16 @@ class OutputRing:
     def skipped(self) -> int:
         """Frames JACK advanced without a block from us (frame lock)."""
         return self._stat(_SKIPPED)
+
+    @property
+    def busy_ns(self) -> int:
+        """Time spent inside the callback, all blocks together (armed ones)."""
+        return self._stat(_BUSY_NS)
+
+    @property
+    def max_ns(self) -> int:
+        """The longest armed callback."""
+        return self._stat(_MAX_NS)
 
     @property
     def tid(self) -> int | None:

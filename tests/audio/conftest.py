@@ -29,3 +29,9 @@ def jack44() -> Iterator[str]:
 def jack_few_ports() -> Iterator[str]:
     """A dummy JACK server with room for 8 ports (jackd --port-max 8)."""
     yield from _server(port_max=8)
+
+
+@pytest.fixture(scope="module")
+def jack48() -> Iterator[str]:
+    """A dummy JACK server at 48 kHz, 256 frames; PortAudio may be opened in the test process."""
+    yield from _server()

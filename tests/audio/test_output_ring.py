@@ -186,3 +186,21 @@ def test_silence_fed_before_the_first_bar_is_replaced_when_audio_arrives() -> No
     got = play(out, feeder, 512 + BAR, 256)
     assert not got[:512].any()
     assert np.array_equal(got[512:], audio)
+
+
+def test_a_stream_that_starts_inside_the_first_feed_plays_from_its_origin() -> None:
+    """A MIDI clock out starts the stream 100 ms in (ring origin 4800): the first feed covers the
+    silence before it and the audio after it in one read."""
+    ring = PlaybackRing(capacity=1 << 17)
+    ring.reset(4800)
+    ring.publish_bar(4800)
+    ring.publish_bar(4800 + BAR)
+    audio = noise(BAR)
+    ring.write(4800, audio)
+    out = OutputRing(1 << 14, CHANNELS, fade_frames=1)
+    feeder = OutputFeeder(ring, out, blocksize=256, finished=threading.Event())
+    feeder.feed()
+    out.arm()
+    got = play(out, None, 4800 + BAR, 256)
+    assert not got[:4800].any()
+    assert np.array_equal(got[4800:], audio)
