@@ -1,13 +1,17 @@
 """Live output figures: callback time, xruns under load, and the look-ahead actually kept.
 
 Each run plays the synth generator through the real Engine and DeviceSink into a dummy
-JACK server (period = block size) for 60 s (quick: 10 s). The callback is timed inside
-PortAudio's audio thread: a subclass wraps `_callback` with `perf_counter_ns` and stores
-the difference into a preallocated int64 array (no allocation besides the ints Python
-makes anyway), so the figure includes the binding's own cost of calling us but not
-PortAudio's. Background load is 0, 1 or 2 busy-loop processes (`while True: pass`) on a
-2-core machine; the first level that shows an xrun is reported. Look-ahead is sampled
-on every scheduling-loop tick as `ring.written - playhead`.
+JACK server (period = block size) for 60 s (quick: 10 s). The callback is C
+(engine/audio/rtout.c: PortAudio's audio thread never enters the interpreter) and times
+itself with CLOCK_MONOTONIC around each armed block; the rows read its counters
+(`sink.out.busy_ns / sink.out.callbacks` for the mean, `sink.out.max_ns` for the
+longest), so the figure is our callback's own work, not PortAudio's or JACK's around it.
+No per-block times are kept, hence no percentiles. Background load is 0, 1 or 2
+busy-loop processes (`while True: pass`) on a 2-core machine; the first level that shows
+an xrun is reported. Look-ahead is sampled on every scheduling-loop tick as
+`ring.written - playhead`. xruns are the sink's: PortAudio's underflow flags plus blocks
+the C callback found not fed (`sink.out.gaps`, also shown alone); JACK's own xrun count
+while playing is beside them.
 
 Each run is its own process (`python -m bench.audio_bench BLOCK LOAD SECONDS RATE`, one
 JSON line out): PortAudio keeps one JACK client per process, and a run that hangs (seen
@@ -21,7 +25,8 @@ C example, a sine, no Python) plays alone through the same dummy server while JA
 xrun callback counts. A third reference is a bare sounddevice client, a Python callback
 that fills zeros (`python -m bench.audio_bench --python-reference BLOCK SECONDS`): the
 cost of PortAudio plus a Python callback, without backline's other threads. backline's
-xruns are read against those three.
+xruns are read against those three (bench/xrun_bench.py compares the three clients side
+by side, interleaved, under load).
 
 The machine is shared while these run: quote figures with the load they ran under.
 """
@@ -43,7 +48,6 @@ import jack
 import numpy as np
 
 from bench import Row
-from engine.audio.ring import PlaybackRing
 from engine.audio.sinks import DeviceSink, OutputSpec, find_device
 from engine.engine import Engine
 from engine.generator import create_generator
@@ -60,24 +64,6 @@ BLOCKS = (256, 128)
 LARGER_BLOCKS = (512, 1024)  # idle only: the smallest block this machine plays without an xrun
 
 
-class TimedDeviceSink(DeviceSink):
-    """A DeviceSink whose callback time is recorded per block, inside the audio thread."""
-
-    def __init__(self, ring: PlaybackRing, spec: OutputSpec, *, capacity: int) -> None:
-        super().__init__(ring, spec)
-        self.times_ns = np.zeros(capacity, dtype=np.int64)
-        self.timed = 0
-
-    def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
-        """PortAudio's audio thread: the real callback, timed into the preallocated array."""
-        t0 = time.perf_counter_ns()
-        super()._callback(outdata, frames, time_info, status)
-        i = self.timed
-        if i < len(self.times_ns):
-            self.times_ns[i] = time.perf_counter_ns() - t0
-            self.timed = i + 1
-
-
 def _busy(n: int, stack: ExitStack) -> None:
     for _ in range(n):
         proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -86,25 +72,24 @@ def _busy(n: int, stack: ExitStack) -> None:
 
 
 def _play(blocksize: int, load: int, seconds: float, *, rate: int = SAMPLE_RATE) -> dict[str, float]:
-    """One run through a fresh dummy JACK server; counters and percentiles."""
+    """One run through a fresh dummy JACK server: the C callback's counters, look-ahead percentiles."""
     ticks: list[int] = []
     with ExitStack() as stack:
         stack.enter_context(portaudio_jack(rate=rate, period=blocksize))
         spec = OutputSpec("jack", blocksize=blocksize)
-        blocks = int(seconds * rate / blocksize) + 1000
         engine = Engine(patch=load_patch(PATCH), generator=create_generator("synth"), status_line=False,
-                        sink_factory=lambda ring: TimedDeviceSink(ring, spec, capacity=blocks))
+                        sink_factory=lambda ring: DeviceSink(ring, spec))
         sink = engine.sink
-        assert isinstance(sink, TimedDeviceSink)
+        assert isinstance(sink, DeviceSink)
         engine.on_tick = lambda: ticks.append(engine.ring.written - sink.playhead)
         _busy(load, stack)
         engine.run(duration_s=seconds)
-    times = sink.times_ns[: sink.timed] / 1000.0
+    out = sink.out
     ahead = np.asarray(ticks[len(ticks) // 10 :], dtype=np.float64) * 1000 / SAMPLE_RATE  # after start-up
     return {
-        "p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)), "max": float(times.max()),
-        "xruns": sink.xruns, "server": sink.server_xruns, "underruns": engine.ring.underruns,
-        "ahead_p50": float(np.percentile(ahead, 50)), "ahead_min": float(ahead.min()), "blocks": sink.timed,
+        "mean": out.busy_ns / max(1, out.callbacks) / 1000.0, "max": out.max_ns / 1000.0,
+        "xruns": sink.xruns, "gaps": out.gaps, "server": sink.server_xruns, "underruns": engine.ring.underruns,
+        "ahead_p50": float(np.percentile(ahead, 50)), "ahead_min": float(ahead.min()), "blocks": out.callbacks,
     }
 
 
@@ -224,10 +209,11 @@ def _rows(where: str, r: dict[str, float] | None, note: str) -> list[Row]:
     if r is None:
         return [Row(f"audio.xruns{where}", "hung", "", note + "; the run hung or failed (see stderr)")]
     return [
-        Row(f"audio.callback_p50{where}", r["p50"], "us", f"{note}, {int(r['blocks'])} blocks"),
-        Row(f"audio.callback_p99{where}", r["p99"], "us", note),
-        Row(f"audio.callback_max{where}", r["max"], "us", note),
-        Row(f"audio.xruns{where}", int(r["xruns"]), "count", f"PortAudio (+FIFO); JACK server {int(r['server'])}; "
+        Row(f"audio.callback_mean{where}", r["mean"], "us",
+            f"C callback, busy_ns / callbacks over {int(r['blocks'])} armed blocks; {note}"),
+        Row(f"audio.callback_max{where}", r["max"], "us", f"C callback, longest armed block (max_ns); {note}"),
+        Row(f"audio.xruns{where}", int(r["xruns"]), "count",
+            f"PortAudio underflows + unfed blocks (gaps {int(r['gaps'])}); JACK server {int(r['server'])}; "
             f"generation underruns {int(r['underruns'])}"),
         Row(f"audio.lookahead_p50{where}", r["ahead_p50"], "ms", "ring.written - playhead per loop tick"),
         Row(f"audio.lookahead_min{where}", r["ahead_min"], "ms", "after the first 10% of the run"),

@@ -21,9 +21,9 @@
    measured all through the span, and the engine process's RSS before and after. A third
    span sends the same flood to a socket nobody reads: the sender's own load. This VM
    has its own xrun floor (a C JACK client alone gets some), so the idle spans are the
-   baseline. It runs twice: with the switch interval a live sink sets (0.5 ms,
-   LIVE_SWITCH_INTERVAL_S) and with the interpreter's default 5 ms put back right after
-   the sink starts (the GIL wait an audio callback may see is up to one interval).
+   baseline. The audio callback is C (engine/audio/rtout.c), so the flood's Python work
+   no longer competes with it for the GIL; bench/xrun_bench.py sets these xruns beside a
+   C and a bare Python JACK client.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from bench import Row
-from engine.audio.sinks import LIVE_SWITCH_INTERVAL_S
 from engine.conditioning import FrameConditioning
 from engine.control.dispatcher import FRAME_S, Dispatcher
 from engine.control.osc_server import OscServer
@@ -236,26 +235,13 @@ class LevelGenerator(Generator):
         self._synth.restore(snapshot)  # type: ignore[arg-type]
 
 
-def engine_main(config: str, switch_interval_s: float | None = None) -> None:
-    """The engine process: the service runner with the level generator (quiet log).
-
-    `switch_interval_s` replaces the interpreter's switch interval right after the sink
-    started, so that both can be compared.
-    """
+def engine_main(config: str) -> None:
+    """The engine process: the service runner with the level generator (quiet log)."""
     logging.basicConfig(level=logging.WARNING, format="engine %(levelname)s %(name)s: %(message)s")
-    from engine.audio.sinks import DeviceSink
     from engine.service import runner
     from engine.service.config import load_config
 
     runner.create_generator = lambda name, **options: LevelGenerator()
-    if switch_interval_s is not None:
-        sink_start = DeviceSink.start
-
-        def start_then_reset(self: DeviceSink) -> None:
-            sink_start(self)
-            sys.setswitchinterval(switch_interval_s)
-
-        DeviceSink.start = start_then_reset  # type: ignore[method-assign]
     sys.exit(runner.run_service(lambda: load_config(config)))
 
 
@@ -304,7 +290,7 @@ class Engine:
 
 
 @contextmanager
-def running_engine(lookahead_ms: float, *, rollback: bool = True, switch_interval_s: float | None = None) -> Iterator[Engine]:
+def running_engine(lookahead_ms: float, *, rollback: bool = True) -> Iterator[Engine]:
     """The runner in its own process on the current JACK server (JACK_DEFAULT_SERVER); stopped with SIGTERM.
 
     `rollback=False` writes `rollback: false` into its config (the engine's default is on)."""
@@ -315,7 +301,7 @@ def running_engine(lookahead_ms: float, *, rollback: bool = True, switch_interva
             f"output: jack\npatch: {REPO / 'patches/default.yaml'}\nstate_file: null\nlookahead_ms: {lookahead_ms}\n"
             f"fade_s: 0.05\nosc: {{port: {osc_port}}}\nmidi: {{enabled: false}}\nstatus_http: {{port: {http_port}}}\n"
             f"learn_file: {Path(tmp) / 'learned.yaml'}\n" + ("" if rollback else "rollback: false\n"))
-        proc = mp.get_context("spawn").Process(target=engine_main, args=(str(config), switch_interval_s), name="engine")
+        proc = mp.get_context("spawn").Process(target=engine_main, args=(str(config),), name="engine")
         proc.start()
         engine = Engine(proc, osc_port, http_port)
         try:
@@ -455,18 +441,14 @@ def engine_rows(quick: bool) -> list[Row]:
     with jack_server():
         if not quick:
             rows += rollback_rows(where)
-        variants = {"sink": None} if quick else {"sink": None, "switch5ms": 0.005}
-        for variant, interval in variants.items():
-            with running_engine(200, switch_interval_s=interval) as engine:
-                probe = Probe()
-                try:
-                    spans = [measure_span(engine, probe, 5.0 if quick else 30.0, kind)
-                             for _ in range(1 if quick else 3) for kind in SPAN_KINDS]
-                finally:
-                    probe.close()
-            label = (f"switch interval {LIVE_SWITCH_INTERVAL_S * 1e3:g} ms (the sink's)" if interval is None
-                     else f"switch interval {interval * 1e3:g} ms (set after the sink starts)")
-            rows += flood_engine_rows(variant, spans, f"{label}, look-ahead 200 ms, {where}")
+        with running_engine(200) as engine:
+            probe = Probe()
+            try:
+                spans = [measure_span(engine, probe, 5.0 if quick else 30.0, kind)
+                         for _ in range(1 if quick else 3) for kind in SPAN_KINDS]
+            finally:
+                probe.close()
+        rows += flood_engine_rows("sink", spans, f"C audio callback, look-ahead 200 ms, {where}")
     return rows
 
 

@@ -56,3 +56,21 @@ def test_a_busy_device_names_the_problem_the_devices_and_what_to_try(jack44, mon
     assert message.startswith("jack device 0 (system) is busy: another program has it open (Error opening OutputStream: Device unavailable)")
     assert "Devices:\nhost API" in message and "[0] system" in message
     assert "close the other program" in message and "--output wav:FILE" in message
+
+
+def test_without_the_compiled_callback_a_live_output_exits_1_naming_what_to_install(tmp_path) -> None:
+    """An install on a machine with no C compiler has no engine/audio/_rtout*.so (the extension is
+    optional): renders work, a live output refuses in one line. The missing file is simulated by
+    hiding it from the import system, which is where the engine looks for it."""
+    hide = ("import importlib.util as u, sys; find = u.find_spec; "
+            "u.find_spec = lambda name, *a: None if name == 'engine.audio._rtout' else find(name, *a); "
+            "from engine.cli import main; sys.exit(main(sys.argv[1:]))")
+    live = subprocess.run([sys.executable, "-c", hide, "run", "--patch", "patches/default.yaml", "--output",
+                           f"wav:{tmp_path / 'live.wav'}", "--no-osc", "--no-midi", "--duration", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert live.returncode == 1, live.stderr
+    assert "real-time audio callback (engine/audio/rtout.c) was not built" in live.stderr
+    assert "apt-get install gcc" in live.stderr and "Traceback" not in live.stderr
+    render = subprocess.run([sys.executable, "-c", hide, "render", "--patch", "patches/default.yaml", "--bars", "1",
+                             "-o", str(tmp_path / "demo.wav")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert render.returncode == 0, render.stderr
