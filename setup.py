@@ -1,11 +1,14 @@
-"""The one compiled part: the real-time output callback (engine/audio/rtout.c).
+"""The compiled parts: the real-time callbacks, audio (engine/audio/rtout.c) and JACK MIDI clock
+(engine/clock/jack_midi.c).
 
-It includes no Python header (cffi loads it in ABI mode), so a C compiler and libc are all it
-needs. It is optional: without a compiler `pip install` still succeeds, renders to a file work,
-and a live output says in one line what is missing (engine/audio/rtout.py).
+They include no Python header (cffi loads them in ABI mode: engine/native.py), so a C compiler and
+libc are all they need. They are optional: without a compiler `pip install` still succeeds, renders
+to a file work, and a live output says in one line what is missing.
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("engine.audio._rtout", sources=["engine/audio/rtout.c"],
-                             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"], optional=True)])
+FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra"]
+setup(ext_modules=[Extension("engine.audio._rtout", sources=["engine/audio/rtout.c"], extra_compile_args=FLAGS, optional=True),
+                   Extension("engine.clock._jackmidi", sources=["engine/clock/jack_midi.c"], extra_compile_args=FLAGS,
+                             optional=True)])

@@ -7,12 +7,11 @@ publishes the new limit; counters are read with plain calls (cffi releases the G
 
 from __future__ import annotations
 
-import importlib.util
-from functools import cache
 from typing import Any
 
 import numpy as np
 
+from engine import native
 from engine.errors import OutputError
 
 _CDEF = """
@@ -33,29 +32,11 @@ int bl_callback(const void *input, void *output, unsigned long frames, const voi
 _CALLBACKS, _XRUNS, _GAPS, _GAP_FRAMES, _SKIPPED, _TID, _FINISHED, _ORIGIN, _LOCKED, _BUSY_NS, _MAX_NS = range(11)
 
 
-@cache
-def _library() -> tuple[Any, Any]:
-    """(ffi, lib) of the compiled callback, or OutputError naming what is missing."""
-    import cffi
-
-    spec = importlib.util.find_spec("engine.audio._rtout")
-    if spec is None or spec.origin is None:
-        raise OutputError("backline's real-time audio callback (engine/audio/rtout.c) was not built: "
-                          "install a C compiler (apt-get install gcc libc6-dev) and reinstall backline "
-                          "(pip install -e . --force-reinstall); or render to a file (--output wav:FILE)")
-    ffi = cffi.FFI()
-    ffi.cdef(_CDEF)
-    try:
-        return ffi, ffi.dlopen(spec.origin)
-    except OSError as err:
-        raise OutputError(f"cannot load backline's audio callback {spec.origin}: {err}") from err
-
-
 class OutputRing:
     """One stream's C ring: `capacity` frames (a power of two) of `channels` float32."""
 
     def __init__(self, capacity: int, channels: int, *, fade_frames: int) -> None:
-        self._ffi, self._lib = _library()
+        self._ffi, self._lib = native.load("engine.audio._rtout", "audio callback (engine/audio/rtout.c)", _CDEF)
         ptr = self._lib.bl_out_new(capacity, channels, fade_frames)
         if ptr == self._ffi.NULL:
             raise OutputError(f"cannot allocate the {capacity}-frame output ring")

@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from engine import native
 from engine.audio.feeder import OutputFeeder, Quality
 from engine.audio.file_sink import FileSink
 from engine.audio.memlock import MemoryLock, lock_memory
@@ -262,8 +263,8 @@ class DeviceSink(LiveSink):
             log.warning("JACK period %d and block size %d do not divide: playhead not frame-locked", period, self.blocksize)
         else:
             ffi = jack._ffi  # the frame clock, read by the C callback through libjack itself
-            self.out.lock_to(int(ffi.cast("uintptr_t", ffi.addressof(jack._lib, "jack_last_frame_time"))),
-                             int(ffi.cast("uintptr_t", monitor._ptr)))
+            self.out.lock_to(native.address(ffi, ffi.addressof(jack._lib, "jack_last_frame_time")),
+                             native.address(ffi, monitor._ptr))
 
     def _route_jack(self) -> None:
         """Connect our two ports where asked (PortAudio auto-connects to system playback)."""

@@ -7,19 +7,20 @@ clock looks late or bursty in wall time although it is exact in frames. JACK fra
 also the clock of the JACK audio sink (see `DeviceSink.frame_origin`), so a clock tick at
 frame f and the audio sample that plays at frame f are compared without any wall clock.
 
-The process callback (JACK's thread) appends (frame, bytes) to a deque and returns; the
-engine loop converts frames to the engine's clock seconds with a `FrameTimebase`.
+The process callback (C: engine/clock/jack_midi.c, so the JACK cycle never waits for Python)
+queues (frame, bytes) and returns; the engine loop converts frames to the engine's clock
+seconds with a `FrameTimebase`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 
 import mido
 
+from engine.clock.jack_midi import CMidiPort
 from engine.clock.midi_in import RESCAN_S, parse_stamped
 from engine.errors import BacklineError
 from engine.jack import FRAME_MASK, frame_delta, leave_jack
@@ -76,19 +77,17 @@ class JackClockInput:
         except jack.JackError as err:
             raise BacklineError(f"cannot open a JACK client for clock input: {err}") from err
         self._port = self._client.midi_inports.register("clock in")
-        self._events: deque[tuple[int, bytes]] = deque(maxlen=4096)
-        self._client.set_process_callback(self._process)
+        try:
+            self._events = CMidiPort(self._client, self._port, output=False)
+        except BacklineError:
+            leave_jack(self._client)
+            raise
         self._client.activate()
         self.bound: str | None = None
         self.timebase: FrameTimebase | None = None
         self._next_scan = 0.0
         self._log = RateLimitedLog(logger, interval=30.0)
-
-    def _process(self, frames: int) -> None:
-        """JACK's process thread: stamp each event with its frame and queue it; nothing else."""
-        base = self._client.last_frame_time
-        for offset, data in self._port.incoming_midi_events():
-            self._events.append((base + offset, bytes(data)))
+        self._dropped = 0
 
     def frame_time(self) -> int:
         """JACK's current frame time (any thread)."""
@@ -102,7 +101,8 @@ class JackClockInput:
             self._log.warn("absent", "MIDI clock input %r not found on JACK (ports: %s); still looking",
                            self.pattern, ", ".join(names) or "none")
             return
-        self._client.connect(match, self._port)
+        if match not in [q.name for q in self._port.connections]:  # a patchbay may have connected it already
+            self._client.connect(match, self._port)
         self.bound = match
         logger.info("MIDI clock input %r bound to %r (JACK, stamped in frames)", self.pattern, self.bound)
 
@@ -118,8 +118,11 @@ class JackClockInput:
                 self._scan()
         if self.timebase is None:
             return []
-        timebase, events = self.timebase, self._events
-        raw = [(data, timebase.seconds(frame)) for frame, data in (events.popleft() for _ in range(len(events)))]
+        raw = [(data, self.timebase.seconds(frame)) for frame, data in self._events.take()]
+        if self._events.dropped > self._dropped:
+            self._log.warn("dropped", "MIDI clock input %r: %d events dropped (longer than 3 bytes, or the queue was full)",
+                           self.bound, self._events.dropped - self._dropped)
+            self._dropped = self._events.dropped
         return parse_stamped(raw, log=self._log, port=self.bound)
 
     def close(self) -> None:

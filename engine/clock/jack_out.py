@@ -3,7 +3,8 @@
 With the JACK sink frame-locked (`DeviceSink.frame_origin`), output sample s plays at JACK
 frame origin + s. `JackClockSender` computes the clock's events a little ahead from the
 timeline (`MidiClockOut`) and queues them with their frames; the port's process callback
-writes each at its offset in the cycle that contains it. No wall clock is involved, so a
+(C: engine/clock/jack_midi.c, so the JACK cycle never waits for Python) writes each at its
+offset in the cycle that contains it. No wall clock is involved, so a
 stalled or overrun JACK server moves the clock exactly as it moves the audio. (rtmidi's
 JACK output instead writes whatever was sent at offset 0 of the next cycle, timed by when
 a thread woke up.)
@@ -14,14 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
 import mido
 
+from engine.clock.jack_midi import CMidiPort
 from engine.clock.midi_clock_out import MidiClockOut
 from engine.errors import BacklineError
-from engine.jack import FRAME_MASK, frame_delta, leave_jack
+from engine.jack import FRAME_MASK, leave_jack
 from engine.midi import port_matches
 from engine.timeline import Timeline
 
@@ -42,8 +43,11 @@ class JackClockOutput:
         except jack.JackError as err:
             raise BacklineError(f"cannot open a JACK client for clock out: {err}") from err
         self._port = self._client.midi_outports.register("clock out")
-        self._queue: deque[tuple[int, bytes]] = deque()
-        self._client.set_process_callback(self._process)
+        try:
+            self._queue = CMidiPort(self._client, self._port, output=True)
+        except BacklineError:
+            leave_jack(self._client)
+            raise
         self._client.activate()
         names = [p.name for p in self._client.get_ports(is_midi=True, is_input=True) if not p.name.startswith(client_name)]
         self.bound = next((n for n in names if port_matches(n, pattern)), None)
@@ -53,23 +57,15 @@ class JackClockOutput:
         self._client.connect(self._port, self.bound)
         logger.info("MIDI clock out to %r (JACK, written at its frames)", self.bound)
 
-    def _process(self, frames: int) -> None:
-        """JACK's process thread: write the queued events that fall in this cycle (late ones at offset 0)."""
-        self._port.clear_buffer()
-        base = self._client.last_frame_time
-        queue = self._queue
-        while queue and frame_delta(queue[0][0], base) < frames:
-            frame, data = queue.popleft()
-            self._port.write_midi_event(max(0, frame_delta(frame, base)), data)
-
     def put(self, frame: int, message: mido.Message) -> None:
-        """Queue `message` for JACK frame `frame` (32 bits); frames must come in order. Any thread."""
-        self._queue.append((frame & FRAME_MASK, bytes(message.bytes())))
+        """Queue `message` for JACK frame `frame` (32 bits); frames must come in order. One thread."""
+        if not self._queue.put(frame & FRAME_MASK, bytes(message.bytes())):
+            logger.warning("MIDI clock out: queue full, %s dropped", message.type)
 
     def close(self, *, drain_s: float = 0.5) -> None:
         """Let what is queued (a final Stop) go out, for at most `drain_s`, then leave JACK."""
         idle, deadline = threading.Event(), time.monotonic() + drain_s
-        while self._queue and time.monotonic() < deadline:
+        while self._queue.pending and time.monotonic() < deadline:
             idle.wait(0.01)
         leave_jack(self._client)
 

@@ -69,7 +69,7 @@ def test_without_the_compiled_callback_a_live_output_exits_1_naming_what_to_inst
                            f"wav:{tmp_path / 'live.wav'}", "--no-osc", "--no-midi", "--duration", "1"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert live.returncode == 1, live.stderr
-    assert "real-time audio callback (engine/audio/rtout.c) was not built" in live.stderr
+    assert "real-time audio callback (engine/audio/rtout.c) was not built" in live.stderr, live.stderr
     assert "apt-get install gcc" in live.stderr and "Traceback" not in live.stderr
     render = subprocess.run([sys.executable, "-c", hide, "render", "--patch", "patches/default.yaml", "--bars", "1",
                              "-o", str(tmp_path / "demo.wav")], cwd=REPO, capture_output=True, text=True, timeout=60)
