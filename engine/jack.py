@@ -19,7 +19,8 @@ def frame_delta(frame: int, base: int) -> int:
 
 
 def leave_jack(client) -> None:  # type: ignore[no-untyped-def]
-    """Deactivate and close a JACK client whose process callback is Python code.
+    """Deactivate and close a JACK client, safely when its process callback is Python code
+    (the tests' receivers, rtmidi's JACK input with its Python callback).
 
     JACK2 ends a client's process thread with pthread_cancel on deactivation. A thread
     cancelled while it waits for the GIL (a cancellation point inside CPython) dies holding

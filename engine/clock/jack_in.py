@@ -30,9 +30,6 @@ from engine.ratelog import RateLimitedLog
 logger = logging.getLogger(__name__)
 
 
-# Long enough for a process callback that was waiting for the GIL to run, return, and wait
-# in JACK again (a few periods of 256..1024 frames).
-
 
 class FrameTimebase:
     """JACK frames as seconds on the engine's clock: frame `origin` is 0 s (the sink's playhead 0).

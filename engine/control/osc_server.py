@@ -8,8 +8,9 @@ server-level address (`osc_space.SERVER_ADDRESSES`) goes to `Dispatcher.handle`.
 Floods: the server thread reads every datagram waiting in the socket at each wake-up (a
 batch), and of the datagrams one sender sent to one value address in that batch only the
 last is parsed and dispatched; the others are counted in `coalesced`, unread. Parsing in
-Python holds the GIL, which the audio callback needs too, so parsing less is what keeps a
-flood from delaying audio. Triggers, actions, notes, switches, pickup controls, server
+Python holds the GIL, which the scheduling loop and the audio feeder need too (the audio
+callback itself is C and does not), so parsing less is what keeps a flood from delaying
+generation. Triggers, actions, notes, switches, pickup controls, server
 addresses and bundles are never coalesced. After a batch of `BURST_DATAGRAMS` or more
 (short of a full batch) the thread waits `batch_window_s` so that the rest of the burst
 gathers in the kernel's buffer; smaller batches (a surface played by hand) are handled with
