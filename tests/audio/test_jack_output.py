@@ -37,6 +37,8 @@ def test_jack_output_is_the_exact_stream_with_bars_where_the_timeline_says(jack,
     assert ports, proc.stderr  # the client is named backline and its ports are ours
     # the test server runs --no-realtime: JACK decides its clients' priority, the engine only reports it
     assert "audio thread (jack, tid " in proc.stderr and ") runs at normal (JACK runs without real-time)" in proc.stderr
+    # memory: all of it where the limits allow (root here has CAP_IPC_LOCK), else at least the C ring
+    assert re.search(r"memory: (all locked \(mlockall\)|output ring locked)", proc.stderr), proc.stderr
     reference = tmp_path / "ref.wav"
     subprocess.run([sys.executable, "-m", "engine", "render", "--patch", "patches/night-drive.yaml", "--bars", "3",
                     "-o", str(reference)], cwd=REPO, check=True, capture_output=True)
