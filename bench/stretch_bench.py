@@ -1,7 +1,10 @@
 """Time-stretchers for the beat grid (issue #15): which one, measured here, before it is built in.
 
-Needs `pip install python-stretch bungee-python` (neither is a dependency of backline yet:
-without them this module is skipped with its reason).
+`backline@BLOCK` is Signalsmith Stretch 1.3.2 through backline's own streaming binding
+(engine/schedule/stretch.cpp, built by pip install): an analysis block of 1,200 samples
+(25 ms, the issue's latency budget: its latency is its block), 2,400, and the library's
+default preset (5,760). The others need `pip install python-stretch bungee-python` (not
+dependencies of backline); a candidate that is not installed gets an n/a row.
 
 The plan: each beat gets a whole number of 40 ms frames in the model's time, and the audio
 of a beat is stretched onto the beat's exact output length, pitch kept. The ratios it needs
@@ -38,6 +41,7 @@ from scipy import signal
 
 from bench import Row
 from engine.conditioning import NOTE_HELD, FrameConditioning, masked_notes
+from engine.errors import BacklineError
 from engine.generator.synth import SynthGenerator
 from engine.style.embedder import HashEmbedder
 from engine.units import FRAME_SAMPLES, SAMPLE_RATE
@@ -81,7 +85,26 @@ def bungee() -> Stretch:
     return run
 
 
+def backline(block: int, interval: int) -> Stretch:
+    """Signalsmith Stretch 1.3.2 through backline's own binding (engine/schedule/stretch.cpp)."""
+    from engine.schedule.stretch import Stretcher
+
+    st = Stretcher(block=block, interval=interval)
+    taken = [0, 0]  # input and output frames so far: each call's length keeps the total on the ratio
+
+    def run(x: np.ndarray, factor: float) -> np.ndarray:
+        taken[0] += len(x)
+        n = round(taken[0] / factor) - taken[1]
+        taken[1] += n
+        return st.process(x, n)
+
+    return run
+
+
 CANDIDATES: dict[str, Callable[[], Stretch]] = {
+    "backline@1200": lambda: backline(1200, 300),
+    "backline@2400": lambda: backline(2400, 600),
+    "backline@preset": lambda: backline(5760, 1440),
     "signalsmith@1024": lambda: signalsmith(1024),
     "signalsmith@preset": lambda: signalsmith(None),
     "bungee": bungee,
@@ -179,7 +202,7 @@ def rows(quick: bool) -> list[Row]:
     for name, make in CANDIDATES.items():
         try:
             stretched = stream(make, source, factor)
-        except ImportError as err:
+        except (ImportError, BacklineError) as err:  # an optional package, or the binding not built
             out.append(Row(f"stretch.{name}", "n/a", "", f"not installed: {err}"))
             continue
         skip = SAMPLE_RATE // 4
