@@ -140,7 +140,6 @@ class LiveSink(Sink):
         self.out = OutputRing(OUTPUT_RING_FRAMES, CHANNELS, fade_frames=max(1, round(fade_s * rate)))
         self.feeder = OutputFeeder(ring, self.out, blocksize=blocksize, finished=self.finished,
                                    device_rate=rate, quality=quality)
-        self.started_at: float | None = None  # time.monotonic() when the stream was armed
 
     @property
     def playhead(self) -> int:
@@ -149,10 +148,6 @@ class LiveSink(Sink):
     @property
     def xruns(self) -> int:
         return self.out.xruns + self.out.gaps
-
-    @property
-    def callbacks(self) -> int:
-        return self.out.callbacks
 
     @property
     def audio_tid(self) -> int | None:
@@ -172,7 +167,6 @@ class LiveSink(Sink):
         log.info("memory: %s", self.memory)
         self.out.arm()
         self.armed = True
-        self.started_at = time.monotonic()
 
     def _disarm(self) -> None:
         self.feeder.close()

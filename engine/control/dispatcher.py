@@ -176,8 +176,8 @@ class Dispatcher:
             return
         try:
             message = mido.Message.from_bytes(data)
-        except (ValueError, TypeError) as err:
-            self.rejects.reject("malformed_midi", f"{bytes(data)[:8].hex()}: {err}", source)
+        except (ValueError, TypeError, IndexError) as err:  # mido: IndexError for a short Song Position (F2)
+            self.rejects.reject("malformed_midi", f"{bytes(data)[:8].hex()}: {type(err).__name__} {err}", source)
             return
         self.handle(message, source)
 

@@ -12,6 +12,12 @@ JACK-Client, when installed) whether each bound port is still connected to our i
 rebinds it if not. rtmidi's ALSA API cannot tell: there a replug within one poll is caught
 only when the device comes back under a new ALSA client number (part of the port name).
 
+On JACK, rtmidi would run a Python callback on JACK's process thread, so every cycle that
+carries MIDI would wait for the GIL (and the dispatcher's work) and delay the whole graph,
+backline's audio included. There the ports are polled instead: rtmidi queues messages in C++ on
+JACK's thread, and the `midi-poll` thread drains the queues every POLL_S. On ALSA rtmidi's own
+input thread runs the callback, outside any audio graph.
+
 rtmidi holds back everything after a SysEx that never gets its F7 until the next F7
 arrives; `Dispatcher.handle_bytes` then recovers the messages in between (late) and counts
 the broken SysEx as `unterminated_sysex`.
@@ -32,7 +38,7 @@ from engine.control.mapping import Output
 from engine.midi import MidiApi, port_matches, rtmidi_api
 
 log = logging.getLogger(__name__)
-
+POLL_S = 0.002  # JACK: how often queued input is drained (a control waits at most this much more)
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -51,6 +57,7 @@ class MidiHub:
         self.client_name = client_name
         self.poll_s = poll_s
         self._lock = threading.Lock()
+        self._in_lock = threading.Lock()  # inputs' lifetime only (inside _lock): polling never waits for a rescan
         self._inputs: dict[str, rtmidi.MidiIn] = {}
         self._outputs: dict[str, rtmidi.MidiOut] = {}
         self._labels: dict[str, str] = {}  # input port name -> the name of our port connected to it
@@ -58,6 +65,7 @@ class MidiHub:
         self._lost: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._poller: threading.Thread | None = None
         self._closed = False
         self._probe_in = rtmidi.MidiIn(rtmidi_api(api), name=f"{client_name}-probe")
         self._probe_out = rtmidi.MidiOut(rtmidi_api(api), name=f"{client_name}-probe")
@@ -85,8 +93,9 @@ class MidiHub:
         leaves the client open until the object is collected, and a client still open when
         its JACK server stops is torn down under it by libjack at the next client's open."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in (self._thread, self._poller):
+            if thread is not None:
+                thread.join()
         self._feed.close()
         with self._lock:
             if self._closed:
@@ -96,9 +105,10 @@ class MidiHub:
                 for ch in range(16):
                     out.send_message(mido.Message("control_change", channel=ch, control=123, value=0).bytes())
                 out.delete()
-            for port in self._inputs.values():
-                _close_input(port)
-            self._inputs.clear()
+            with self._in_lock:
+                for port in self._inputs.values():
+                    self._close_input(port)
+                self._inputs.clear()
             self._outputs.clear()
             self._probe_in.delete()
             self._probe_out.delete()
@@ -136,12 +146,12 @@ class MidiHub:
             in_ports, out_ports = self._probe_in.get_ports(), self._probe_out.get_ports()  # rtmidi's numbering
             in_names, out_names = self._foreign(in_ports), self._foreign(out_ports)
             for name in [n for n in self._inputs if n not in in_names]:
-                _close_input(self._inputs.pop(name))
+                self._drop_input(name)
                 self._lost.add(name)
                 log.warning("MIDI input %r disappeared; it will be rebound when it returns", name)
             links = self._links
             for name in [n for n in self._inputs if links is not None and not links.connected(n, self._labels[n])]:
-                _close_input(self._inputs.pop(name))
+                self._drop_input(name)
                 self._lost.add(name)
                 log.warning("MIDI input %r was unplugged and plugged back (our connection is gone)", name)
             for name in [n for n in self._outputs if n not in out_names]:
@@ -162,8 +172,13 @@ class MidiHub:
         label = f"in {self._opened}"
         self._opened += 1
         port.open_port(index, name=label)
-        port.set_callback(self._on_midi, name)
-        self._inputs[name] = port
+        if self.api != "jack":
+            port.set_callback(self._on_midi, name)
+        elif self._poller is None:  # on JACK: polled (see the module), from the first input on
+            self._poller = threading.Thread(target=self._poll, name="midi-poll", daemon=True)
+            self._poller.start()
+        with self._in_lock:
+            self._inputs[name] = port
         self._labels[name] = label
         if name in self._lost:
             self._lost.discard(name)
@@ -173,8 +188,32 @@ class MidiHub:
             log.info("MIDI input %r opened (%s)", name, self.api)
 
     def _on_midi(self, event: tuple[list[int], float], name: str) -> None:
-        """rtmidi callback, on rtmidi's input thread: hand the raw bytes to the dispatcher."""
+        """rtmidi callback, on rtmidi's input thread (ALSA): hand the raw bytes to the dispatcher."""
         self.dispatcher.handle_bytes(event[0], name)
+
+    def _poll(self) -> None:
+        """The `midi-poll` thread (JACK): drain rtmidi's queues, then dispatch outside the lock."""
+        while not self._stop.wait(POLL_S):
+            with self._in_lock:  # a port is never deleted while it is read
+                if self._closed:
+                    return
+                batch = [(msg[0], name) for name, port in self._inputs.items() for msg in iter(port.get_message, None)]
+            for data, name in batch:
+                try:
+                    self.dispatcher.handle_bytes(data, name)
+                except Exception:  # noqa: BLE001 - one bad message must not end MIDI input
+                    log.exception("MIDI input %r: message %s not handled", name, bytes(data)[:8].hex())
+
+    def _drop_input(self, name: str) -> None:
+        with self._in_lock:
+            self._close_input(self._inputs.pop(name))
+
+    def _close_input(self, port: rtmidi.MidiIn) -> None:
+        """Cancel the Python callback before closing (ALSA): closing while rtmidi's thread waits
+        for the GIL to run the callback can deadlock."""
+        if self.api != "jack":
+            port.cancel_callback()
+        port.delete()
 
     def _on_change(self, path: str, value: object, source: str) -> None:
         """The `midi-feedback` thread (a Feed: never the scheduler's, which a rescan holding
@@ -236,13 +275,6 @@ class _JackLinks:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-
-
-def _close_input(port: rtmidi.MidiIn) -> None:
-    """Cancel the Python callback before closing: closing while JACK's process thread waits for
-    the GIL to run the callback can deadlock."""
-    port.cancel_callback()
-    port.delete()
 
 
 def _feedback_message(out: Output, value: int) -> mido.Message:
