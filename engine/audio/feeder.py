@@ -16,6 +16,12 @@ real-time thread:
   bar exists it feeds silence, which fresh audio overwrites as soon as it is written.
 - **Freeze** loops from the first bar line at least `lead` past the playhead: the feeder
   goes back to that line and feeds the loop from there, `lead` ahead of the playhead.
+- **The feeder itself late** (the interpreter frozen by a long garbage collection, a stuck
+  thread): after every feed it designates the bar the ring's reader would replay from the end
+  of what it fed (`PlaybackRing.replay_bar`), and the callback loops that bar when it runs
+  dry (rtout.c). Back, the feeder finds the callback past what it fed, puts the reader into
+  that same replay (`resume_replay`) and feeds on a block past the playhead: what it feeds
+  continues what was heard, and fresh audio rejoins at a bar line as after any underrun.
 - **Another device rate**: the stream is resampled with soxr's streaming resampler and fed
   `lead` ahead only, since resampled audio cannot be rewritten; the sink's `read_ahead`
   tells the scheduler so (its splice margin grows by as much).
@@ -59,6 +65,8 @@ class OutputFeeder:
         self._fresh_from = 0  # frames before it may hold a replayed bar: a rewrite does not reach them
         self._silent_from: int | None = None  # silence fed since here: fresh audio overwrites it
         self._frozen = False
+        self._designated: tuple[int, int, int] | None = None  # the bar the callback loops if it runs dry
+        self._dry_seen = 0  # the callback's dry entries already answered
         self._finished = finished  # set when the C side's fade reaches silence, or when the feeder fails
         self._resampler = None if device_rate == SAMPLE_RATE else soxr.ResampleStream(
             SAMPLE_RATE, device_rate, CHANNELS, dtype="float32", quality=quality)
@@ -106,11 +114,32 @@ class OutputFeeder:
             if self._resampler is not None:
                 self._feed_resampled(played)
             else:
+                self._catch_up(played)
                 self._rewrite(played)
                 self._feed_direct(played)
+                self._designate()
             self.out.publish(self.fed)
 
     # -- at 48 kHz --------------------------------------------------------------------------
+    def _catch_up(self, played: int) -> None:
+        """The callback played past what was fed (this feeder was late): go on a block past it,
+        inside the replay it looped, if it looped one."""
+        if played <= self.fed:
+            return
+        dry = self.out.dry_entries
+        if dry > self._dry_seen and self._designated is not None:
+            self.ring.resume_replay(self._designated)
+        self._dry_seen = dry
+        self.fed = played + self.blocksize  # the block in flight plays on as the callback chose
+        self._fresh_from = self.fed
+        self._silent_from = None
+
+    def _designate(self) -> None:
+        bar = self.ring.replay_bar(self.fed)
+        if bar != self._designated:
+            self.out.designate(*(bar or (0, 0, 0)))
+            self._designated = bar
+
     def _rewrite(self, played: int) -> None:
         """Copy audio written again (a rollback), or fresh audio over fed silence."""
         ring = self.ring

@@ -249,6 +249,26 @@ class PlaybackRing:
             self._read_replaying(out, position, fresh_until=self.written)
         self._last[:] = out[-1]
 
+    def replay_bar(self, position: int) -> tuple[int, int, int] | None:
+        """(start, length, anchor) of the bar the reader would replay from `position` if the stream
+        ended there: the bar being replayed, or the last complete bar (the feeder hands it to the
+        audio callback for when it runs dry)."""
+        if self.replaying:
+            return self._replay_start, self._replay_length, self._replay_anchor
+        bar = self._last_complete_bar(position)
+        if bar is None:
+            return None
+        anchor = self._bar_line_at_or_before(position)
+        return bar[0], bar[1], anchor if anchor is not None else bar[0] + bar[1]
+
+    def resume_replay(self, bar: tuple[int, int, int]) -> None:
+        """Reader: the audio callback looped `bar` (from `replay_bar`) while the reader was late;
+        go on inside that replay, so what is read next continues what was heard."""
+        if not self.replaying:
+            self._replay_start, self._replay_length, self._replay_anchor = bar
+            self.replaying = True
+            self.underruns += 1
+
     def _start_replay(self, position: int, *, fresh_until: int) -> bool:
         bar = self._last_complete_bar(fresh_until)
         if bar is None:

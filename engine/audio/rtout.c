@@ -16,6 +16,12 @@
  * below `read` + one block may still change. The writer keeps the whole look-ahead in the
  * ring, so Python has the look-ahead as its deadline, not a period.
  *
+ * Running dry: if the feeder itself is late (the interpreter frozen: a long garbage collection,
+ * a stuck loop), the callback loops the bar the feeder designated (`bl_designate`: the last
+ * complete bar, bar-aligned as the playback ring's replay would be), fading in from the last
+ * frame it played, so the audio never stops; only with no bar designated yet does it play
+ * zeros (a gap). The feeder, back, goes on from where the callback is, in the same replay.
+ *
  * Frame lock: on JACK the read position follows JACK's frame clock (the cycle's frame
  * time, read through a function pointer into libjack handed over by Python), so cycles JACK
  * skips on an xrun are skipped in the audio too and the bar grid stays on JACK's clock.
@@ -33,6 +39,8 @@
 #include <unistd.h>
 
 #define PA_CONTINUE 0
+#define BL_MAX_CHANNELS 8
+#define BL_ENTRY_FADE 240 /* 5 ms at 48 kHz: into a dry replay from the last frame played */
 #define PA_OUTPUT_UNDERFLOW 0x00000004UL
 
 typedef uint32_t (*bl_frame_time_fn)(const void *client);
@@ -50,6 +58,11 @@ typedef struct bl_out {
     _Atomic int tid;
     _Atomic int64_t callbacks, xruns, gaps, gap_frames, skipped;
     _Atomic int64_t busy_ns, max_ns; /* time spent in the callback: total, longest */
+    _Atomic int64_t rp_start, rp_len, rp_anchor; /* the bar to loop when dry (rp_len 0: none) */
+    _Atomic int64_t dry_frames, dry_entries;      /* frames looped when dry, times it began */
+    int dry;                                      /* the callback's: the last block ran dry */
+    int64_t fade_in;                              /* frames of the entry fade done */
+    float last[BL_MAX_CHANNELS];                  /* the last frame played */
     /* frame lock: set before the stream starts, then the callback's alone */
     bl_frame_time_fn frame_time;
     const void *client;
@@ -59,10 +72,10 @@ typedef struct bl_out {
 } bl_out;
 
 enum { BL_CALLBACKS, BL_XRUNS, BL_GAPS, BL_GAP_FRAMES, BL_SKIPPED, BL_TID, BL_FINISHED, BL_ORIGIN, BL_LOCKED,
-       BL_BUSY_NS, BL_MAX_NS };
+       BL_BUSY_NS, BL_MAX_NS, BL_DRY_FRAMES, BL_DRY_ENTRIES };
 
 bl_out *bl_out_new(int64_t capacity, int channels, int64_t fade_len) {
-    if (capacity <= 0 || (capacity & (capacity - 1)) || channels <= 0) return NULL;
+    if (capacity <= 0 || (capacity & (capacity - 1)) || channels <= 0 || channels > BL_MAX_CHANNELS) return NULL;
     bl_out *s = calloc(1, sizeof(bl_out));
     if (!s) return NULL;
     s->buf = calloc((size_t)(capacity * channels), sizeof(float));
@@ -96,6 +109,15 @@ void bl_fade(bl_out *s) {
     atomic_compare_exchange_strong(&s->fade_pos, &idle, 0);
 }
 
+/* The feeder: loop frames [start, start + length) of the ring, frame p playing the bar's frame
+ * (p - anchor) mod length, if the callback runs dry. Only a bar already in the ring. */
+void bl_designate(bl_out *s, int64_t start, int64_t length, int64_t anchor) {
+    atomic_store_explicit(&s->rp_len, 0, memory_order_release); /* never a torn triple: off while it changes */
+    atomic_store_explicit(&s->rp_start, start, memory_order_relaxed);
+    atomic_store_explicit(&s->rp_anchor, anchor, memory_order_relaxed);
+    atomic_store_explicit(&s->rp_len, length > 0 ? length : 0, memory_order_release);
+}
+
 void bl_frame_lock(bl_out *s, void *frame_time, const void *client) {
     s->frame_time = (bl_frame_time_fn)frame_time;
     s->client = client;
@@ -114,6 +136,8 @@ int64_t bl_stat(const bl_out *s, int which) {
     case BL_LOCKED: return s->have_origin;
     case BL_BUSY_NS: return atomic_load(&s->busy_ns);
     case BL_MAX_NS: return atomic_load(&s->max_ns);
+    case BL_DRY_FRAMES: return atomic_load(&s->dry_frames);
+    case BL_DRY_ENTRIES: return atomic_load(&s->dry_entries);
     default: return -1;
     }
 }
@@ -166,6 +190,42 @@ static int64_t now_ns(void) {
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* Frames [from, frames) of `out` (block position `start`) were not fed: loop the designated bar,
+ * fading in from the last frame played; zeros (a gap) if there is none. */
+static void run_dry(bl_out *s, float *out, int64_t start, int64_t from, int64_t frames, int playing) {
+    int ch = s->channels;
+    int64_t len = atomic_load_explicit(&s->rp_len, memory_order_acquire);
+    int64_t bar = atomic_load_explicit(&s->rp_start, memory_order_relaxed);
+    int64_t anchor = atomic_load_explicit(&s->rp_anchor, memory_order_relaxed);
+    if (len != atomic_load_explicit(&s->rp_len, memory_order_acquire)) len = 0; /* changed under us: a gap this once */
+    if (len <= 0) {
+        memset(out + from * ch, 0, sizeof(float) * (size_t)((frames - from) * ch));
+        if (playing) {
+            atomic_fetch_add(&s->gaps, 1);
+            atomic_fetch_add(&s->gap_frames, frames - from);
+        }
+        s->dry = 0;
+        return;
+    }
+    for (int64_t i = from; i < frames;) {
+        int64_t offset = (start + i - anchor) % len;
+        if (offset < 0) offset += len;
+        int64_t take = frames - i < len - offset ? frames - i : len - offset;
+        copy_out(s, out + i * ch, bar + offset, take);
+        i += take;
+    }
+    if (!s->dry) {
+        s->dry = 1;
+        s->fade_in = 0;
+        if (playing) atomic_fetch_add(&s->dry_entries, 1);
+    }
+    for (int64_t i = from; i < frames && s->fade_in < BL_ENTRY_FADE; i++, s->fade_in++) {
+        float w = ((float)s->fade_in + 0.5f) / BL_ENTRY_FADE;
+        for (int c = 0; c < ch; c++) out[i * ch + c] = w * out[i * ch + c] + (1.0f - w) * s->last[c];
+    }
+    if (playing) atomic_fetch_add(&s->dry_frames, frames - from);
+}
+
 /* PortAudio's PaStreamCallback (float32, interleaved). */
 int bl_callback(const void *input, void *output, unsigned long frame_count, const void *time_info,
                 unsigned long status, void *user) {
@@ -188,14 +248,12 @@ int bl_callback(const void *input, void *output, unsigned long frame_count, cons
     int64_t have = atomic_load_explicit(&s->limit, memory_order_acquire) - start;
     have = have < 0 ? 0 : have > frames ? frames : have;
     copy_out(s, out, start, have);
-    if (have < frames) {
-        memset(out + have * s->channels, 0, sizeof(float) * (size_t)((frames - have) * s->channels));
-        if (playing) {
-            atomic_fetch_add(&s->gaps, 1);
-            atomic_fetch_add(&s->gap_frames, frames - have);
-        }
-    }
+    if (have < frames)
+        run_dry(s, out, start, have, frames, playing);
+    else
+        s->dry = 0;
     fade(s, out, frames);
+    if (frames > 0) memcpy(s->last, out + (frames - 1) * s->channels, sizeof(float) * (size_t)s->channels);
     atomic_store_explicit(&s->read, start + frames, memory_order_release);
     atomic_fetch_add(&s->callbacks, 1);
     int64_t took = now_ns() - began;

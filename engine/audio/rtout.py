@@ -23,13 +23,15 @@ void bl_publish(bl_out *s, int64_t limit);
 int64_t bl_read_position(const bl_out *s);
 void bl_arm(bl_out *s);
 void bl_fade(bl_out *s);
+void bl_designate(bl_out *s, int64_t start, int64_t length, int64_t anchor);
 void bl_frame_lock(bl_out *s, void *frame_time, const void *client);
 int64_t bl_stat(const bl_out *s, int which);
 int64_t bl_place(bl_out *s, uint32_t frame, int64_t frames, int64_t playhead);
 int bl_callback(const void *input, void *output, unsigned long frames, const void *time_info,
                 unsigned long status, void *user);
 """
-_CALLBACKS, _XRUNS, _GAPS, _GAP_FRAMES, _SKIPPED, _TID, _FINISHED, _ORIGIN, _LOCKED, _BUSY_NS, _MAX_NS = range(11)
+(_CALLBACKS, _XRUNS, _GAPS, _GAP_FRAMES, _SKIPPED, _TID, _FINISHED, _ORIGIN, _LOCKED, _BUSY_NS, _MAX_NS, _DRY_FRAMES,
+ _DRY_ENTRIES) = range(13)
 
 
 class OutputRing:
@@ -82,6 +84,11 @@ class OutputRing:
         """Frames below `limit` are in place (a release store: the callback sees them before it)."""
         self._lib.bl_publish(self._ptr, limit)
 
+    def designate(self, start: int, length: int, anchor: int) -> None:
+        """The bar the callback loops if it runs dry: frames [start, start + length), already in
+        the ring; frame p plays its frame (p - anchor) mod length. Length 0: none (zeros)."""
+        self._lib.bl_designate(self._ptr, start, length, anchor)
+
     # -- controls and counters -----------------------------------------------------------
     def arm(self) -> None:
         """From the next block on, play the ring from frame 0."""
@@ -117,12 +124,22 @@ class OutputRing:
 
     @property
     def gaps(self) -> int:
-        """Blocks the callback found not (wholly) written: the feeder was late; zeros played."""
+        """Blocks the callback found not (wholly) written with no bar to loop: zeros played."""
         return self._stat(_GAPS)
 
     @property
     def gap_frames(self) -> int:
         return self._stat(_GAP_FRAMES)
+
+    @property
+    def dry_frames(self) -> int:
+        """Frames the callback looped from the designated bar because the feeder was late."""
+        return self._stat(_DRY_FRAMES)
+
+    @property
+    def dry_entries(self) -> int:
+        """Times the callback ran dry and began looping."""
+        return self._stat(_DRY_ENTRIES)
 
     @property
     def skipped(self) -> int:

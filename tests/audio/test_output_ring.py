@@ -81,13 +81,30 @@ def test_a_stop_fades_linearly_across_blocks_then_stays_silent() -> None:
     assert out.finished
 
 
-def test_frames_not_fed_play_as_zeros_and_count_as_a_gap() -> None:
-    _, out, feeder, audio = setup(4096)
+def test_frames_not_fed_with_no_bar_to_loop_play_as_zeros_and_count_as_a_gap() -> None:
+    _, out, feeder, audio = setup(4096, bars=0)  # no complete bar yet
     feeder.feed()
     out.arm()
     got = play(out, None, 8192, 1024)  # nobody feeds past the 4096 written
     assert np.array_equal(got[:4096], audio) and not got[4096:].any()
-    assert out.gaps == 4 and out.gap_frames == 4096
+    assert out.gaps == 4 and out.gap_frames == 4096 and out.dry_entries == 0
+
+
+def test_a_frozen_feeder_the_callback_loops_the_designated_bar_and_the_feeder_goes_on_inside_it() -> None:
+    """Python frozen (no feed) while the generator is late too: the callback loops bar 1, bar-
+    aligned, faded in from the last frame played; the feeder, back, continues that replay."""
+    ring, out, feeder, audio = setup(2 * BAR, bars=3)  # bars 0 and 1 complete, bar 2 not written
+    feeder.feed()
+    out.arm()
+    got = play(out, None, 3 * BAR, 256)  # nobody feeds: from 2 * BAR the callback runs dry
+    assert out.gaps == 0 and out.dry_entries == 1 and out.dry_frames == BAR
+    assert np.array_equal(got[: 2 * BAR], audio[: 2 * BAR])
+    assert np.array_equal(got[2 * BAR + 240 : 3 * BAR], audio[BAR + 240 : 2 * BAR])  # bar 1 again
+    assert np.abs(got[2 * BAR] - got[2 * BAR - 1]).max() < 0.01  # no click going in: it fades from the last frame
+    later = play(out, feeder, 2 * BAR, 256)  # the feeder is back
+    assert ring.underruns == 1 and out.dry_entries == 1 and out.gaps == 0
+    # what it feeds goes on with the same loop: bar 1 once more, at bar 3's offsets (not from its start)
+    assert np.array_equal(later[256 : BAR], audio[BAR + 256 : 2 * BAR])
 
 
 def test_a_rollback_rewrite_inside_the_look_ahead_reaches_the_callback() -> None:

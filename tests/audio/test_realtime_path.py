@@ -100,3 +100,69 @@ def test_a_stalled_loop_replays_the_last_bar_through_jack_then_rejoins(jack48, t
     assert same(0.5, 2.4) > 0.9  # before the stall: the stream
     assert same(2.9, 3.9, shift=bar) > 0.9 and same(2.9, 3.9) < 0.1  # the stall: bar 0 again, at bar 1's offsets
     assert same(4.01, 5.9) > 0.9  # bar 2 onward: fresh audio, rejoined on its line
+
+
+def test_an_interpreter_frozen_past_the_look_ahead_loops_the_last_bar_from_c_then_rejoins(jack48, tmp_path) -> None:
+    """The GIL held for 1 s (five look-aheads) inside bar 1: generation and the feeder stop, the
+    C callback runs dry and loops the bar the feeder designated (bar 0, at bar 1's offsets), and
+    once Python is back fresh audio rejoins at bar 2's line. Recorded by `jack_rec` (C, its own
+    process: a Python recorder would be frozen too), against the offline render."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    import soundfile
+    from scipy import signal
+
+    from engine.engine import Engine
+    from engine.generator import create_generator
+    from engine.patch import load_patch
+
+    if shutil.which("jack_rec") is None:
+        pytest.skip("jack_rec (jackd2's example clients) is not installed")
+    repo = Path(__file__).resolve().parents[2]
+    bar = 96_000  # patches/default.yaml: 120 BPM, 4/4
+    spec = OutputSpec("jack", autoconnect=False)
+    engine = Engine(patch=load_patch(repo / "patches/default.yaml"), generator=create_generator("synth"),
+                    status_line=False, sink_factory=lambda ring: DeviceSink(ring, spec))
+    player = threading.Thread(target=engine.run, kwargs={"duration_s": 7.0})
+    player.start()
+    try:
+        give_up = time.monotonic() + 20
+        while engine.sink.playhead < 4800 and time.monotonic() < give_up:
+            time.sleep(0.01)
+        out = tmp_path / "rec.wav"
+        rec = subprocess.Popen(["jack_rec", "-f", str(out), "-d", "6", "-b", "32", "backline:out_0", "backline:out_1"],
+                               env={**os.environ, "JACK_DEFAULT_SERVER": jack48}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        while engine.sink.playhead < 2.4 * 48_000 and time.monotonic() < give_up:
+            time.sleep(0.005)
+        ctypes.PyDLL(None).usleep(1_000_000)  # PyDLL: the GIL is held for the whole call
+    finally:
+        player.join(30)
+    rec.wait(30)
+    sink = engine.sink
+    assert sink.out.gaps == 0 and sink.out.dry_entries >= 1 and sink.out.dry_frames > 0.5 * 48_000, \
+        (sink.out.gaps, sink.out.dry_entries, sink.out.dry_frames)
+    reference = tmp_path / "ref.wav"
+    subprocess.run([sys.executable, "-m", "engine", "render", "--patch", "patches/default.yaml", "--bars", "4",
+                    "-o", str(reference)], cwd=repo, check=True, capture_output=True)
+    expected, _ = soundfile.read(reference, dtype="float32")
+    recorded, _ = soundfile.read(out, dtype="float32")
+    probe = recorded[12_000 : 12_000 + 8192, 0]  # where the recording starts, in the render's samples
+    start = int(np.argmax(signal.correlate(expected[: 3 * 48_000, 0], probe, mode="valid"))) - 12_000
+    assert np.abs(recorded[12_000 : 20_000] - expected[start + 12_000 : start + 20_000]).max() < 1e-4
+
+    def same(lo: float, hi: float, shift: int = 0) -> float:
+        a, b = round(lo * 48_000), round(hi * 48_000)
+        got, want = recorded[a - start : b - start], expected[a - shift : b - shift]
+        return float(np.mean(np.all(np.abs(got - want) < 1e-4, axis=1)))
+
+    print(f"\nplayed dry {sink.out.dry_frames / 48:.0f} ms; matching the render: before {same(1.0, 2.4):.3f}, "
+          f"frozen (bar 0 again) {same(2.8, 3.3, shift=bar):.3f}, after {same(4.05, 5.5):.3f}")
+    assert same(1.0, 2.4) > 0.9  # before: the stream
+    assert same(2.8, 3.3, shift=bar) > 0.9 and same(2.8, 3.3) < 0.1  # frozen: bar 0 again, at bar 1's offsets
+    assert same(4.05, 5.5) > 0.9  # bar 2 on: fresh, rejoined on its line
