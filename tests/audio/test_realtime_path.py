@@ -105,8 +105,9 @@ def test_a_stalled_loop_replays_the_last_bar_through_jack_then_rejoins(jack48, t
 def test_an_interpreter_frozen_past_the_look_ahead_loops_the_last_bar_from_c_then_rejoins(jack48, tmp_path) -> None:
     """The GIL held for 1 s (five look-aheads) inside bar 1: generation and the feeder stop, the
     C callback runs dry and loops the bar the feeder designated (bar 0, at bar 1's offsets), and
-    once Python is back fresh audio rejoins at bar 2's line. Recorded by `jack_rec` (C, its own
-    process: a Python recorder would be frozen too), against the offline render."""
+    once Python is back fresh audio rejoins at a bar line: bar 2's, or bar 3's when the loop,
+    regenerating on a loaded machine, had not caught up by bar 2. No zeros. Recorded by
+    `jack_rec` (C, its own process: a Python recorder would be frozen too), against the render."""
     import os
     import shutil
     import subprocess
@@ -128,14 +129,14 @@ def test_an_interpreter_frozen_past_the_look_ahead_loops_the_last_bar_from_c_the
     spec = OutputSpec("jack", autoconnect=False)
     engine = Engine(patch=load_patch(repo / "patches/default.yaml"), generator=create_generator("synth"),
                     status_line=False, sink_factory=lambda ring: DeviceSink(ring, spec))
-    player = threading.Thread(target=engine.run, kwargs={"duration_s": 7.0})
+    player = threading.Thread(target=engine.run, kwargs={"duration_s": 9.0})
     player.start()
     try:
         give_up = time.monotonic() + 20
         while engine.sink.playhead < 4800 and time.monotonic() < give_up:
             time.sleep(0.01)
         out = tmp_path / "rec.wav"
-        rec = subprocess.Popen(["jack_rec", "-f", str(out), "-d", "6", "-b", "32", "backline:out_0", "backline:out_1"],
+        rec = subprocess.Popen(["jack_rec", "-f", str(out), "-d", "8", "-b", "32", "backline:out_0", "backline:out_1"],
                                env={**os.environ, "JACK_DEFAULT_SERVER": jack48}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         while engine.sink.playhead < 2.4 * 48_000 and time.monotonic() < give_up:
@@ -148,7 +149,7 @@ def test_an_interpreter_frozen_past_the_look_ahead_loops_the_last_bar_from_c_the
     assert sink.out.gaps == 0 and sink.out.dry_entries >= 1 and sink.out.dry_frames > 0.5 * 48_000, \
         (sink.out.gaps, sink.out.dry_entries, sink.out.dry_frames)
     reference = tmp_path / "ref.wav"
-    subprocess.run([sys.executable, "-m", "engine", "render", "--patch", "patches/default.yaml", "--bars", "4",
+    subprocess.run([sys.executable, "-m", "engine", "render", "--patch", "patches/default.yaml", "--bars", "5",
                     "-o", str(reference)], cwd=repo, check=True, capture_output=True)
     expected, _ = soundfile.read(reference, dtype="float32")
     recorded, _ = soundfile.read(out, dtype="float32")
@@ -161,8 +162,9 @@ def test_an_interpreter_frozen_past_the_look_ahead_loops_the_last_bar_from_c_the
         got, want = recorded[a - start : b - start], expected[a - shift : b - shift]
         return float(np.mean(np.all(np.abs(got - want) < 1e-4, axis=1)))
 
+    rejoined = next((k for k in (2, 3) if same(2 * k + 0.05, 2 * k + 1.5) > 0.9), None)
     print(f"\nplayed dry {sink.out.dry_frames / 48:.0f} ms; matching the render: before {same(1.0, 2.4):.3f}, "
-          f"frozen (bar 0 again) {same(2.8, 3.3, shift=bar):.3f}, after {same(4.05, 5.5):.3f}")
+          f"frozen (bar 0 again) {same(2.8, 3.3, shift=bar):.3f}, fresh again from bar {rejoined}")
     assert same(1.0, 2.4) > 0.9  # before: the stream
     assert same(2.8, 3.3, shift=bar) > 0.9 and same(2.8, 3.3) < 0.1  # frozen: bar 0 again, at bar 1's offsets
-    assert same(4.05, 5.5) > 0.9  # bar 2 on: fresh, rejoined on its line
+    assert rejoined is not None  # fresh audio again, from a bar line (and no block of zeros: gaps == 0 above)
