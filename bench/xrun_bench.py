@@ -9,8 +9,9 @@ below the bare Python client). The clients:
   look-ahead, `output: jack` at the block size, OSC and the HTTP status on) in its own
   process; its audio callback is C (engine/audio/rtout.c).
 - C: `jack_simple_client` (jackd2's example, a sine, no Python at all).
-- python: a bare sounddevice client in its own process (`python -m bench.xrun_bench
-  --python BLOCK`), a Python callback that fills zeros and counts PortAudio underflows.
+- python: a bare sounddevice client in its own process (`python -c PYTHON_CLIENT BLOCK`,
+  nothing imported but sounddevice), a Python callback that fills zeros and counts
+  PortAudio underflows.
 
 How: one dummy JACK server (`jackd -d dummy --no-realtime`, period = block size) per block
 size; on it, rounds (3; quick: 1) x conditions (idle, flood, gc) x clients, each span 30 s
@@ -183,33 +184,42 @@ def running_backline(blocksize: int, tmp: Path, log_file: Path, storm: object | 
 
 
 # -- the bare Python client ------------------------------------------------------------------
-def python_child(blocksize: int) -> None:
-    """`python -m bench.xrun_bench --python BLOCK`: a sounddevice stream on JACK whose Python callback
-    fills zeros. stdin commands, one a line: `count` (answers {"underflows": n}), `gc` (starts the
-    GC storm on a thread in this process), `stop`. Prints `ready` once the stream plays."""
-    import sounddevice as sd
+# `python -c PYTHON_CLIENT BLOCK`: nothing imported but sounddevice (and NumPy through it), so
+# the process holds no more than a Python callback needs. A sounddevice stream on JACK whose
+# callback fills zeros and counts PortAudio's underflow flags. stdin commands, one a line:
+# `count` (answers {"underflows": n}), `gc` (starts the GC storm on a thread in this process),
+# `stop`. Prints `ready` once the stream plays.
+PYTHON_CLIENT = STORM_SOURCE + """
+import json
+import sys
+import threading
 
-    underflows = [0]
+import sounddevice as sd
 
-    def callback(outdata, frames: int, time_info: object, status: sd.CallbackFlags) -> None:
-        outdata.fill(0)
-        if status.output_underflow:
-            underflows[0] += 1
+underflows = [0]
 
-    api = next(a for a in sd.query_hostapis() if a["name"] == "JACK Audio Connection Kit")
-    device = next(d for d in api["devices"] if sd.query_devices(d)["max_output_channels"] >= 2)
-    with sd.OutputStream(samplerate=48_000, blocksize=blocksize, device=device, channels=2, dtype="float32",
-                         callback=callback):
-        print("ready", flush=True)
-        for line in sys.stdin:
-            command = line.strip()
-            if command == "count":
-                print(json.dumps({"underflows": underflows[0]}), flush=True)
-            elif command == "gc":
-                threading.Thread(target=gc_storm, name="gc-storm", daemon=True).start()
-                print("storm", flush=True)
-            elif command == "stop":
-                break
+
+def callback(outdata, frames, time_info, status):
+    outdata.fill(0)
+    if status.output_underflow:
+        underflows[0] += 1
+
+
+api = next(a for a in sd.query_hostapis() if a["name"] == "JACK Audio Connection Kit")
+device = next(d for d in api["devices"] if sd.query_devices(d)["max_output_channels"] >= 2)
+with sd.OutputStream(samplerate=48000, blocksize=int(sys.argv[1]), device=device, channels=2, dtype="float32",
+                     callback=callback):
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "count":
+            print(json.dumps({"underflows": underflows[0]}), flush=True)
+        elif command == "gc":
+            threading.Thread(target=gc_storm, name="gc-storm", daemon=True).start()
+            print("storm", flush=True)
+        elif command == "stop":
+            break
+"""
 
 
 class LineChild:
@@ -268,6 +278,7 @@ class Span:
     rate: float | None = None  # flood messages/s actually sent
     seconds: float = 0.0
     error: str = ""
+    log: tuple[str, ...] = ()  # backline: its log's lines past the expected ones
 
 
 class Watcher:
@@ -299,9 +310,10 @@ class Watcher:
 EXPECTED_LOG = ("runs at normal (JACK runs without real-time)",)  # the dummy server is --no-realtime
 
 
-def _engine_log(log_file: Path, what: str) -> None:
+def _engine_log(log_file: Path, what: str, span: Span) -> None:
     text = log_file.read_text(errors="replace").strip() if log_file.exists() else ""
     lines = [line for line in text.splitlines() if not any(e in line for e in EXPECTED_LOG)]
+    span.log = tuple(lines)
     if lines:
         print(f"xrun bench: {what}: engine log, {len(lines)} line(s):\n  " + "\n  ".join(lines[-8:]), file=sys.stderr)
 
@@ -322,7 +334,7 @@ def measure_span(client: str, condition: str, rnd: int, blocksize: int, seconds:
         try:
             if client == "backline":
                 storm = spawn.Event() if condition == "gc" else None
-                stack.callback(_engine_log, log_file, what)
+                stack.callback(_engine_log, log_file, what, span)
                 engine = stack.enter_context(running_backline(blocksize, tmp, log_file, storm))
                 flood_port = engine.osc_port
                 if storm is not None:
@@ -348,7 +360,7 @@ def measure_span(client: str, condition: str, rnd: int, blocksize: int, seconds:
                                                       start_new_session=True)
                         stack.callback(stop_process, storm_proc)
             else:
-                child = LineChild([sys.executable, "-m", "bench.xrun_bench", "--python", str(blocksize)],
+                child = LineChild([sys.executable, "-c", PYTHON_CLIENT, str(blocksize)],
                                   stderr=stack.enter_context(log_file.open("wb")))
                 stack.callback(child.close)
                 if child.read_line(START_TIMEOUT_S) != "ready":
@@ -449,9 +461,9 @@ def _paired(a: list[Span], b: list[Span]) -> tuple[int | None, int | None, int]:
     return sum(p[0] for p in pairs), sum(p[1] for p in pairs), len(pairs)
 
 
-def block_rows(blocksize: int, spans: list[Span], seconds: float) -> tuple[list[Row], list[str], list[str]]:
+def block_rows(blocksize: int, spans: list[Span], seconds: float) -> tuple[list[Row], list[str], list[str], list[str]]:
     out: list[Row] = []
-    over_c, not_below_py = [], []
+    over_c, not_below_py, gapped = [], [], []
     for condition in CONDITIONS:
         cell = f"@{blocksize}/{condition}"
         by = {c: sorted((s for s in spans if s.client == c and s.condition == condition), key=lambda s: s.round)
@@ -480,9 +492,12 @@ def block_rows(blocksize: int, spans: list[Span], seconds: float) -> tuple[list[
                           if cb else "")
                        + f"; C client {totals['c']} ({_fmt(counts['c'])}), python {totals['python']} "
                        f"({_fmt(counts['python'])}); ratio backline/C {_ratio_text(r_c)}"
+                       + _log_note(bl)
                        + (f"; n/a: {errors}" if errors else "")))
-        out.append(Row(f"xrun.backline_gaps{cell}", "n/a" if _total([s.gaps for s in bl]) is None
-                       else _total([s.gaps for s in bl]), "blocks",
+        gaps = _total([s.gaps for s in bl])
+        if gaps:
+            gapped.append(f"{blocksize}/{condition} ({gaps})")
+        out.append(Row(f"xrun.backline_gaps{cell}", "n/a" if gaps is None else gaps, "blocks",
                        f"blocks backline's C callback found not fed (the feeder late: zeros played; not a JACK xrun, "
                        f"not in the ratios) per round: {_fmt([s.gaps for s in bl])}; PortAudio underflows "
                        f"{_fmt([None if s.own is None or s.gaps is None else s.own - s.gaps for s in bl])}"))
@@ -500,7 +515,15 @@ def block_rows(blocksize: int, spans: list[Span], seconds: float) -> tuple[list[
             over_c.append(f"{blocksize}/{condition} ({b_c} vs {c_b})")
         if b_p is None or p_b is None or not (b_p < p_b or b_p == p_b == 0):
             not_below_py.append(f"{blocksize}/{condition} ({b_p} vs {p_b})")
-    return out, over_c, not_below_py
+    return out, over_c, not_below_py, gapped
+
+
+def _log_note(spans: list[Span]) -> str:
+    """How many unexpected lines the engine logged per round, and the distinct messages (tid and numbers cut)."""
+    if not any(s.log for s in spans):
+        return "; engine log clean"
+    kinds = sorted({" ".join(line.split(": ", 1)[-1].split()[:8]) for s in spans for line in s.log})
+    return f"; engine log lines per round {', '.join(str(len(s.log)) for s in spans)}: " + " | ".join(kinds[:4])
 
 
 def _ratio_text(r: float | str) -> str:
@@ -512,16 +535,21 @@ def rows(quick: bool) -> list[Row]:
     out: list[Row] = []
     over_c: list[str] = []
     not_below_py: list[str] = []
+    gapped: list[str] = []
     cells = 0
     for blocksize in BLOCKS:
         spans = run_block(blocksize, rounds, seconds)
-        got, over, below = block_rows(blocksize, spans, seconds)
+        got, over, below, gaps = block_rows(blocksize, spans, seconds)
         out += got
         over_c += over
         not_below_py += below
+        gapped += gaps
         cells += len(CONDITIONS)
     cpus = len(os.sched_getaffinity(0))
     where = f"JACK dummy 48 kHz --no-realtime, {cpus} CPUs shared with the bench, the flood sender and the storm"
+    if gapped:
+        where = (f"JACK xruns only: backline also played unfed blocks (gaps, zeros) in {', '.join(gapped)}, "
+                 f"which are not in these counts; {where}")
     out.append(Row("xrun.target_c", f"{cells - len(over_c)} of {cells}", "cells",
                    f"cells where backline's JACK xruns <= {TARGET_C:g}x the C client's (ratio as in ratio_c)"
                    + (f"; not: {', '.join(over_c)}" if over_c else "") + f"; {where}"))
@@ -532,9 +560,6 @@ def rows(quick: bool) -> list[Row]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--python"]:
-        python_child(int(sys.argv[2]))
-    else:
-        from bench.__main__ import table
+    from bench.__main__ import table
 
-        print(table(rows("--quick" in sys.argv), fmt="text"))
+    print(table(rows("--quick" in sys.argv), fmt="text"))
