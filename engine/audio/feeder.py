@@ -58,6 +58,7 @@ class OutputFeeder:
         self.ring = ring
         self.out = out
         self.blocksize = blocksize
+        self.in_flight = blocksize  # frames the callback may take at once: a JACK period holding several blocks
         self.device_rate = device_rate
         self.lead = max(4 * blocksize, round(LEAD_S * device_rate))
         self.fed = 0  # C ring frames [0, fed) are fed (device frames; 48 kHz samples at 48 kHz)
@@ -80,8 +81,8 @@ class OutputFeeder:
         """48 kHz samples past the playhead already committed to the C ring that a rewrite cannot
         change: one block, or, resampling, the fed lead and soxr's own latency."""
         if self._resampler is None:
-            return self.blocksize
-        return (self.blocksize + self.lead) * SAMPLE_RATE // self.device_rate + 8 * CHUNK
+            return self.in_flight
+        return (self.in_flight + self.lead) * SAMPLE_RATE // self.device_rate + 8 * CHUNK
 
     def start(self) -> None:
         """Loop thread, before the stream is armed: fill what is written, then follow the writer."""
@@ -130,7 +131,7 @@ class OutputFeeder:
         if dry > self._dry_seen and self._designated is not None:
             self.ring.resume_replay(self._designated)
         self._dry_seen = dry
-        self.fed = played + self.blocksize  # the block in flight plays on as the callback chose
+        self.fed = played + self.in_flight  # what is in flight plays on as the callback chose
         self._fresh_from = self.fed
         self._silent_from = None
 
@@ -153,7 +154,7 @@ class OutputFeeder:
         if lo is None:
             return
         lo = max(lo, ring.origin)
-        safe = played + self.blocksize  # the block the callback may be reading now
+        safe = played + self.in_flight  # what the callback may be reading now
         if lo < safe:
             self.late_writes += 1
             lo = safe

@@ -218,6 +218,8 @@ class DeviceSink(LiveSink):
             raise OutputError(_open_error(sd, spec, self.device, err)) from err
         self.client_name = client_name
         self._monitor = None  # a JACK-Client that routes our ports and hears JACK's xruns
+        if spec.kind == "jack":
+            self._open_monitor()  # before the engine sizes its splice margin on `read_ahead`
 
     @property
     def frame_origin(self) -> int | None:
@@ -225,8 +227,6 @@ class DeviceSink(LiveSink):
         return self.out.origin
 
     def start(self) -> None:
-        if self.spec.kind == "jack":
-            self._open_monitor()
         try:
             self._stream.start()
         except self._sd.PortAudioError as err:
@@ -237,7 +237,8 @@ class DeviceSink(LiveSink):
 
     def _open_monitor(self) -> None:
         """A JACK client beside PortAudio's: routes our ports, hears the server's xruns and
-        shutdown, and hands the C callback JACK's frame clock. It has no process callback."""
+        shutdown, hands the C callback JACK's frame clock, and tells the feeder JACK's period.
+        It has no process callback."""
         try:
             import jack
         except ImportError:
@@ -251,6 +252,8 @@ class DeviceSink(LiveSink):
         monitor.activate()
         self._monitor = monitor
         period = monitor.blocksize
+        # PortAudio takes a JACK period of several blocks as that many callbacks back to back
+        self.feeder.in_flight = max(self.blocksize, period * SAMPLE_RATE // self.rate)
         if self.rate != SAMPLE_RATE:
             log.info("resampling: the playhead follows the device's frames, not JACK's frame clock")
         elif period % self.blocksize and self.blocksize % period:

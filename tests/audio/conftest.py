@@ -35,3 +35,9 @@ def jack_few_ports() -> Iterator[str]:
 def jack48() -> Iterator[str]:
     """A dummy JACK server at 48 kHz, 256 frames; PortAudio may be opened in the test process."""
     yield from _server()
+
+
+@pytest.fixture(scope="module")
+def jack1024() -> Iterator[str]:
+    """A dummy JACK server at 48 kHz with 1,024-frame periods; PortAudio may be opened in the test process."""
+    yield from _server(period=1024)
