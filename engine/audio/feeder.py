@@ -8,8 +8,8 @@ real-time thread:
   once (`PlaybackRing.on_write` calls `feed` on the loop thread), so the callback has the
   whole look-ahead in hand and a stalled interpreter (a garbage collection, a busy thread)
   costs nothing until the look-ahead runs out. Audio written again by a rollback is copied
-  again over what it replaces (never within a block of the playhead: the scheduler's splice
-  margin keeps it further out).
+  again over what it replaces (never within `in_flight` of the playhead, a block or a JACK
+  period: the scheduler's splice margin keeps it further out).
 - **Underrun: replay a bar.** When the generator is late and the playhead comes within
   `lead` of the end of the stream, the feeder reads on through the ring's reader, which
   replays the last complete bar and rejoins fresh audio at a bar line (ring.py). Before any
@@ -62,7 +62,7 @@ class OutputFeeder:
         self.device_rate = device_rate
         self.lead = max(4 * blocksize, round(LEAD_S * device_rate))
         self.fed = 0  # C ring frames [0, fed) are fed (device frames; 48 kHz samples at 48 kHz)
-        self.late_writes = 0  # rewritten audio that arrived within a block of the playhead (not copied there)
+        self.late_writes = 0  # rewritten audio that arrived within `in_flight` of the playhead (not copied there)
         self._fresh_from = 0  # frames before it may hold a replayed bar: a rewrite does not reach them
         self._silent_from: int | None = None  # silence fed since here: fresh audio overwrites it
         self._frozen = False
