@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 CCS = 30
 
 
-def test_a_frozen_interpreter_costs_jack_no_cycle_and_loses_no_cc(jack) -> None:  # type: ignore[no-untyped-def]
+def test_a_frozen_interpreter_loses_no_cc_from_jack_midi(jack) -> None:  # type: ignore[no-untyped-def]
     import jack as jackclient
 
     dispatcher = Dispatcher(MemoryTarget(), MappingSet.of([load_file(REPO / "mappings/korg-nanokontrol2.yaml")]))
