@@ -308,12 +308,17 @@ def running_engine(lookahead_ms: float, *, rollback: bool = True) -> Iterator[En
             engine.wait_ready()
             yield engine
         finally:
-            if proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
-            proc.join(15)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+            stop_engine(proc)
+
+
+def stop_engine(proc: mp.Process, timeout: float = 15.0) -> None:
+    """SIGTERM, as systemd stops the service; SIGKILL if it has not exited after `timeout`."""
+    if proc.is_alive():
+        os.kill(proc.pid, signal.SIGTERM)
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
 
 
 class Probe:

@@ -79,7 +79,7 @@ class OutputFeeder:
     @property
     def read_ahead(self) -> int:
         """48 kHz samples past the playhead already committed to the C ring that a rewrite cannot
-        change: one block, or, resampling, the fed lead and soxr's own latency."""
+        change: what is in flight, and, resampling, the fed lead and soxr's own latency."""
         if self._resampler is None:
             return self.in_flight
         return (self.in_flight + self.lead) * SAMPLE_RATE // self.device_rate + 8 * CHUNK

@@ -16,6 +16,7 @@ import ctypes.util
 import os
 import resource
 from dataclasses import dataclass
+from functools import cache
 
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 CAP_IPC_LOCK = 14
@@ -38,15 +39,20 @@ class MemoryLock:
 
     def release(self) -> None:
         """Loop thread, after the stream stopped."""
-        libc = _libc()
         if self.process:
-            libc.munlockall()
+            _libc().munlockall()
         elif self.ring_bytes:
-            libc.munlock(ctypes.c_void_p(self._address), ctypes.c_size_t(self.ring_bytes))
+            _libc().munlock(ctypes.c_void_p(self._address), ctypes.c_size_t(self.ring_bytes))
 
 
+@cache
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _mlock(address: int, nbytes: int) -> bool:
+    """Lock and fault in [address, address + nbytes); False (errno set) if refused."""
+    return _libc().mlock(ctypes.c_void_p(address), ctypes.c_size_t(nbytes)) == 0
 
 
 def _limit_text(limit: int) -> str:
@@ -73,11 +79,11 @@ def lock_memory(address: int, nbytes: int) -> MemoryLock:
     may, reason = _may_lock_all()
     if may:
         if libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == 0:
-            if libc.mlock(ctypes.c_void_p(address), ctypes.c_size_t(nbytes)) == 0:  # fault the ring in now
+            if _mlock(address, nbytes):  # fault the ring in now
                 return MemoryLock(True, nbytes, "")
             libc.munlockall()
         reason = f"mlockall refused: {os.strerror(ctypes.get_errno())}"
-    if libc.mlock(ctypes.c_void_p(address), ctypes.c_size_t(nbytes)) == 0:
+    if _mlock(address, nbytes):
         return MemoryLock(False, nbytes, reason, address)
     limit = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0]
     return MemoryLock(False, 0, f"{reason}; mlock of the ring refused: {os.strerror(ctypes.get_errno())} "

@@ -60,16 +60,13 @@ class OutputRing:
     @property
     def address(self) -> int:
         """Start of the sample buffer (for mlock)."""
-        return int(self._ffi.cast("uintptr_t", self._lib.bl_out_buffer(self._ptr)))
+        return native.address(self._ffi, self._lib.bl_out_buffer(self._ptr))
 
     # -- writer side (the feeder) --------------------------------------------------------
     def write(self, position: int, audio: np.ndarray) -> None:
         """Put frames at absolute `position` (not published until `publish`)."""
-        n = len(audio)
-        pos = position % self.capacity
-        first = min(n, self.capacity - pos)
-        self.frames[pos : pos + first] = audio[:first]
-        self.frames[: n - first] = audio[first:]
+        for at, view in self.views(position, len(audio)):
+            view[:] = audio[at - position : at - position + len(view)]
 
     def views(self, position: int, n: int) -> list[tuple[int, np.ndarray]]:
         """The ring's frames for [position, position + n): one or two (position, view) pairs."""

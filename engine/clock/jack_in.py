@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import mido
 
-from engine.clock.jack_midi import CMidiPort
+from engine.clock.jack_midi import attach
 from engine.clock.midi_in import RESCAN_S, parse_stamped
 from engine.errors import BacklineError
 from engine.jack import FRAME_MASK, frame_delta, leave_jack
@@ -28,7 +28,6 @@ from engine.midi import port_matches
 from engine.ratelog import RateLimitedLog
 
 logger = logging.getLogger(__name__)
-
 
 
 class FrameTimebase:
@@ -74,11 +73,7 @@ class JackClockInput:
         except jack.JackError as err:
             raise BacklineError(f"cannot open a JACK client for clock input: {err}") from err
         self._port = self._client.midi_inports.register("clock in")
-        try:
-            self._events = CMidiPort(self._client, self._port, output=False)
-        except BacklineError:
-            leave_jack(self._client)
-            raise
+        self._events = attach(self._client, self._port, output=False)
         self._client.activate()
         self.bound: str | None = None
         self.timebase: FrameTimebase | None = None

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from engine import native
+from engine.errors import BacklineError
+from engine.jack import leave_jack
 
 _CDEF = """
 typedef struct bl_midi bl_midi;
@@ -24,6 +26,16 @@ int bl_midi_process(uint32_t frames, void *arg);
 """
 LIBJACK = ("jack_port_get_buffer", "jack_midi_get_event_count", "jack_midi_event_get", "jack_midi_clear_buffer",
            "jack_midi_event_write", "jack_last_frame_time")
+
+
+def attach(client: Any, port: Any, *, output: bool) -> CMidiPort:
+    """`port` served by the C callback; on failure (not built) `client` leaves JACK and the error
+    goes on: the clock input's and output's constructors."""
+    try:
+        return CMidiPort(client, port, output=output)
+    except BacklineError:
+        leave_jack(client)
+        raise
 
 
 class CMidiPort:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import mido
 
-from engine.clock.jack_midi import CMidiPort
+from engine.clock.jack_midi import attach
 from engine.clock.midi_clock_out import MidiClockOut
 from engine.errors import BacklineError
 from engine.jack import FRAME_MASK, leave_jack
@@ -43,11 +43,7 @@ class JackClockOutput:
         except jack.JackError as err:
             raise BacklineError(f"cannot open a JACK client for clock out: {err}") from err
         self._port = self._client.midi_outports.register("clock out")
-        try:
-            self._queue = CMidiPort(self._client, self._port, output=True)
-        except BacklineError:
-            leave_jack(self._client)
-            raise
+        self._queue = attach(self._client, self._port, output=True)
         self._client.activate()
         names = [p.name for p in self._client.get_ports(is_midi=True, is_input=True) if not p.name.startswith(client_name)]
         self.bound = next((n for n in names if port_matches(n, pattern)), None)

@@ -37,6 +37,13 @@ struct bl_stretch {
             out_ptr[c] = out[c].data();
         }
     }
+
+    // Interleaved input into the deinterleaved scratch (sized for `out_frames` of output too).
+    void load(const float *interleaved, int in_frames, int out_frames) {
+        fit(in_frames, out_frames);
+        for (int i = 0; i < in_frames; i++)
+            for (int c = 0; c < channels; c++) in[c][i] = interleaved[i * channels + c];
+    }
 };
 
 extern "C" {
@@ -54,10 +61,7 @@ void bl_stretch_free(bl_stretch *s) { delete s; }
 // Prime a fresh (or reset) stretcher with the input that precedes where it goes on: rollback
 // restores a stretcher this way (Signalsmith Stretch is not copyable: its FFT plans are owned).
 void bl_stretch_seek(bl_stretch *s, const float *in, int in_frames, double rate) {
-    int ch = s->channels;
-    s->fit(in_frames, 0);
-    for (int i = 0; i < in_frames; i++)
-        for (int c = 0; c < ch; c++) s->in[c][i] = in[i * ch + c];
+    s->load(in, in_frames, 0);
     s->stretch.seek(s->in_ptr.data(), in_frames, rate);
 }
 
@@ -72,9 +76,7 @@ int bl_stretch_output_latency(const bl_stretch *s) { return s->stretch.outputLat
 // Interleaved float32 in, interleaved float32 out.
 void bl_stretch_process(bl_stretch *s, const float *in, int in_frames, float *out, int out_frames) {
     int ch = s->channels;
-    s->fit(in_frames, out_frames);
-    for (int i = 0; i < in_frames; i++)
-        for (int c = 0; c < ch; c++) s->in[c][i] = in[i * ch + c];
+    s->load(in, in_frames, out_frames);
     s->stretch.process(s->in_ptr.data(), in_frames, s->out_ptr.data(), out_frames);
     for (int i = 0; i < out_frames; i++)
         for (int c = 0; c < ch; c++) out[i * ch + c] = s->out[c][i];
