@@ -11,7 +11,7 @@ from pathlib import Path
 
 from engine import __version__
 from engine.errors import BacklineError
-from engine.generator.options import add_generator_arguments
+from engine.generator.options import add_fit_argument, add_generator_arguments
 
 log = logging.getLogger("backline")
 
@@ -56,6 +56,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
             lookahead_ms=args.lookahead_ms,
             frames_per_call=args.frames_per_call or 2,
             rollback=not args.no_rollback,
+            fit=args.fit,
         )
     finally:
         generator.close()
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--lookahead-ms", type=float, default=200.0, help="look-ahead (default 200 ms)")
     render.add_argument("--no-rollback", action="store_true",
                         help="a change waits for the look-ahead instead of regenerating it (for comparison)")
+    add_fit_argument(render)
     add_generator_arguments(render)
     render.set_defaults(func=_cmd_render)
 

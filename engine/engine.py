@@ -63,19 +63,21 @@ class Engine:
         realtime_priority: int = DEFAULT_PRIORITY,
         rollback: bool = True,
         margin_ms: tuple[float, float] = (DEFAULT_MIN_MS, DEFAULT_MAX_MS),
+        fit: str | None = None,
     ) -> None:
         """`embedder` defaults to the generator's own style model (`Generator.style_model`).
         `clock` leads the timeline (None: internal). `start_on="bar"` waits for the next bar
         line of an external clock before the audio starts. `clock_out` gets MIDI clock, Start
         at play and Stop at stop, timed by the sink's sample clock. `rollback` regenerates the
         look-ahead so a change is heard a splice margin after it arrives (bounds `margin_ms`;
-        live it follows the generator's chunk times, offline it is the minimum)."""
+        live it follows the generator's chunk times, offline it is the minimum). `fit`: how
+        frames meet the grid (`engine/schedule/fit.py`; None: the patch's, else stretch)."""
         self.embedder = embedder or generator.style_model()
         log.info("style model %s embeds the prompts for %s", self.embedder.version, generator.name)
         self.ring = PlaybackRing()
         self.scheduler = Scheduler.for_patch(patch, generator, ring=self.ring, embedder=self.embedder,
                                              lookahead_ms=lookahead_ms, frames_per_call=frames_per_call, fallback=fallback,
-                                             rollback=rollback)
+                                             rollback=rollback, fit=fit or patch.fit)
         self.sink = sink_factory(self.ring)
         low = min(margin_ms[0], lookahead_ms)  # never past the look-ahead: a rollback must have audio to go back into
         self.scheduler.margin = SpliceMargin(min_ms=low, max_ms=max(low, min(margin_ms[1], lookahead_ms)),
@@ -184,6 +186,7 @@ class Engine:
             "tempo": float(timeline.tempo_at(playhead)),
             "meter": timeline.beats_in_bar(bar),
             "patch": sched.patch.name,
+            "fit": sched.fitter.mode,
             "lookahead_ms": round((self.ring.written - playhead) * 1000 / SAMPLE_RATE, 1),
             "margin_ms": round(sched.margin.samples * 1000 / SAMPLE_RATE, 1) if sched.rollback else None,
             "rollbacks": sched.rollbacks,

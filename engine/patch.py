@@ -21,6 +21,7 @@ from engine.conditioning import CFG_RANGE, STYLE_DIM, TEMPERATURE_RANGE, TOP_K_R
 from engine.errors import PatchError
 from engine.params import MAX_SLOTS, TEMPO_LOCK_MODES, WEIGHT_RANGE, ParameterState
 from engine.timeline import BEATS_PER_BAR_RANGE, BPM_RANGE
+from engine.units import FIT_MODES
 from engine.yamlfile import key_path, read_yaml
 
 _WEIGHT = {"type": "number", "minimum": WEIGHT_RANGE[0], "maximum": WEIGHT_RANGE[1]}
@@ -90,6 +91,7 @@ PATCH_SCHEMA: dict[str, Any] = {
         },
         "tempo_lock": {"enum": list(TEMPO_LOCK_MODES)},
         "clock": {"type": "string", "minLength": 1},
+        "fit": {"enum": list(FIT_MODES)},
     },
 }
 
@@ -125,6 +127,9 @@ class Patch:
     tempo_lock: str
     clock: ClockSource | None = None
     """The clock this patch asks for at start (`--clock` and the config's clock.source win)."""
+    fit: str | None = None
+    """How frames meet the grid when the engine starts with it (`engine/schedule/fit.py`; `--fit`
+    and the config's fit win; a patch loaded later plays in the running fit)."""
 
     def initial_state(self) -> ParameterState:
         return ParameterState(
@@ -211,6 +216,7 @@ def parse_patch(data: Any, *, path: Path | None = None) -> Patch:
         ramp_curve=ramp.get("curve", "linear"),
         tempo_lock=data.get("tempo_lock", "beats"),
         clock=clock,
+        fit=data.get("fit"),
     )
 
 

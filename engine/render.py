@@ -52,6 +52,7 @@ def render(
     patch_set: Sequence[Path] = (),
     rollback: bool = True,
     margin_ms: float = DEFAULT_MIN_MS,
+    fit: str | None = None,
 ) -> RenderResult:
     """Render `bars` bars of `patch` to a WAV file of exactly those bars' length.
 
@@ -59,7 +60,8 @@ def render(
     process is not ready at once), so every frame of the file is the generator's own.
     `patch_set` is what `patch.load` in the automation picks from (default: `patch` alone).
     `rollback` and its fixed splice margin `margin_ms` work as live (a render must not
-    depend on the machine's speed, so the margin does not adapt).
+    depend on the machine's speed, so the margin does not adapt). `fit`: stretch or resample
+    (None: the patch's, else stretch; `engine/schedule/fit.py`).
     """
     if bars < 1:
         raise ValueError(f"bars must be >= 1, got {bars}")
@@ -75,7 +77,7 @@ def render(
 
     engine = Engine(patch=patch, generator=generator, embedder=embedder, lookahead_ms=lookahead_ms,
                     frames_per_call=frames_per_call, status_line=False, patch_set=list(patch_set) or None,
-                    rollback=rollback, margin_ms=(margin_ms, margin_ms),
+                    rollback=rollback, margin_ms=(margin_ms, margin_ms), fit=fit,
                     sink_factory=lambda ring: OfflineSink(ring, output, end=end, blocksize=block))
     engine.scheduler.add_input(AutomationInput(automation, engine.submit, playhead=lambda: engine.sink.playhead,
                                                timeline=lambda: engine.scheduler.timeline).drain)

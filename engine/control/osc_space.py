@@ -46,6 +46,7 @@ STATUS_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("rollbacks_missed", "i", "late changes no snapshot could regenerate (they landed after the look-ahead)"),
     ("late_splices", "i", "rollbacks the generator fell behind: changed audio written where it had played (glitches)"),
     ("memory", "s", "what is locked in RAM against page faults: all (mlockall), or the output ring and why not more"),
+    ("fit", "s", "how frames meet the grid: stretch (every beat exact) or resample (bar lines exact)"),
 )
 
 

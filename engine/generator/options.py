@@ -1,4 +1,5 @@
-"""Command-line options that choose and configure a generator, shared by the commands that play one."""
+"""Command-line options that choose and configure a generator, and how its frames meet the grid,
+shared by the commands that play one."""
 
 from __future__ import annotations
 
@@ -7,8 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from engine.generator import GENERATOR_NAMES
+from engine.units import FIT_MODES
 
 _SIZES = {"small": "mrt2_small", "base": "mrt2_base"}
+
+
+def add_fit_argument(parser: argparse.ArgumentParser, *, config: bool = False) -> None:
+    """--fit: stretch (every beat on its exact sample) or resample (bar lines only; less CPU)."""
+    first = "the config's fit:, then " if config else ""
+    parser.add_argument("--fit", choices=FIT_MODES,
+                        help="stretch: every beat on its exact sample; resample: only bar lines exact, beats up to "
+                             f"20 ms off, for a box too slow to stretch (default: {first}the patch's fit:, else stretch)")
 
 
 def add_generator_arguments(parser: argparse.ArgumentParser, *, default: str | None = "synth") -> None:

@@ -41,7 +41,8 @@ _OWN_PULSE_AFTER = 75  # frames (3 s) without a drum hit before the synth keeps 
 # under a fader move, and building these took 1.6 ms each time.
 _KICK_T = np.arange(int(0.3 * SAMPLE_RATE)) / SAMPLE_RATE
 _KICK_PHASE_PER_HZ = 2 * np.pi * np.cumsum(1 + 3 * np.exp(-_KICK_T / 0.03)) / SAMPLE_RATE
-_KICK_BODY = np.exp(-_KICK_T / 0.09)
+_KICK_FADE = np.clip((_KICK_T[-1] - _KICK_T) / 0.06, 0.0, 1.0)  # its last 60 ms fade out: cut at 0.3 s, it clicked
+_KICK_BODY = np.exp(-_KICK_T / 0.09) * (0.5 - 0.5 * np.cos(np.pi * _KICK_FADE))
 _KICK_CLICK = np.random.default_rng(7).standard_normal(len(_KICK_T)) * np.exp(-_KICK_T / 0.004)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from engine.timeline import Timeline
 from engine.units import CHANNELS, FRAME_SAMPLES
 
 MARGIN = 16  # spline context on each side; the prefilter's influence decays as 0.27**n
@@ -83,7 +84,12 @@ def plan_bar(bar: int, *, out_start: int, out_length: int, gen_start: int, max_c
 class BarFitter:
     """Streams generated audio in, bar-grid audio out. Owned by the scheduler thread."""
 
-    def __init__(self, *, crossfade: int = DEFAULT_CROSSFADE, channels: int = CHANNELS) -> None:
+    mode = "resample"
+    reach = 64  # output samples before a changed generated sample that the spline (and a splice's fade) may touch
+
+    def __init__(self, *, crossfade: int = DEFAULT_CROSSFADE, channels: int = CHANNELS,
+                 max_cents: float = DEFAULT_MAX_CENTS) -> None:
+        self._max_cents = max_cents
         self._crossfade = crossfade
         fade = 0.5 - 0.5 * np.cos(np.pi * (np.arange(crossfade) + 0.5) / crossfade)
         self._fade_in = fade.astype(np.float32)[:, None]
@@ -102,6 +108,11 @@ class BarFitter:
     @property
     def planned_gen_end(self) -> int:
         return self._plans[-1].gen_end if self._plans else self.generated_end
+
+    def plan(self, timeline: Timeline, bar: int) -> BarPlan:
+        """The next bar's plan, continuing the generated stream."""
+        return plan_bar(bar, out_start=timeline.bar_start(bar), out_length=timeline.bar_length(bar),
+                        gen_start=self.planned_gen_end, max_cents=self._max_cents)
 
     def snapshot(self) -> tuple:
         """Position, queued bars, splice and the material kept (never written in place, so

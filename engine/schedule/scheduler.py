@@ -7,8 +7,9 @@ surfaces are drained by it too (`add_input`): once per new frame with a smoothin
 smoothing counts in frames, and on every turn of the loop without one. What a change does is its spec's route
 (`engine.params.PARAMETERS`).
 
-Per bar it plans a whole number of frames (see `fitter.py`), so a change quantized to a
-bar starts exactly on that bar's first sample. A change applies on the frame whose start is
+Per bar it plans a whole number of frames (`fit.py`: per beat when stretching, so every beat
+starts on a frame and on its exact sample), so a change quantized to a bar starts exactly on
+that bar's first sample. A change applies on the frame whose start is
 nearest its boundary (`now`, `beat` or `bar`; see `_apply_due`). Tempo and meter changes
 start a new timeline segment at a bar line.
 
@@ -47,7 +48,7 @@ from engine.generator.base import Generator
 from engine.params import ControlEvent, ParameterState, lookup
 from engine.patch import Patch
 from engine.ratelog import RateLimitedLog
-from engine.schedule.fitter import DEFAULT_MAX_CENTS, BarFitter, BarPlan, plan_bar
+from engine.schedule.fit import Plan, make_fitter
 from engine.schedule.gain import GainEnvelope
 from engine.schedule.margin import SpliceMargin
 from engine.schedule.notes import NoteTracker
@@ -60,7 +61,6 @@ from engine.units import FRAME_SAMPLES, SAMPLE_RATE
 log = logging.getLogger(__name__)
 Listener = Callable[[str, object, str], None]
 Drain = Callable[..., object]
-SPLINE_CONTEXT = 64  # output samples before a changed frame that the fitter's spline may touch
 MAX_SNAPSHOTS = 32  # chunk boundaries kept: 2.5 s of look-ahead at 2 frames a chunk (a generator state each)
 
 
@@ -107,11 +107,11 @@ class Scheduler:
     @classmethod
     def for_patch(cls, patch: Patch, generator: Generator, *, ring: PlaybackRing, embedder: Embedder,
                   lookahead_ms: float, frames_per_call: int = 2, fallback: Generator | None = None,
-                  rollback: bool = True, margin: SpliceMargin | None = None) -> Scheduler:
+                  rollback: bool = True, margin: SpliceMargin | None = None, fit: str | None = None) -> Scheduler:
         """A scheduler for `patch`, its style bank embedded with `embedder` (the engine, render and bench)."""
         return cls(generator=generator, patch=patch, bank=StyleBank.for_patch(patch, embedder), embedder=embedder,
                    ring=ring, lookahead=round(lookahead_ms * SAMPLE_RATE / 1000), frames_per_call=frames_per_call,
-                   fallback=fallback, rollback=rollback, margin=margin)
+                   fallback=fallback, rollback=rollback, margin=margin, fit=fit)
 
     def __init__(
         self,
@@ -123,14 +123,15 @@ class Scheduler:
         ring: PlaybackRing,
         lookahead: int,
         frames_per_call: int = 2,
-        max_cents: float = DEFAULT_MAX_CENTS,
         fallback: Generator | None = None,
         origin: int = 0,
         rollback: bool = True,
         margin: SpliceMargin | None = None,
+        fit: str | None = None,
     ) -> None:
         """`rollback` regenerates the look-ahead for a late change; `margin` keeps its splices
-        ahead of the playhead (default: the fixed minimum, as offline)."""
+        ahead of the playhead (default: the fixed minimum, as offline); `fit` is how frames meet
+        the grid (`fit.py`: stretch, or resample; None: stretch where it was built)."""
         if lookahead < 0:
             raise ValueError(f"look-ahead must be >= 0 samples, got {lookahead}")
         if frames_per_call < 1:
@@ -140,13 +141,12 @@ class Scheduler:
         self.ring = ring
         self.lookahead = lookahead
         self.frames_per_call = frames_per_call
-        self.max_cents = max_cents
         self.embedder = embedder
         self.patch = patch
         self.bank = bank
         self.timeline = Timeline.start(patch.bpm, patch.beats_per_bar, origin=origin)
         self.state = patch.initial_state()
-        self.fitter = BarFitter()
+        self.fitter = make_fitter(fit)
         self.notes = NoteTracker()
         self._inbox: queue.SimpleQueue[tuple[ControlEvent | _PatchChange, int]] = queue.SimpleQueue()
         self._pending: list[_Entry] = []
@@ -179,7 +179,7 @@ class Scheduler:
         self._embeds: list[tuple[int, Future[np.ndarray], str, Patch]] = []  # (slot, embedding, prompt, for patch)
         self._next_bar = 0
         self._frontier = origin  # frames starting here or later were never generated: inputs drain for them
-        self._plan: BarPlan | None = None
+        self._plan: Plan | None = None
         self._playhead = 0  # as of the last fill
         # The output sample playing now, read on the control threads as an event arrives (it
         # places pad hits). Offline it is the playhead of the last fill; the live engine sets
@@ -428,8 +428,9 @@ class Scheduler:
 
     def _floor(self) -> int:
         """The first frame start a rollback may change: a splice margin past the playhead, and the
-        generator's audio lead (its decoder changes a frame's audio before the frame) past that."""
-        return self.playhead_now() + self.margin.samples + self.generator.audio_lead
+        generator's audio lead (its decoder changes a frame's audio before the frame) and the
+        fitter's reach (the stretcher's window) past that."""
+        return self.playhead_now() + self.margin.samples + self.generator.audio_lead + self.fitter.reach
 
     def _start_embedding(self, event: ControlEvent) -> None:
         index = _prompt_slot(event, self.bank)
@@ -598,18 +599,12 @@ class Scheduler:
                 log.exception("listener %r failed for %s", fn, path)
 
     # -- generation ------------------------------------------------------------------------------
-    def _plan_next_bar(self) -> BarPlan:
+    def _plan_next_bar(self) -> Plan:
         start = self.timeline.bar_start(self._next_bar)
         self._apply_due(start + 1, frame=start, end=start + 1, timeline_only=True)  # tempo/meter/patch changes land on this line
         bar = self._next_bar
         start = self.timeline.bar_start(bar)
-        plan = plan_bar(
-            bar,
-            out_start=start,
-            out_length=self.timeline.bar_length(bar),
-            gen_start=self.fitter.planned_gen_end,
-            max_cents=self.max_cents,
-        )
+        plan = self.fitter.plan(self.timeline, bar)
         self.fitter.add_bar(plan)
         self.ring.publish_bar(start)
         first_beat = self.timeline.bar_first_beat(bar)
@@ -636,7 +631,7 @@ class Scheduler:
                 self._rejects.warn("input", "control input %r failed: %r", drain, err)
         self._drain_inbox()
 
-    def _conditioning(self, plan: BarPlan, frame: int) -> FrameConditioning:
+    def _conditioning(self, plan: Plan, frame: int) -> FrameConditioning:
         t = round(plan.frame_out_start(frame))
         middle = round((plan.frame_out_start(frame) + plan.frame_out_start(frame + 1)) / 2)
         if t >= self._frontier:  # a new frame: the inputs drain for it (a regenerated one replays the journal)
@@ -776,7 +771,7 @@ class Scheduler:
             return
         chosen = min(candidates, key=lambda f: f[0])[2]  # the earlier frame's snapshot generates both again
         open_frame = landing[0] if landing is not None else self.next_frame_time()
-        exact_until = min(open_frame - SPLINE_CONTEXT - self.generator.audio_lead,
+        exact_until = min(open_frame - self.fitter.reach - self.generator.audio_lead,
                           at_sample if at_sample is not None else open_frame)
         if self._restore(chosen, open_frame, exact_until):
             self._last_rollback = now
@@ -799,7 +794,7 @@ class Scheduler:
             return False
         self.fitter.restore(chosen.fitter)
         if exact_until is None:
-            exact_until = land - SPLINE_CONTEXT - self.generator.audio_lead
+            exact_until = land - self.fitter.reach - self.generator.audio_lead
         self.ring.rewind(*chosen.ring, exact_until=exact_until)
         for name, value in chosen.fields.items():  # the snapshot is used up: its copies are ours now
             if name != "_pending":

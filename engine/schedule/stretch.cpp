@@ -58,8 +58,14 @@ bl_stretch *bl_stretch_new(int channels, int block, int interval, long seed) {
 
 void bl_stretch_free(bl_stretch *s) { delete s; }
 
-// Prime a fresh (or reset) stretcher with the input that precedes where it goes on: rollback
-// restores a stretcher this way (Signalsmith Stretch is not copyable: its FFT plans are owned).
+// A deep copy of the whole state (input and output buffers, phases, predictions): rollback keeps
+// one per chunk and goes on from it exactly. Re-priming with seek is not enough: away from a
+// ratio of 1 the phase vocoder's output phases never rejoin the original's. The portable FFT it
+// uses holds only vectors, so the vendored headers' copy constructors are defaulted (README.md).
+bl_stretch *bl_stretch_copy(const bl_stretch *s) { return new (std::nothrow) bl_stretch(*s); }
+
+// Prime a fresh (or reset) stretcher with the input that precedes where it goes on (a stream's
+// start mid-material).
 void bl_stretch_seek(bl_stretch *s, const float *in, int in_frames, double rate) {
     s->load(in, in_frames, 0);
     s->stretch.seek(s->in_ptr.data(), in_frames, rate);

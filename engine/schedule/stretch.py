@@ -4,7 +4,7 @@
 `out_frames` output frames, carrying its state from call to call, so the ratio may step beat
 by beat with no seam at call edges. The stretcher delays audio by `latency` frames (its
 analysis window; choose `block` for the latency budget). Its state cannot be copied (the
-library owns its FFT plans), so a rollback re-primes it with `seek`. Scheduling loop only. See engine/schedule/stretch.cpp for why this
+whole state is copied (`copy`) for rollback. Scheduling loop only. See engine/schedule/stretch.cpp for why this
 binding and not a Python package.
 """
 
@@ -21,6 +21,7 @@ _CDEF = """
 typedef struct bl_stretch bl_stretch;
 bl_stretch *bl_stretch_new(int channels, int block, int interval, long seed);
 void bl_stretch_free(bl_stretch *s);
+bl_stretch *bl_stretch_copy(const bl_stretch *s);
 void bl_stretch_seek(bl_stretch *s, const float *in, int in_frames, double rate);
 int bl_stretch_seek_length(const bl_stretch *s);
 void bl_stretch_reset(bl_stretch *s);
@@ -38,10 +39,22 @@ class Stretcher:
         self.channels = channels
         self._ptr = self._own(self._lib.bl_stretch_new(channels, block, interval, seed))
 
+    def copy(self) -> Stretcher:
+        """An independent stretcher in exactly this one's state: rollback keeps one per chunk."""
+        twin = object.__new__(Stretcher)
+        twin._ffi, twin._lib, twin.channels = self._ffi, self._lib, self.channels
+        twin._ptr = twin._own(self._lib.bl_stretch_copy(self._ptr))
+        return twin
+
     def _own(self, ptr: Any) -> Any:
         if ptr == self._ffi.NULL:
             raise MemoryError("cannot allocate a time-stretcher")
         return self._ffi.gc(ptr, self._lib.bl_stretch_free)
+
+    @property
+    def input_latency(self) -> int:
+        """Input frames the stretcher must be fed ahead of what it synthesises."""
+        return int(self._lib.bl_stretch_input_latency(self._ptr))
 
     @property
     def latency(self) -> int:

@@ -26,6 +26,7 @@ from engine.clock.coupling import StartOn
 from engine.errors import ConfigFileError
 from engine.midi import MidiApi
 from engine.schedule.margin import DEFAULT_MAX_MS, DEFAULT_MIN_MS
+from engine.units import FIT_MODES
 from engine.yamlfile import key_path, read_yaml
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "fallback": {"enum": ["synth", None]},
         "lookahead_ms": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000},
         "rollback": {"type": "boolean"},
+        "fit": {"enum": list(FIT_MODES)},
         "lookahead": {
             "type": "object",
             "additionalProperties": False,
@@ -157,6 +159,7 @@ class ServiceConfig:
     lookahead_ms: float = 200.0
     rollback: bool = True  # a late change regenerates the look-ahead: heard a splice margin after it arrives
     margin_ms: tuple[float, float] = (DEFAULT_MIN_MS, DEFAULT_MAX_MS)  # `lookahead: {min_ms, max_ms}`: the margin's bounds
+    fit: str | None = None  # stretch or resample (engine/schedule/fit.py); None: the patch's, else stretch
     cache_dir: Path = Path("/var/cache/backline")
     state_file: Path | None = Path("/var/lib/backline/state.json")  # None: no crash state (`backline run`)
     fade_s: float = 2.0
@@ -279,6 +282,7 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
         fallback=data.get("fallback", default.fallback),
         lookahead_ms=float(data.get("lookahead_ms", default.lookahead_ms)),
         rollback=bool(data.get("rollback", default.rollback)),
+        fit=data.get("fit", default.fit),
         margin_ms=margin,
         cache_dir=path(data["cache_dir"]) if "cache_dir" in data else default.cache_dir,
         state_file=(path(data["state_file"]) if data["state_file"] else None) if "state_file" in data else default.state_file,

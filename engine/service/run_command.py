@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.clock.source import parse_clock_source
 from engine.errors import OutputError
-from engine.generator.options import add_generator_arguments, generator_options
+from engine.generator.options import add_fit_argument, add_generator_arguments, generator_options
 from engine.service.config import ServiceConfig, load_config
 
 
@@ -48,6 +48,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         "generator": args.generator,
         "lookahead_ms": args.lookahead_ms,
         "rollback": False if args.no_rollback else None,
+        "fit": args.fit,
         "fade_s": args.fade_ms / 1000 if args.fade_ms is not None else None,
         "mappings": tuple(Path(m).resolve() for m in args.mapping) if args.mapping else None,
         "osc_port": args.osc_port,
@@ -102,6 +103,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--lookahead-ms", type=float, help="generation look-ahead (default 200 ms)")
     run.add_argument("--no-rollback", action="store_true",
                      help="never regenerate the look-ahead: a change waits for it (as before rollback; for comparison)")
+    add_fit_argument(run, config=True)
     run.add_argument("--fade-ms", type=float, help="fade-out on stop (default 50 ms)")
     run.add_argument("--duration", type=float, help="stop after this many seconds of audio")
     run.add_argument("--mapping", action="append", metavar="FILE", help="mapping file (repeat for several)")

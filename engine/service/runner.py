@@ -102,7 +102,7 @@ class Service:
                         sink_factory=lambda ring: open_sink(ring, spec, fade_s=config.fade_s),
                         patch_set=self._patch_set(config) or None, clock=self.clock, start_on=config.start_on,
                         clock_out=self.clock_out, realtime_priority=config.realtime_priority,
-                        rollback=config.rollback, margin_ms=config.margin_ms)
+                        rollback=config.rollback, margin_ms=config.margin_ms, fit=config.fit or patch.fit)
         if saved is not None and saved.get("patch") == (str(patch.path) if patch.path else None):
             try:
                 engine.restore_state(saved)

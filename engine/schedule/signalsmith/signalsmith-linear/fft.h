@@ -293,8 +293,8 @@ struct Pow2FFT {
 	Pow2FFT(size_t size=0) {
 		resize(size);
 	}
-	// Allow move, but not copy
-	Pow2FFT(const Pow2FFT &other) = delete;
+	// backline: copyable (rollback copies a stretcher; the portable FFT holds only vectors)
+	Pow2FFT(const Pow2FFT &other) = default;
 	Pow2FFT(Pow2FFT &&other) : tmp(std::move(other.tmp)), simpleFFT(std::move(other.simpleFFT)) {}
 	
 	void resize(size_t size) {
@@ -947,8 +947,8 @@ struct Pow2RealFFT : public SimpleRealFFT<Sample> {
 	
 	using SimpleRealFFT<Sample>::SimpleRealFFT;
 
-	// Prevent copying, since it might be a problem for specialisations
-	Pow2RealFFT(const Pow2RealFFT &other) = delete;
+	// backline: copyable, as Pow2FFT (no platform specialisation is compiled in)
+	Pow2RealFFT(const Pow2RealFFT &other) = default;
 	// Pass move-constructor through, just to be explicit about it
 	Pow2RealFFT(Pow2RealFFT &&other) : SimpleRealFFT<Sample>(std::move(other)) {}
 };
