@@ -29,7 +29,7 @@ TEMPOS = ["91.3", "120", "127", "133.33", "174"]
 BARS = 8
 
 
-def rendered(tmp_path: Path, tempo: str, meter: int, fit: str | None = None) -> tuple[Path, np.ndarray, tuple[int, ...]]:
+def rendered(tmp_path: Path, tempo: str, meter: int, fit: str = "stretch") -> tuple[Path, np.ndarray, tuple[int, ...]]:
     patch = parse_patch({"tempo": float(tempo), "meter": meter, "seed": 1, "style": [{"text": "test groove"}],
                          "sampling": {"temperature": 0.0}})
     out = tmp_path / f"{tempo}-{meter}-{fit}.wav"

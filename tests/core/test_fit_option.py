@@ -40,7 +40,7 @@ def test_a_bad_fit_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_the_patch_and_the_config_name_a_fit(tmp_path: Path) -> None:
-    assert parse_patch({"tempo": 120, "style": [{"text": "a"}], "fit": "resample"}).fit == "resample"
+    assert parse_patch({"tempo": 120, "style": [{"text": "a"}], "fit": "stretch"}).fit == "stretch"
     with pytest.raises(PatchError, match="fit"):
         parse_patch({"tempo": 120, "style": [{"text": "a"}], "fit": "warp"})
     config = tmp_path / "backline.yaml"
@@ -56,8 +56,8 @@ def test_the_status_says_which_fit_plays(tmp_path: Path) -> None:
     from engine.engine import Engine
     from engine.generator.synth import SynthGenerator
 
-    for fit, patch_fit in (("resample", None), (None, "resample"), (None, None)):
+    for fit, patch_fit in (("stretch", None), (None, "stretch"), (None, None)):
         data = {"tempo": 120, "style": [{"text": "a"}], **({"fit": patch_fit} if patch_fit else {})}
         engine = Engine(patch=parse_patch(data), generator=SynthGenerator(), fit=fit, status_line=False,
                         sink_factory=lambda ring: OfflineSink(ring, tmp_path / "x.wav", end=lambda: 0))
-        assert engine.status()["fit"] == (fit or patch_fit or "stretch")
+        assert engine.status()["fit"] == (fit or patch_fit or "resample")
