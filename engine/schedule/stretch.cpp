@@ -64,17 +64,6 @@ void bl_stretch_free(bl_stretch *s) { delete s; }
 // uses holds only vectors, so the vendored headers' copy constructors are defaulted (README.md).
 bl_stretch *bl_stretch_copy(const bl_stretch *s) { return new (std::nothrow) bl_stretch(*s); }
 
-// Prime a fresh (or reset) stretcher with the input that precedes where it goes on (a stream's
-// start mid-material).
-void bl_stretch_seek(bl_stretch *s, const float *in, int in_frames, double rate) {
-    s->load(in, in_frames, 0);
-    s->stretch.seek(s->in_ptr.data(), in_frames, rate);
-}
-
-int bl_stretch_seek_length(const bl_stretch *s) { return s->stretch.blockSamples() + s->stretch.intervalSamples(); }
-
-void bl_stretch_reset(bl_stretch *s) { s->stretch.reset(); }
-
 int bl_stretch_input_latency(const bl_stretch *s) { return s->stretch.inputLatency(); }
 
 int bl_stretch_output_latency(const bl_stretch *s) { return s->stretch.outputLatency(); }

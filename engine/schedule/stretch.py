@@ -3,9 +3,9 @@
 `process(audio, out_frames)` stretches the next `len(audio)` input frames onto exactly
 `out_frames` output frames, carrying its state from call to call, so the ratio may step beat
 by beat with no seam at call edges. The stretcher delays audio by `latency` frames (its
-analysis window; choose `block` for the latency budget). Its state cannot be copied (the
-whole state is copied (`copy`) for rollback. Scheduling loop only. See engine/schedule/stretch.cpp for why this
-binding and not a Python package.
+analysis window; choose `block` for the latency budget). Its whole state is copied (`copy`)
+for rollback. Scheduling loop only. See engine/schedule/stretch.cpp for why this binding and
+not a Python package.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ typedef struct bl_stretch bl_stretch;
 bl_stretch *bl_stretch_new(int channels, int block, int interval, long seed);
 void bl_stretch_free(bl_stretch *s);
 bl_stretch *bl_stretch_copy(const bl_stretch *s);
-void bl_stretch_seek(bl_stretch *s, const float *in, int in_frames, double rate);
-int bl_stretch_seek_length(const bl_stretch *s);
-void bl_stretch_reset(bl_stretch *s);
 int bl_stretch_input_latency(const bl_stretch *s);
 int bl_stretch_output_latency(const bl_stretch *s);
 void bl_stretch_process(bl_stretch *s, const float *in, int in_frames, float *out, int out_frames);
@@ -68,20 +65,3 @@ class Stretcher:
         self._lib.bl_stretch_process(self._ptr, self._ffi.from_buffer("float[]", audio), len(audio),
                                      self._ffi.from_buffer("float[]", out), out_frames)
         return out
-
-    @property
-    def seek_length(self) -> int:
-        """Input frames `seek` wants: one analysis block and an interval."""
-        return int(self._lib.bl_stretch_seek_length(self._ptr))
-
-    def seek(self, audio: np.ndarray, rate: float) -> None:
-        """Reset, then prime with `seek_length` frames of input. Rollback restores a stretcher this
-        way (its state cannot be copied): seek with the input before the call that preceded the
-        restore point, then process that call again, dropping its output; from the next call on
-        the output is the original's to float rounding (tests/core/test_stretch.py)."""
-        audio = np.ascontiguousarray(audio, dtype=np.float32)
-        self._lib.bl_stretch_reset(self._ptr)
-        self._lib.bl_stretch_seek(self._ptr, self._ffi.from_buffer("float[]", audio), len(audio), rate)
-
-    def reset(self) -> None:
-        self._lib.bl_stretch_reset(self._ptr)

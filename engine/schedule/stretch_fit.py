@@ -83,9 +83,13 @@ class BeatPlan:
         """Generated samples per output sample in beat `beat` of the bar."""
         return self.beat_gen / (self.beats[beat + 1] - self.beats[beat])
 
+    def beat_at(self, out: float) -> int:
+        """Index within the bar of the beat holding output position `out` (clamped to the bar)."""
+        return min(max(bisect.bisect_right(self.beats, out) - 1, 0), len(self.beats) - 2)
+
     def segment_at(self, out: int) -> tuple[int, int, float, int]:
         """(output start, its generated position, rate, output end) of the beat holding `out`."""
-        beat = min(max(bisect.bisect_right(self.beats, out) - 1, 0), len(self.beats) - 2)
+        beat = self.beat_at(out)
         return self.beats[beat], self.gen_start + beat * self.beat_gen, self.rate(beat), self.beats[beat + 1]
 
     @property
@@ -102,7 +106,7 @@ class BeatPlan:
 
     def frame_for(self, out_sample: int) -> int:
         """Index within the bar of the frame whose start is nearest `out_sample` (a beat start: its first frame)."""
-        beat = min(max(bisect.bisect_right(self.beats, out_sample) - 1, 0), len(self.beats) - 2)
+        beat = self.beat_at(out_sample)
         length = self.beats[beat + 1] - self.beats[beat]
         index = beat * self.frames_per_beat + math.floor((out_sample - self.beats[beat]) * self.frames_per_beat / length + 0.5)
         return min(max(index, 0), self.frames - 1)
@@ -243,28 +247,29 @@ class StretchFitter:
         if end <= synth:
             return None
         in_end = round(gen0 + (end - out0) * rate) + self._in_latency
-        line = self._next_line_gen()
-        if line is not None and self._fed < line < in_end:  # stop the feed on the line (a hit forks there), at this rate
+        line = self._next_line()
+        if line is not None and self._fed < (line := line[0]) < in_end:  # stop the feed on the line (a hit forks there), at this rate
             end = max(math.floor(out0 + (line - self._in_latency - gen0) / rate), synth + 1)
             in_end = line
         return end - synth, in_end
 
-    def _next_line_gen(self) -> int | None:
-        """Generated position of the first beat line after the one last checked for a hit."""
+    def _next_line(self) -> tuple[int, int] | None:
+        """(generated, output) position of the first beat line after the one last checked for a hit."""
         for plan in self._plans:
             for beat in range(len(plan.beats) - 1):
                 gen = plan.gen_start + beat * plan.beat_gen
                 if gen > self._checked:
-                    return gen
+                    return gen, plan.beats[beat]
         return None
 
     def _fork_if_hit(self) -> bool:
         """With the feed on a beat line: if a hit starts there, fork a side stretcher that never
         hears it (it plays the output up to the line: no pre-echo of the hit). False while the
         line's audio is not all generated yet."""
-        line = self._next_line_gen()
-        if line is None or self._fed != line:
+        found = self._next_line()
+        if found is None or self._fed != found[0]:
             return True
+        line, out = found
         if self.generated_end < line + max(ONSET_AFTER, AFTER + FADE):
             return False
         lo = line - self._material_base
@@ -274,16 +279,8 @@ class StretchFitter:
         power_after = float(np.mean(np.square(after)))
         self._checked = line
         if power_after > ONSET_FLOOR and power_after > ONSET_RATIO * power_before and self._side is None:
-            out = self._line_out(line)
             self._side = (self._stretcher.copy(), line, out)
         return True
-
-    def _line_out(self, gen: int) -> int:
-        """Output position of the beat line at generated position `gen`."""
-        for plan in self._plans:
-            if plan.gen_start <= gen < plan.gen_end:
-                return plan.beats[(gen - plan.gen_start) // plan.beat_gen]
-        raise AssertionError(f"no beat line at generated position {gen}")
 
     def _hand_over(self, audio: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Around a hit's beat line: the side stretcher's output up to the line (fed silence from
