@@ -35,7 +35,12 @@ def test_run_sends_clock_start_and_stop_on_its_bar_grid(jack: str) -> None:
             _, stderr = engine.communicate(timeout=seconds + 30)
         finally:
             engine.kill() if engine.poll() is None else None
-        wait_for(lambda: any(m.type == "stop" for _, m in rx.snapshot()), timeout=5, what="Stop")
+        try:
+            wait_for(lambda: any(m.type == "stop" for _, m in rx.snapshot()), timeout=5, what="Stop")
+        except AssertionError as err:  # say what did arrive and what the engine said, for a run that fails once
+            kinds = [m.type for _, m in rx.snapshot()]
+            raise AssertionError(f"{err}: rc {engine.returncode}, {len(kinds)} messages (first {kinds[:3]}, last "
+                                 f"{kinds[-3:]}), {rx.audio_pos} audio frames; engine stderr:\n{stderr[-3000:]}") from None
         items = rx.snapshot()
         audio = rx.audio[: rx.audio_pos].copy()
         first_frame = rx.audio_first_frame
