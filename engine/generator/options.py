@@ -18,7 +18,7 @@ def add_fit_argument(parser: argparse.ArgumentParser, *, config: bool = False) -
     first = "the config's fit:, then " if config else ""
     parser.add_argument("--fit", choices=FIT_MODES,
                         help="stretch: every beat on its exact sample; resample: only bar lines exact, beats up to "
-                             f"20 ms off, for a box too slow to stretch (default: {first}the patch's fit:, else resample)")
+                             f"20 ms off, for a box too slow to stretch (default: {first}the patch's fit:, else stretch)")
 
 
 def add_generator_arguments(parser: argparse.ArgumentParser, *, default: str | None = "synth") -> None:

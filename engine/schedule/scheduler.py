@@ -422,9 +422,20 @@ class Scheduler:
         again (its audio before that sample comes out as it was)."""
         if self.rollback:
             floor = self.playhead_now() + self.margin.samples
-            if any(start <= floor < 2 * middle - start for start, middle, _ in self._frames()):
+            if self._home(floor) is not None:
                 return floor
         return self._earliest()
+
+    def _home(self, sample: int) -> tuple[int, int, _Snapshot] | None:
+        """(start, middle, snapshot) of the first frame of the chunk whose snapshot generates
+        output `sample` again: its output resumes (the ring cursor when it was taken) at or
+        before `sample`, and its frames reach past it. The stretch fitter's output lags its
+        frames by its latency, so a chunk's audio starts before its first frame."""
+        for snap in reversed(self._snapshots):
+            if snap.frames and snap.ring[0] <= sample:
+                start, middle = snap.frames[-1]
+                return (*snap.frames[0], snap) if sample < 2 * middle - start else None
+        return None
 
     def _floor(self) -> int:
         """The first frame start a rollback may change: a splice margin past the playhead, and the
@@ -761,9 +772,7 @@ class Scheduler:
         # the first frame a conditioning change may land on, and (gain, transport) the frame holding their sample
         landing = next((f for f in frames if f[0] >= floor and (target is None or f[1] > target)), None)
         at_sample = None if sampled is None else max(sampled, now + self.margin.samples)
-        home = None if at_sample is None else next((f for f in reversed(frames) if f[0] <= at_sample), None)
-        if home is not None and not at_sample < 2 * home[1] - home[0]:
-            home = None  # its sample lies past the frames a snapshot holds
+        home = None if at_sample is None else self._home(at_sample)
         candidates = [f for f in (landing, home) if f is not None]
         if not candidates or (target is None and home is None):
             self.rollbacks_missed += 1

@@ -56,8 +56,8 @@ def test_the_status_says_which_fit_plays(tmp_path: Path) -> None:
     from engine.engine import Engine
     from engine.generator.synth import SynthGenerator
 
-    for fit, patch_fit in (("stretch", None), (None, "stretch"), (None, None)):
+    for fit, patch_fit in (("resample", None), (None, "resample"), (None, None)):
         data = {"tempo": 120, "style": [{"text": "a"}], **({"fit": patch_fit} if patch_fit else {})}
         engine = Engine(patch=parse_patch(data), generator=SynthGenerator(), fit=fit, status_line=False,
                         sink_factory=lambda ring: OfflineSink(ring, tmp_path / "x.wav", end=lambda: 0))
-        assert engine.status()["fit"] == (fit or patch_fit or "resample")
+        assert engine.status()["fit"] == (fit or patch_fit or "stretch")

@@ -10,6 +10,7 @@ from engine.automation import load_automation
 from engine.generator.synth import SynthGenerator
 from engine.patch import load_patch, parse_patch
 from engine.render import render
+from engine.schedule.fit import frame_starts
 from engine.timeline import Timeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,21 +137,30 @@ class DrumRecorder(SynthGenerator):
         del self.drums[snapshot[1]:]
 
 
-def hit_frames(tmp_path, beats: list[float]) -> list[int]:
-    """Frames with a drum hit when pads are struck at `beats` of bar 2 (120 BPM: 50 frames a bar, no beat lock)."""
+FITS = pytest.mark.parametrize("fit", ["stretch", "resample"])
+
+
+def bar_frames(fit: str) -> int:
+    """Frames in a 120 BPM bar: 48 stretched (12 a beat), 50 resampled."""
+    return frame_starts(fit, Timeline.start("120", 4), 2).index(96000)
+
+
+def hit_frames(tmp_path, beats: list[float], fit: str = "stretch") -> list[int]:
+    """Frames with a drum hit when pads are struck at `beats` of bar 2 (120 BPM, no beat lock)."""
     from engine.conditioning import DRUM_HIT
 
     events = "".join(f"  - {{bar: 2, beat: {1 + b}, target: drum.hit}}\n" for b in beats)
     gen = DrumRecorder()
     render(patch("120", tempo_lock="none"), bars=4, output=tmp_path / "pads.wav", generator=gen,
-           automation=load_automation_text(tmp_path, "events:\n" + events))
+           automation=load_automation_text(tmp_path, "events:\n" + events), fit=fit)
     return [i for i, d in enumerate(gen.drums) if d == DRUM_HIT]
 
 
-def test_pads_struck_together_are_one_hit(tmp_path) -> None:
-    hits = hit_frames(tmp_path, [0.0] * 50)
-    # heard when bar 2 (frame 50) plays, they land on the first frame not yet generated: one look-ahead later
-    assert len(hits) == 1 and 50 < hits[0] <= 50 + 7, f"50 hits struck together sounded on frames {hits}"
+@FITS
+def test_pads_struck_together_are_one_hit(tmp_path, fit) -> None:
+    hits, bar = hit_frames(tmp_path, [0.0] * 50, fit), bar_frames(fit)
+    # heard when bar 2 plays, they land on the first frame not yet generated: one look-ahead later
+    assert len(hits) == 1 and bar < hits[0] <= bar + 7, f"50 hits struck together sounded on frames {hits}"
 
 
 def test_a_roll_keeps_its_rhythm_at_frame_resolution(tmp_path) -> None:
@@ -160,21 +170,24 @@ def test_a_roll_keeps_its_rhythm_at_frame_resolution(tmp_path) -> None:
     assert set(np.diff(hits)) <= {1, 2} and hits[-1] - hits[0] in (10, 11, 12), hits  # 7 x 1.5625 = 10.9 frames
 
 
+@FITS
 @pytest.mark.parametrize("onset", [0.0, 0.04, 0.1])
 @pytest.mark.parametrize("per_beat", [100, 2500])
-def test_a_flood_of_hits_stops_sounding_when_it_stops(tmp_path, per_beat, onset) -> None:
+def test_a_flood_of_hits_stops_sounding_when_it_stops(tmp_path, per_beat, onset, fit) -> None:
     """Hits 5 ms apart (about one per audio block) or 5,000 a second (many per block) over one
     bar: a hit on every frame while they come, none a look-ahead after. The frames of one
     generator call are conditioned together, so the call the flood starts in can only carry
     the hits heard before it ran: at most its second frame goes without (a 40 ms onset),
     whatever the flood's phase against the calls (three phases here)."""
-    hits = hit_frames(tmp_path, [onset + i / per_beat for i in range(round((4 - onset) * per_beat))])
+    hits, bar = hit_frames(tmp_path, [onset + i / per_beat for i in range(round((4 - onset) * per_beat))], fit), bar_frames(fit)
     first, second, last = hits[0], hits[1], hits[-1]
     assert second - first <= 2 and hits[1:] == list(range(second, last + 1)), f"frames without a hit: {hits}"
-    assert 50 < first <= 58 and 100 <= last <= 107, f"the flood (frames 50-99) sounded on frames {first}-{last}"
+    assert bar < first <= bar + 8 and 2 * bar <= last <= 2 * bar + 7, \
+        f"the flood (frames {bar}-{2 * bar - 1}) sounded on frames {first}-{last}"
 
 
-def test_hits_that_arrive_while_the_generator_runs_keep_their_spacing() -> None:
+@FITS
+def test_hits_that_arrive_while_the_generator_runs_keep_their_spacing(fit) -> None:
     """Live, the scheduler drains hits after a chunk it took a while to generate; each hit was
     stamped with the output sample playing when it arrived (the sink's playhead), so a roll that
     arrived meanwhile is not squashed into one frame."""
@@ -188,10 +201,11 @@ def test_hits_that_arrive_while_the_generator_runs_keep_their_spacing() -> None:
     playing = [0]
     gen = DrumRecorder()
     sched = Scheduler.for_patch(patch("120", tempo_lock="none"), gen, ring=PlaybackRing(), embedder=HashEmbedder(),
-                                lookahead_ms=200)
+                                lookahead_ms=200, fit=fit)
     sched.playhead_now = lambda: playing[0]
     sched.fill(0)
-    for heard in (100, 100 + 3 * FRAME_SAMPLES, 100 + 6 * FRAME_SAMPLES):  # three hits, 120 ms apart, all before the next fill
+    frame = 96000 // bar_frames(fit)  # output samples a frame plays for
+    for heard in (100, 100 + 3 * frame, 100 + 6 * frame):  # three hits 3 frames apart, all before the next fill
         playing[0] = heard
         sched.submit(ControlEvent("drum.hit"))
     sched.fill(FRAME_SAMPLES)
@@ -286,19 +300,24 @@ class _Level(SynthGenerator):
         return np.full((len(conditioning) * 1920, 2), 0.5, np.float32)
 
 
+@FITS
 @pytest.mark.parametrize("quantize", ["now", "beat", "bar"])
-def test_a_gain_move_ramps_from_the_sample_it_lands_on_and_never_jumps(tmp_path, quantize) -> None:
-    """master.gain 1 -> 0.2 at any quantize: the output glides over 50 ms with no step. With the
-    nearest-frame rule a beat change lands up to half a frame before its frame, on audio already
-    in the ring; a ramp started there jumped 0.39 of full scale in one sample."""
+def test_a_gain_move_ramps_from_the_sample_it_lands_on_and_never_jumps(tmp_path, quantize, fit) -> None:
+    """master.gain 1 -> 0.2 at any quantize: the gain glides over 50 ms with no step (read as the
+    ratio to the render without the move: the stretcher does not keep a constant exactly constant).
+    With the nearest-frame rule a beat change lands up to half a frame before its frame, on audio
+    already in the ring; a ramp started there jumped 0.39 of full scale in one sample."""
     auto = tmp_path / "gain.yaml"
-    # beat 4 of a 120 BPM bar is 37.5 frames in: its nearest frame (38) starts a generator call
+    # beat 4 of a 120 BPM bar, resampled, is 37.5 frames in: its nearest frame (38) starts a generator call
     auto.write_text(f"events:\n  - {{bar: 2, beat: 3.3, target: master.gain, value: 0.2, quantize: {quantize}}}\n")
-    render(patch("120"), bars=4, output=tmp_path / "g.wav", generator=_Level(), automation=load_automation(auto))
-    out = soundfile.read(tmp_path / "g.wav", dtype="float32")[0][:, 0]
-    steps = np.abs(np.diff(out))
-    ramp_step = 0.5 * 0.8 / 2400
-    assert out[0] == pytest.approx(0.5) and out[-1] == pytest.approx(0.1)
+    outs = []
+    for name, automation in (("ref", []), ("g", load_automation(auto))):
+        render(patch("120"), bars=4, output=tmp_path / f"{name}.wav", generator=_Level(), automation=automation, fit=fit)
+        outs.append(soundfile.read(tmp_path / f"{name}.wav", dtype="float32")[0][:, 0].astype(np.float64))
+    gain = outs[1] / outs[0]
+    steps = np.abs(np.diff(gain))
+    ramp_step = 0.8 / 2400
+    assert gain[0] == pytest.approx(1.0) and gain[-1] == pytest.approx(0.2)
     assert steps.max() <= ramp_step * 1.01, f"a step of {steps.max():.4f} (the ramp moves {ramp_step:.6f} a sample)"
 
 

@@ -4,7 +4,10 @@ Checked on the rendered samples and on the conditioning each frame was generated
 (by frame index: a restore cuts the frames generated again, so the log is what plays),
 against the same render without the change. The offline render is the live engine with
 an offline sink; its splice margin is fixed (10 ms, at least a 256-sample block), so where a
-change must land is computed here from when the automation issues it.
+change must land is computed here from when the automation issues it and from where each frame
+starts in the fit that plays (`frame_starts`: stretch, frames of a beat's 1/F; resample, 1,920
+samples read at the model's tempo within 4 cents). A change rolled back to under stretch may be
+heard up to the stretcher's reach (26.5 ms) before its frame, never before a margin after it arrived.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from engine.generator.synth import SynthGenerator
 from engine.params import ControlEvent
 from engine.patch import load_patch, parse_patch
 from engine.render import render
+from engine.schedule.fit import frame_starts, make_fitter
 from engine.timeline import Timeline
 from engine.units import FRAME_SAMPLES, SAMPLE_RATE
 
@@ -56,14 +60,17 @@ def two_styles(tempo: float = 120.0):
     return parse_patch({"tempo": tempo, "meter": 4, "seed": 1, "style": [{"text": "warm pad"}, {"text": "glass", "weight": 0.0}]})
 
 
+FITS = pytest.mark.parametrize("fit", ["stretch", "resample"])
+
+
 def play(tmp_path: Path, name: str, events: str = "", *, tempo: float = 120.0, bars: int = 4, lookahead_ms: float = 200.0,
-         rollback: bool = True):
+         rollback: bool = True, fit: str = "stretch"):
     """Render with automation `events` (YAML list items); (result, audio, recorder)."""
     auto = tmp_path / f"{name}.yaml"
     auto.write_text("events:\n" + events if events else "events: []\n")
     gen = Recorder()
     result = render(two_styles(tempo), bars=bars, output=tmp_path / f"{name}.wav", generator=gen,
-                    automation=load_automation(auto), lookahead_ms=lookahead_ms, rollback=rollback)
+                    automation=load_automation(auto), lookahead_ms=lookahead_ms, rollback=rollback, fit=fit)
     audio = soundfile.read(tmp_path / f"{name}.wav", dtype="float32", always_2d=True)[0]
     return result, audio, gen
 
@@ -79,24 +86,39 @@ def first_difference(a: np.ndarray, b: np.ndarray) -> int:
     return int(differ[0])
 
 
+def first_frame_from(sample: int, fit: str, tempo: float = 120.0, lead: int = 0) -> tuple[int, int]:
+    """(index, start) of the first frame a rollback may change for a change that must not be
+    heard before `sample`: its start a fitter's reach (and the generator's audio lead) later."""
+    starts = frame_starts(fit, Timeline.start(tempo, 4), 8)
+    index = next(i for i, t in enumerate(starts) if t >= sample + make_fitter(fit).reach + lead)
+    return index, starts[index]
+
+
 def first_changed_frame(frames: list, reference: list) -> int:
     return next(i for i, (f, r) in enumerate(zip(frames, reference)) if not np.array_equal(f.style, r.style))
 
 
-def test_a_now_change_mid_lookahead_is_heard_from_the_planned_frame_without_a_click(tmp_path) -> None:
+@FITS
+def test_a_now_change_mid_lookahead_is_heard_from_the_planned_frame_without_a_click(tmp_path, fit) -> None:
     """style.1.weight 0 -> 2 at bar 2 beat 2.3 (now), 200 ms look-ahead: it is heard from the first
     frame a margin after it arrived; every sample before is the render without the change, and
     every sample from there the render that had the change planned for that frame all along (so
     the splice adds nothing: no click)."""
-    _, ref, ref_gen = play(tmp_path, "ref")
-    result, out, gen = play(tmp_path, "now", "  - {bar: 2, beat: 2.3, target: style.1.weight, value: 2.0, quantize: now}\n")
+    _, ref, ref_gen = play(tmp_path, "ref", fit=fit)
+    result, out, gen = play(tmp_path, "now", "  - {bar: 2, beat: 2.3, target: style.1.weight, value: 2.0, quantize: now}\n",
+                            fit=fit)
     tl = Timeline.start(120.0, 4)
     arrived = issued(tl.bar_start(1) + 1.3 * tl.segment_at(0).beat_length)
-    planned = math.ceil((arrived + MARGIN) / FRAME_SAMPLES) * FRAME_SAMPLES  # 120 BPM: frames on multiples of 1920
+    frame, planned = first_frame_from(arrived + MARGIN, fit)
     assert result.rollbacks == 1
-    assert first_changed_frame(gen.frames, ref_gen.frames) * FRAME_SAMPLES == planned
+    assert first_changed_frame(gen.frames, ref_gen.frames) == frame
     splice = first_difference(out, ref)
-    assert splice == planned, f"heard from sample {splice}, planned {planned} ({(planned - arrived) / 48:.1f} ms after it arrived)"
+    print(f"\n{fit}: a now change heard {(splice - arrived) / 48:.1f} ms after it arrived, its frame "
+          f"{(planned - arrived) / 48:.1f} ms after")
+    if fit == "resample":  # 120 BPM: frames read as they are, so the change starts on its frame
+        assert splice == planned, f"heard from sample {splice}, planned {planned}"
+    else:  # the stretcher's window reaches back, never before the margin
+        assert arrived + MARGIN <= splice <= planned, (arrived + MARGIN, splice, planned)
     # the splice is not a click: the high-passed output near it is no louder than elsewhere in the bar
     hp = np.abs(signal.sosfilt(signal.butter(4, 4000, "highpass", fs=SAMPLE_RATE, output="sos"), out[:, 0]))
     bar = tl.bar_at(splice)
@@ -106,33 +128,35 @@ def test_a_now_change_mid_lookahead_is_heard_from_the_planned_frame_without_a_cl
     # and the whole file is the one where the same change was planned for that frame from the start
     early = [TimedEvent(0, Fraction(0), ControlEvent("style.1.weight", 2.0, quantize="now", at=planned))]
     render(two_styles(), bars=4, output=tmp_path / "early.wav", generator=SynthGenerator(), automation=early,
-           rollback=False)
+           rollback=False, fit=fit)
     np.testing.assert_array_equal(out, soundfile.read(tmp_path / "early.wav", dtype="float32", always_2d=True)[0])
     # without rollback the same change waits for the look-ahead
     _, late, _ = play(tmp_path, "late", "  - {bar: 2, beat: 2.3, target: style.1.weight, value: 2.0, quantize: now}\n",
-                      rollback=False)
+                      rollback=False, fit=fit)
     assert first_difference(late, ref) >= arrived + 200 * 48
 
 
+@FITS
 @pytest.mark.parametrize("tempo, lookahead_ms", [(120.0, 200.0), (174.0, 400.0)])
-def test_a_bar_change_inside_the_lookahead_lands_on_its_bar(tmp_path, tempo, lookahead_ms) -> None:
+def test_a_bar_change_inside_the_lookahead_lands_on_its_bar(tmp_path, tempo, lookahead_ms, fit) -> None:
     """A bar-quantized style change 100 ms before bar 3's line, its audio already generated: it lands
-    on bar 3's first frame, exactly; without rollback it slips to bar 4."""
+    on bar 3's first frame, exactly; without rollback it slips to bar 4. (The synth's kick is on
+    the line: the stretch fitter plays a hit's line from the new audio only, so to the sample.)"""
     tl = Timeline.start(tempo, 4)
     beat = 1 + (tl.bar_length(1) - 0.1 * SAMPLE_RATE) / tl.segment_at(0).beat_length  # 100 ms before bar 3
     event = f"  - {{bar: 2, beat: {float(beat):.6f}, target: style.1.weight, value: 2.0, quantize: bar}}\n"
-    _, ref, ref_gen = play(tmp_path, "ref", tempo=tempo, lookahead_ms=lookahead_ms)
-    result, out, gen = play(tmp_path, "bar", event, tempo=tempo, lookahead_ms=lookahead_ms)
+    _, ref, ref_gen = play(tmp_path, "ref", tempo=tempo, lookahead_ms=lookahead_ms, fit=fit)
+    result, out, gen = play(tmp_path, "bar", event, tempo=tempo, lookahead_ms=lookahead_ms, fit=fit)
     bar3 = result.bar_starts[2]
-    frames_before = sum(math.ceil(tl.bar_length(b) * 2 ** (-4 / 1200) / FRAME_SAMPLES - 1e-9) for b in range(2))
+    frames_before = frame_starts(fit, tl, 3).index(bar3)
     assert result.rollbacks == 1
     assert first_changed_frame(gen.frames, ref_gen.frames) == frames_before
     splice = first_difference(out, ref)
-    if tempo == 120.0:  # 50 frames a bar, read as they are
+    if tempo == 120.0 or fit == "stretch":  # 120 BPM resampled: 50 frames a bar, read as they are
         assert splice == bar3
     else:  # resampled within 4 cents: the spline reading the new frame reaches 16 samples back
         assert bar3 - 16 <= splice <= bar3
-    _, late, _ = play(tmp_path, "late", event, tempo=tempo, lookahead_ms=lookahead_ms, rollback=False)
+    _, late, _ = play(tmp_path, "late", event, tempo=tempo, lookahead_ms=lookahead_ms, rollback=False, fit=fit)
     assert first_difference(late, ref) >= result.bar_starts[3] - 16
 
 
@@ -157,7 +181,8 @@ def test_a_fader_sweep_rolls_back_at_most_once_a_chunk(tmp_path) -> None:
     _, ref, ref_gen = play(tmp_path, "final", "  - {bar: 2, beat: 4.96, target: style.1.weight, value: 1.98, quantize: now}\n")
     last = next(i for i in range(len(gen.frames)) if np.array_equal(gen.frames[i].style, ref_gen.frames[-1].style))
     arrived = issued(96000 + 3.96 * 24000)
-    assert last * FRAME_SAMPLES <= arrived + MARGIN + 2 * FRAME_SAMPLES
+    starts = frame_starts("stretch", Timeline.start(120.0, 4), 4)
+    assert starts[last] <= arrived + MARGIN + make_fitter("stretch").reach + 2 * 2000  # 12 frames a beat: 2,000 samples
 
 
 def test_changes_that_arrive_early_enough_render_the_same_with_rollback_on_and_off(tmp_path) -> None:
@@ -181,17 +206,18 @@ def test_a_render_with_rollbacks_is_deterministic(tmp_path) -> None:
     np.testing.assert_array_equal(a, b)
 
 
-def test_a_staccato_note_inside_the_lookahead_sounds_a_margin_after_it_is_played(tmp_path) -> None:
+@FITS
+def test_a_staccato_note_inside_the_lookahead_sounds_a_margin_after_it_is_played(tmp_path, fit) -> None:
     """A key down and up 10 ms later (shorter than a frame), played mid-bar: its onset is in the
     first frame a margin after the key went down, not a look-ahead later."""
     from engine.conditioning import NOTE_ONSET
 
     events = ("  - {bar: 2, beat: 2.5, target: note.60, value: 1}\n"
               "  - {bar: 2, beat: 2.52, target: note.60, value: 0}\n")
-    result, _, gen = play(tmp_path, "note", events)
+    result, _, gen = play(tmp_path, "note", events, fit=fit)
     arrived = issued(96000 + 1.5 * 24000)
     onset = [i for i, f in enumerate(gen.frames) if f.notes[60] == NOTE_ONSET]
-    assert onset == [math.ceil((arrived + MARGIN) / FRAME_SAMPLES)], onset
+    assert onset == [first_frame_from(arrived + MARGIN, fit)[0]], onset
     assert result.rollbacks >= 1
 
 
@@ -325,7 +351,8 @@ def test_a_tempo_change_waiting_for_its_rollback_never_changes_a_bar_already_pla
     assert sched.rollbacks_missed >= 1
 
 
-def test_changes_applied_before_a_second_rollback_replay_at_their_own_sample() -> None:
+@FITS
+def test_changes_applied_before_a_second_rollback_replay_at_their_own_sample(fit) -> None:
     """A gain move pinned 700 samples into a frame, rolled back to; then a style change rolls back
     again from the chunk holding that frame: every sample before the style change's frame is as
     it was (the gain move replays at its own sample, not at its frame's start)."""
@@ -335,12 +362,13 @@ def test_changes_applied_before_a_second_rollback_replay_at_their_own_sample() -
     from engine.style.embedder import HashEmbedder
 
     ring = PlaybackRing()
-    sched = Scheduler.for_patch(two_styles(), SynthGenerator(), ring=ring, embedder=HashEmbedder(), lookahead_ms=200.0)
+    sched = Scheduler.for_patch(two_styles(), SynthGenerator(), ring=ring, embedder=HashEmbedder(), lookahead_ms=200.0,
+                                fit=fit)
     playhead = 0
     while playhead < 116992:
         sched.fill(playhead)
         playhead += BLOCK
-    frame = math.ceil((playhead + sched.margin.samples) / FRAME_SAMPLES) * FRAME_SAMPLES
+    _, frame = first_frame_from(playhead + sched.margin.samples, fit)
     sched.submit(ControlEvent("master.gain", 0.5, quantize="now", at=frame + 700))
     sched.fill(playhead)
     assert sched.rollbacks == 1
@@ -353,8 +381,11 @@ def test_changes_applied_before_a_second_rollback_replay_at_their_own_sample() -
     after = np.zeros_like(before)
     ring.read(after, later)
     changed = later + int(np.flatnonzero(np.any(before != after, axis=1))[0])
-    landed = math.ceil((later + sched.margin.samples) / FRAME_SAMPLES) * FRAME_SAMPLES
-    assert changed == landed > frame + 700, (changed, landed, frame)
+    _, landed = first_frame_from(later + sched.margin.samples, fit)
+    if fit == "resample":
+        assert changed == landed > frame + 700, (changed, landed, frame)
+    else:  # the stretcher's window reaches back from the frame, never before the margin
+        assert later + sched.margin.samples <= changed <= landed and changed > frame + 700, (changed, landed, frame)
     sched.close()
 
 
@@ -366,18 +397,22 @@ class Level(SynthGenerator):
         return np.full((len(conditioning) * FRAME_SAMPLES, 2), 0.5, np.float32)
 
 
-def test_a_master_gain_move_inside_the_lookahead_starts_on_the_margin_sample_not_a_frame() -> None:
+@FITS
+def test_a_master_gain_move_inside_the_lookahead_starts_on_the_margin_sample_not_a_frame(tmp_path, fit) -> None:
     """Master gain shapes the output after the generator, so a rollback starts it on the very
-    sample a splice margin after it arrived (not on the next frame), and nothing before changes."""
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp())
-    auto = tmp / "gain.yaml"
+    sample a splice margin after it arrived (not on the next frame), and nothing before changes.
+    Read as the ratio to the same render without the move (the stretcher does not keep a
+    constant exactly constant)."""
+    auto = tmp_path / "gain.yaml"
     auto.write_text("events:\n  - {bar: 2, beat: 2.3, target: master.gain, value: 0.5, quantize: now}\n")
-    result = render(two_styles(), bars=3, output=tmp / "gain.wav", generator=Level(), automation=load_automation(auto))
-    out = soundfile.read(tmp / "gain.wav", dtype="float32", always_2d=True)[0][:, 0]
+    outs = []
+    for name, automation in (("ref", []), ("gain", load_automation(auto))):
+        result = render(two_styles(), bars=3, output=tmp_path / f"{name}.wav", generator=Level(), automation=automation,
+                        fit=fit)
+        outs.append(soundfile.read(tmp_path / f"{name}.wav", dtype="float32", always_2d=True)[0][:, 0])
+    gain = outs[1] / outs[0]
     arrived = issued(96000 + 1.3 * 24000)
-    first = int(np.flatnonzero(out != 0.5)[0])
+    first = int(np.flatnonzero(gain != 1.0)[0])
     assert result.rollbacks == 1
     assert first == arrived + MARGIN + 1, (first, arrived + MARGIN, first % FRAME_SAMPLES)  # the ramp leaves 1.0 there
-    assert out[-1] == pytest.approx(0.25)
+    assert gain[-1] == pytest.approx(0.5)

@@ -215,12 +215,18 @@ def test_a_change_inside_the_lookahead_rolls_magenta_back_and_lands_on_the_plann
         runs[name] = (result, soundfile.read(tmp_path / f"{name}.wav", dtype="float32", always_2d=True)[0],
                       {k: v[1] for k, v in generator.fed.items()})  # frame -> temperature fed
     (result, out, fed), (_, ref, ref_fed) = runs["now"], runs["ref"]
+    from engine.schedule.fit import frame_starts, make_fitter
+    from engine.timeline import Timeline
+
     arrived = math.ceil((96000 + 24000) / 256) * 256
-    planned = math.ceil((arrived + 480 + generator.audio_lead) / FRAME_SAMPLES)  # margin and decoder lead
+    reach = make_fitter(None).reach  # the stretcher's window (the default fit)
+    starts = frame_starts(None, Timeline.start(120, 4), 2)
+    planned = next(i for i, t in enumerate(starts) if t >= arrived + 480 + generator.audio_lead + reach)
     assert result.rollbacks == 1
     changed = [f for f in sorted(fed) if fed[f] != ref_fed[f]]
     assert changed[0] == planned and all(fed[f] == 0.0 for f in changed), changed[:3]
     differ = np.flatnonzero(np.any(out != ref, axis=1))
-    # SpectroStream's decoder overlap: the audio changes up to audio_lead before the frame, never earlier
-    assert planned * FRAME_SAMPLES - generator.audio_lead <= differ[0] <= planned * FRAME_SAMPLES
+    # SpectroStream's decoder overlap and the stretcher's window: the audio changes up to audio_lead
+    # and the fitter's reach before the frame, never earlier than a margin after the change arrived
+    assert max(arrived + 480, starts[planned] - generator.audio_lead - reach) <= differ[0] <= starts[planned]
     np.testing.assert_array_equal(out[:differ[0]], ref[:differ[0]])
