@@ -43,8 +43,10 @@ from bench import Row
 from engine.conditioning import NOTE_HELD, FrameConditioning, masked_notes
 from engine.errors import BacklineError
 from engine.generator.synth import SynthGenerator
+from engine.schedule.fit import make_fitter
 from engine.style.embedder import HashEmbedder
-from engine.units import FRAME_SAMPLES, SAMPLE_RATE
+from engine.timeline import Timeline
+from engine.units import FIT_MODES, FRAME_SAMPLES, SAMPLE_RATE
 
 TEMPOS = (91.3, 120.0, 127.0, 133.33, 174.0)
 Stretch = Callable[[np.ndarray, float], np.ndarray]  # (frames, 2) and a time factor -> (round(n / factor), 2)
@@ -180,6 +182,23 @@ def cpu_ms_per_s(make: Callable[[], Stretch], audio: np.ndarray, factor: float, 
     return statistics.median(times), min(times), max(times)
 
 
+def fitter_cpu_ms_per_s(fit: str, audio: np.ndarray, runs: int) -> float:
+    """The whole fitter as the scheduler drives it (bars planned at 127 BPM, a generator call a
+    push): ms of CPU per second of output, median of `runs`."""
+    timeline, times = Timeline.start("127", 4), []
+    for _ in range(runs):
+        fitter, bar, made = make_fitter(fit), 0, 0
+        t0 = time.process_time()
+        for pos in range(0, len(audio) - CALL + 1, CALL):
+            while fitter.planned_gen_end < pos + CALL:
+                fitter.add_bar(fitter.plan(timeline, bar))
+                bar += 1
+            fitter.push(audio[pos : pos + CALL])
+            made += len(fitter.pull()[1])
+        times.append((time.process_time() - t0) * 1000.0 / (made / SAMPLE_RATE))
+    return statistics.median(times)
+
+
 def rows(quick: bool) -> list[Row]:
     try:
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
@@ -216,4 +235,7 @@ def rows(quick: bool) -> list[Row]:
             Row(f"stretch.lsd@{name}", lsd(source[skip:], stretched[skip:]), "dB",
                 f"sustained synth chord vs its stretch at {factor:.4f} (the plan's largest, {100 * (worst - 1):.1f}%)"),
         ]
+    for fit in FIT_MODES:  # the fitter itself, side by side: what `fit: stretch` costs over the fallback
+        out.append(Row(f"stretch.fitter_cpu@{fit}", fitter_cpu_ms_per_s(fit, source, 2 if quick else 5), "ms CPU / s out",
+                       f"the {fit} fitter at 127 BPM, a generator call a push, median of {2 if quick else 5} runs, one core"))
     return out

@@ -817,9 +817,29 @@ class Scheduler:
         self.rollbacks += 1
         return True
 
+    def _pushed_on(self, late: list[_Entry], first: dict[str, int], open_at: int) -> list[_Entry]:
+        """A control's later moves that its late ones, moved, would land on or pass: those more
+        than half a frame after the move before them (a smoothing ramp's steps, one a frame)
+        move on too, so no step shares a frame and is lost; closer ones (a raw fader's) coalesce."""
+        pushed = []
+        for target, start in first.items():
+            moved = [e for e in late if isinstance(e[2], ControlEvent) and e[2].target == target]
+            prev_was = max(e[0] for e in moved)
+            prev_new = open_at + prev_was - start
+            for entry in sorted(e for e in self._pending if e not in late and isinstance(e[2], ControlEvent)
+                                and e[2].target == target and e[2].quantize == "now"
+                                and self._announced.get(e[1], open_at) >= open_at):
+                spacing = entry[0] - prev_was
+                if spacing <= FRAME_SAMPLES // 2 or entry[0] >= prev_new + spacing:
+                    break
+                pushed.append(entry)
+                prev_was, prev_new = entry[0], prev_new + spacing
+        return pushed
+
     def _requeue_late(self, open_at: int, open_sample: int | None = None) -> None:
         """Changes not applied yet whose sample lies before `open_at`, the first frame they can
-        still change, move there (a beat or bar change: to its next boundary from there). The
+        still change, move there (a beat or bar change: to its next boundary from there; a
+        control's later moves keep their spacing from its first: a ramp's steps). The
         ones applied before a rollback keep their sample: the frames before `open_at` are
         generated again exactly as they were heard. A gain or transport change asked for `now`
         moves to `open_sample` instead (the output takes it at any sample)."""
@@ -833,17 +853,22 @@ class Scheduler:
                 and not (self.state.freeze and e[1] > self._frozen_at and _route(e[2]) not in ("timeline", "safety"))]
         if not late:
             return
+        first: dict[str, int] = {}  # a control's earliest late move: its later ones move with it, keeping their spacing
+        for at, _, item in late:
+            if isinstance(item, ControlEvent) and item.quantize == "now" and item.target in self._last_move:
+                first[item.target] = min(at, first.get(item.target, at))  # a value that keeps its spacing
+        late += self._pushed_on(late, first, open_at)
         gone = {e[1] for e in late}
         self._pending = [e for e in self._pending if e[1] not in gone]
         self._journal = [e for e in self._journal if e[1] not in gone]
         heapq.heapify(self._pending)
         for entry in late:
-            _, seq, item = entry
+            was, seq, item = entry
             quantize = getattr(item, "quantize", "now")
             if quantize in ("beat", "bar"):  # the next bar line from the first open frame is never planned yet
                 at = self.timeline.next_boundary(open_at + (FRAME_SAMPLES // 2 if quantize == "beat" else 0), quantize)
-            else:
-                at = opens(entry)
+            else:  # a smoothing ramp's steps stay a frame apart, not all in the first open frame
+                at = opens(entry) + (was - first[item.target] if isinstance(item, ControlEvent) and item.target in first else 0)
                 if isinstance(item, ControlEvent) and item.target in self._last_move:
                     self._last_move[item.target] = (max(at, self._last_move[item.target][0]), self._last_move[item.target][1])
             self._push(at, item, seq=seq)

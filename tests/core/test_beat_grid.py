@@ -77,9 +77,9 @@ def test_resample_keeps_bar_lines_exact_and_beats_within_half_a_frame(tmp_path: 
     assert 10 * 48 < error.max() <= 20.5 * 48  # the limp the stretch removes
 
 
-def stretched(tempo: str, meter: int, source: np.ndarray, bars: int = 6) -> tuple[np.ndarray, Timeline]:
+def stretched(tempo: str | Timeline, meter: int, source: np.ndarray, bars: int = 6) -> tuple[np.ndarray, Timeline]:
     """`source` (a generated stream) through the stretch fitter, 2 frames a push, as the scheduler feeds it."""
-    timeline = Timeline.start(tempo, meter)
+    timeline = tempo if isinstance(tempo, Timeline) else Timeline.start(tempo, meter)
     fitter = StretchFitter()
     for bar in range(bars):
         fitter.add_bar(fitter.plan(timeline, bar))
@@ -125,6 +125,44 @@ def test_a_sine_keeps_its_pitch_and_a_chord_has_no_click_at_any_line(tempo: str)
         elsewhere = high[line + 240 : end - 240].max()
         assert near <= elsewhere * 1.05, (beat, near, elsewhere)  # a seam would stand out here
         assert level[line - 240 : line + 240].min() > 0.9 * np.median(level[line:end]), beat  # and no dip
+
+
+def test_a_tempo_ramp_steps_the_frames_per_beat_without_a_seam() -> None:
+    """A clock ramping 120 -> 140 BPM, a new tempo every bar (as the followed clock re-fits each
+    bar): the model's frames per beat step from 12 to 11 on the way (its tempo from 125 to 136
+    BPM, the stretch ratio from 1.04 to 0.93 at that line); every beat still starts on its
+    exact sample, a sine keeps its pitch in every bar, and no beat line, the step's included,
+    has a click or a dip."""
+    timeline = Timeline.start("120", 4)
+    for bar in range(1, 9):
+        timeline = timeline.with_change(at_bar=bar, bpm=120 + 2.5 * bar)
+    per_beat = [frames_per_beat(timeline.segment_at(timeline.bar_start(b)).beat_length) for b in range(9)]
+    assert per_beat[0] == 12 and per_beat[-1] == 11  # the step happens inside the ramp
+    sine, _ = stretched(timeline, 4, tone(30 * SR, ((440.0, 0.5),)), bars=9)
+    chord, _ = stretched(timeline, 4, tone(30 * SR, ((110.0, 0.3), (277.2, 0.2), (329.6, 0.2), (1318.5, 0.05))), bars=9)
+    assert len(sine) == timeline.bar_start(9)
+    for bar in range(1, 8):
+        assert abs(cents(sine[timeline.bar_start(bar) : timeline.bar_start(bar + 1), 0], 440.0)) < 1.0, bar
+    level = np.sqrt(np.convolve(sine[:, 0] ** 2, np.ones(96) / 96, mode="same"))
+    high = np.abs(sosfilt(butter(4, 1000, "hp", fs=SR, output="sos"), chord[:, 0]))
+    step = next(b for b in range(9) if per_beat[b] == 11)
+    # hits generated on the model's beats (whole frames from each bar's start) land on the output's
+    fitter, hits = StretchFitter(), tone(30 * SR, ((440.0, 0.02),))
+    for bar in range(9):
+        plan = fitter.plan(timeline, bar)
+        fitter.add_bar(plan)
+        for b in range(4):
+            at = plan.gen_start + b * plan.frames_per_beat * FRAME_SAMPLES
+            hits[at : at + 2400] += (0.8 * np.exp(-np.arange(2400) / 300.0))[:, None] * np.sign(np.sin(np.arange(2400)))[:, None]
+    out, _ = stretched(timeline, 4, hits, bars=9)
+    beats = np.array([timeline.beat_start(b) for b in range(36)])
+    found = onsets(out[:, 0])
+    assert len(found) == len(beats) and np.abs(found - beats).max() <= 3 * SR // 1000, (found - beats[: len(found)]) / 48
+    for beat in range(4, 4 * 8):
+        line, end = timeline.beat_start(beat), timeline.beat_start(beat + 1)
+        near, elsewhere = high[line - 240 : line + 240].max(), high[line + 240 : end - 240].max()
+        assert near <= elsewhere * 1.05, (beat, beat == 4 * step, near, elsewhere)
+        assert level[line - 240 : line + 240].min() > 0.9 * np.median(level[line:end]), beat
 
 
 def test_the_model_plays_whole_frames_per_beat() -> None:
