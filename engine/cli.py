@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "engine.service.run_command",
     "engine.audio.commands",
     "engine.service.commands",
+    "engine.remote.commands",
 )
 
 

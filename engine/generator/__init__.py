@@ -1,4 +1,5 @@
-"""Generators by name: `synth` (built in) and `magenta` (magenta-rt, imported lazily).
+"""Generators by name: `synth` (built in), `magenta` (magenta-rt, imported lazily) and
+`remote` (a `backline generator-server` across the network: `remote.py`).
 
 `create_generator(name, process=True, ...)` runs the generator in a spawned child process
 (see `process.py`): the engine gets audio, or GeneratorUnavailable at once while the
@@ -9,13 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import GeneratorError
 from engine.generator.base import Generator
 
-GeneratorName = Literal["synth", "magenta"]
-GENERATOR_NAMES: tuple[str, ...] = ("synth", "magenta")
+GeneratorName = Literal["synth", "magenta", "remote"]
+GENERATOR_NAMES: tuple[str, ...] = ("synth", "magenta", "remote")
 OnMissingAssets = Literal["refuse", "synth"]
 # What a child process builds, as "module:callable" (it imports the module itself).
 FACTORIES = {
@@ -46,13 +49,15 @@ def create_generator(
     fetches it (`on_missing_assets="refuse"`), or logs that error loudly and returns the
     `synth` generator instead (`on_missing_assets="synth"`).
     """
+    if name == "remote":  # already out of process: on the server, in a child of its own there
+        return _remote(**options)
     if name not in FACTORIES:
         raise GeneratorError(f"unknown generator {name!r}; choose one of {', '.join(GENERATOR_NAMES)}")
     if on_missing_assets not in ("refuse", "synth"):
         raise GeneratorError(f"on_missing_assets must be 'refuse' or 'synth', got {on_missing_assets!r}")
     if name == "magenta":
         try:
-            _check_magenta(options)
+            check_magenta(options)
         except GeneratorError as err:
             if on_missing_assets == "refuse":
                 raise
@@ -77,7 +82,33 @@ def create_generator(
     return MagentaGenerator(**options)
 
 
-def _check_magenta(options: dict[str, Any]) -> None:
+def _remote(*, url: str | None = None, token_file: str | None = None, pcm: str = "f32", seed: int = 0,
+            deadline_s: float = 2.0, **unknown: Any) -> Generator:
+    """A RemoteGenerator for `url`; its token from `token_file`, else $BACKLINE_GENERATOR_TOKEN."""
+    from engine.generator.remote import RemoteGenerator
+
+    if unknown:
+        raise GeneratorError(f"the remote generator takes url, token_file and pcm, not {', '.join(sorted(unknown))}")
+    if not url:
+        raise GeneratorError("the remote generator needs a server: --remote ws://HOST:PORT (config: options: {url: ...})")
+    token = os.environ.get("BACKLINE_GENERATOR_TOKEN")
+    if token_file:
+        token = read_token(Path(token_file))
+    return RemoteGenerator(url, token=token, pcm=pcm, seed=seed, deadline_s=deadline_s)
+
+
+def read_token(path: Path) -> str:
+    """A token file's first line; GeneratorError naming the file when it cannot be read or is empty."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise GeneratorError(f"cannot read the token file {path}: {err.strerror}") from err
+    if not token:
+        raise GeneratorError(f"the token file {path} is empty")
+    return token
+
+
+def check_magenta(options: dict[str, Any]) -> None:
     """magenta-rt importable and the assets the options point at usable; without importing JAX."""
     if importlib.util.find_spec("magenta_rt") is None:
         raise GeneratorError("the magenta generator needs magenta-rt: pip install 'backline[magenta]'")

@@ -21,12 +21,15 @@ def add_fit_argument(parser: argparse.ArgumentParser, *, config: bool = False) -
                              f"20 ms off, for a box too slow to stretch (default: {first}the patch's fit:, else stretch)")
 
 
-def add_generator_arguments(parser: argparse.ArgumentParser, *, default: str | None = "synth") -> None:
+def add_generator_arguments(parser: argparse.ArgumentParser, *, default: str | None = "synth", remote: bool = True) -> None:
     """--generator, --frames-per-call and the magenta options (ignored by the synth).
 
     `default=None` leaves the choice to a config file (`backline run --config`).
     """
-    parser.add_argument("--generator", default=default, choices=GENERATOR_NAMES, help="synth (default) or magenta")
+    parser.add_argument("--generator", default=default,
+                        choices=GENERATOR_NAMES if remote else [n for n in GENERATOR_NAMES if n != "remote"],
+                        help="synth (default), magenta" + (", or remote (a backline generator-server: --remote)"
+                                                            if remote else ""))
     parser.add_argument("--frames-per-call", type=int, default=None,
                         help="frames per generator call (default 2; magenta: its jitted step T)")
     group = parser.add_argument_group("magenta generator")
@@ -39,10 +42,23 @@ def add_generator_arguments(parser: argparse.ArgumentParser, *, default: str | N
                        help="style tokenizer: MusicCoCa's files, or magenta-rt's MockMusicCoCa (no files; tests)")
     group.add_argument("--compilation-cache-dir", type=Path, default=None,
                        help="JAX compilation cache (default ~/.cache/backline/jax)")
+    if not remote:
+        return
+    remote = parser.add_argument_group("remote generator")
+    remote.add_argument("--remote", metavar="URL", default=None,
+                        help="the generator server, ws://HOST:PORT or wss://HOST:PORT (backline generator-server)")
+    remote.add_argument("--remote-token-file", type=Path, default=None,
+                        help="file holding the server's token (default: $BACKLINE_GENERATOR_TOKEN)")
+    remote.add_argument("--remote-pcm", choices=("f32", "i16"), default=None,
+                        help="audio over the link: f32 (default, exact) or i16 (half the bytes, for Wi-Fi)")
 
 
 def generator_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword options for `create_generator(args.generator, **options)`; unset ones are left out."""
+    if args.generator == "remote":
+        remote = {"url": args.remote, "token_file": args.remote_token_file and str(args.remote_token_file),
+                  "pcm": args.remote_pcm}
+        return {key: value for key, value in remote.items() if value is not None}
     if args.generator != "magenta":
         return {}
     options = {

@@ -98,7 +98,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "required": ["name"],
             "properties": {
-                "name": {"enum": ["synth", "magenta"]},
+                "name": {"enum": ["synth", "magenta", "remote"]},
                 "options": {"type": "object"},
             },
         },

@@ -1,0 +1,271 @@
+"""`--generator remote`: the model on a generator server across the network (issue #17).
+
+The stage box keeps the clock, the controls, the bar grid and the audio; frames come from a
+`backline generator-server` over WebSocket (`engine/remote/protocol.py`). The contract is the
+child process's (`process.py`), so the scheduler treats a remote generator like a local one:
+
+- `generate()` answers, or raises GeneratorUnavailable at once while the link is down and
+  after `deadline_s` without an answer, so the scheduler's fallback (the synth) plays;
+- a connector thread ("remote-connect") reconnects with backoff; a new session has a fresh
+  generator, reset to the seed, and none of the old session's snapshots;
+- snapshots stay on the server, named by frame index: `snapshot()` only asks the next
+  GENERATE to keep one (no round trip a chunk), `restore()` names that frame.
+
+Prompts are embedded where the style model is: `style_model()` is an embedder that asks the
+server over a connection of its own (the engine embeds off the scheduling thread), so
+MusicCoCa runs on the GPU box and the mixed embedding travels with the conditioning.
+Used from the scheduling thread (generate, snapshot, restore) and the connector.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.conditioning import STYLE_DIM, FrameConditioning
+from engine.errors import GeneratorError, GeneratorUnavailable
+from engine.generator.base import Generator
+from engine.remote import protocol as p
+from engine.style.embedder import AUDIO_PROMPT_SECONDS, Embedder, read_audio_span
+
+log = logging.getLogger(__name__)
+_MAX_BACKOFF_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSnapshot:
+    """A snapshot kept by the server: which session (reconnects count up) and which frame."""
+
+    session: int
+    frame: int
+
+
+def _connect(url: str, *, token: str | None, pcm: str, role: str, timeout: float) -> tuple[Any, dict[str, Any]]:
+    """Open a connection and say hello; (connection, welcome). OSError, GeneratorError on refusal."""
+    from websockets.sync.client import connect
+
+    ws = connect(url, open_timeout=timeout, close_timeout=1.0, max_size=p.MAX_MESSAGE, legacy=True,
+                 compression=None)
+    try:
+        ws.send(p.pack_json(p.HELLO, {"version": p.VERSION, "token": token or "", "pcm": pcm, "role": role}))
+        answer = p.unpack(ws.recv(timeout=timeout))
+        if answer.kind == p.ERROR:
+            raise GeneratorError(f"generator server {url} refused: {answer.json().get('error')}")
+        if answer.kind != p.WELCOME:
+            raise GeneratorError(f"generator server {url}: expected welcome, got {answer.name}")
+        return ws, answer.json()
+    except BaseException:
+        ws.close()
+        raise
+
+
+class RemoteGenerator(Generator):
+    """Frames from the generator server at `url` (ws:// or wss://)."""
+
+    def __init__(self, url: str, *, token: str | None = None, pcm: str = "f32", seed: int = 0,
+                 deadline_s: float = 2.0, connect_timeout_s: float = 3.0) -> None:
+        if not url.startswith(("ws://", "wss://")):
+            raise GeneratorError(f"remote generator URL must start with ws:// or wss://, got {url!r}")
+        if pcm not in p.PCM_FORMATS:
+            raise GeneratorError(f"remote PCM must be one of {', '.join(p.PCM_FORMATS)}, got {pcm!r}")
+        self.name = "remote"
+        self.url, self._token, self.pcm = url, token, pcm
+        self.deadline_s, self._connect_timeout = deadline_s, connect_timeout_s
+        self._seed, self._seed_pending = seed, True
+        self._keep = False
+        self._frame = 0
+        self._session = 0
+        self._ws: Any = None
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.reconnects = 0
+        self.ms_per_frame: float | None = None  # round trip, server compute included
+        self.remote_generator: str | None = None
+        self._lock = threading.Lock()  # the connection handed between connector and scheduler
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._connector = threading.Thread(target=self._connect_loop, name="remote-connect", daemon=True)
+        self._connector.start()
+
+    # -- connector thread ----------------------------------------------------------------------
+    def _connect_loop(self) -> None:
+        backoff = 0.2
+        while not self._closed.is_set():
+            if self._ws is None:
+                try:
+                    ws, welcome = _connect(self.url, token=self._token, pcm=self.pcm, role="generate",
+                                           timeout=self._connect_timeout)
+                except (OSError, TimeoutError, GeneratorError, p.ProtocolError) as err:
+                    self._down(f"cannot reach {self.url}: {err}", quiet=self.state == "restarting")
+                    self._closed.wait(backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                    continue
+                except Exception as err:  # noqa: BLE001 - websockets' handshake errors (InvalidURI, InvalidStatus)
+                    self._down(f"cannot reach {self.url}: {type(err).__name__}: {err}", quiet=self.state == "restarting")
+                    self._closed.wait(backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                    continue
+                with self._lock:
+                    self._ws, self._session = ws, self._session + 1
+                    self._seed_pending, self._frame, self._keep = True, 0, False
+                    self.audio_lead = int(welcome.get("audio_lead", 0))
+                    self.remote_generator = str(welcome.get("generator"))
+                    self.state = "ready"
+                backoff = 0.2
+                log.info("generator remote: session %d with %s (%s generator)", self._session, self.url,
+                         self.remote_generator)
+            self._wake.wait(1.0)
+            self._wake.clear()
+
+    def _down(self, why: str, *, quiet: bool = False) -> GeneratorUnavailable:
+        """The link is gone: drop it, let the connector reconnect, return the error to raise."""
+        with self._lock:
+            ws, self._ws = self._ws, None
+            if self.state != "closed":
+                self.state = "restarting"
+            self.last_error = why
+        if ws is not None:
+            self.reconnects += 1
+            ws.close()
+        if not quiet:
+            log.warning("generator remote: %s; the fallback plays until it is back", why)
+        self._wake.set()
+        return GeneratorUnavailable(f"generator remote: {why}")
+
+    # -- the scheduling thread -----------------------------------------------------------------
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.state != "ready":
+            if time.monotonic() >= deadline or self._closed.is_set():
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _ask(self, message: bytes) -> p.Message:
+        ws = self._ws
+        if ws is None:
+            raise GeneratorUnavailable(f"generator remote: {self.state} ({self.last_error or self.url})")
+        try:
+            ws.send(message)
+            answer = p.unpack(ws.recv(timeout=self.deadline_s))
+        except TimeoutError:
+            raise self._down(f"no answer within {self.deadline_s} s") from None
+        except p.ProtocolError as err:
+            raise self._down(f"a malformed answer ({err})") from None
+        except Exception as err:  # noqa: BLE001 - ConnectionClosed and OSError: the link is down
+            raise self._down(f"the link dropped ({type(err).__name__})") from None
+        if answer.kind == p.ERROR:
+            body = answer.json()
+            if body.get("unavailable"):
+                raise GeneratorUnavailable(f"generator remote: {body.get('error')}")
+            raise GeneratorError(f"generator remote: {body.get('error')}")
+        return answer
+
+    def reset(self, seed: int) -> None:
+        """Start again from `seed` with the next generate() (sent with it: no round trip)."""
+        self._seed, self._seed_pending, self._frame = seed, True, 0
+
+    def snapshot(self) -> RemoteSnapshot:
+        if self.state != "ready":
+            raise GeneratorUnavailable(f"generator remote is {self.state}: no snapshot")
+        self._keep = True
+        return RemoteSnapshot(self._session, self._frame)
+
+    def restore(self, snapshot: object) -> None:
+        if not isinstance(snapshot, RemoteSnapshot) or snapshot.session != self._session:
+            raise GeneratorError("generator remote: the snapshot was kept by a session that has since ended")
+        if snapshot.frame == self._frame and self._keep:
+            return  # nothing generated since it was named
+        answer = self._ask(p.pack(p.RESTORE, value=snapshot.frame))
+        if answer.kind != p.RESTORED or answer.value != snapshot.frame:
+            raise self._down(f"restore answered with {answer.name}")
+        self._frame, self._keep = snapshot.frame, False
+
+    def generate(self, conditioning: Sequence[FrameConditioning]) -> np.ndarray:
+        n = len(conditioning)
+        if not 1 <= n <= p.MAX_FRAMES:
+            raise ValueError(f"1..{p.MAX_FRAMES} frames per call, got {n}")
+        flags = (p.KEEP if self._keep else 0) | (p.RESET if self._seed_pending else 0)
+        began = time.perf_counter()
+        answer = self._ask(p.pack(p.GENERATE, p.encode_conditioning(list(conditioning)), flags=flags,
+                                  value=self._seed if self._seed_pending else 0, count=n))
+        if answer.kind != p.AUDIO or answer.count != n:
+            raise self._down(f"generate answered with {answer.name} of {answer.count} frames for {n}")
+        try:
+            audio = p.decode_audio(answer.body, n, self.pcm)
+        except p.ProtocolError as err:
+            raise self._down(str(err)) from None
+        self._seed_pending = self._keep = False
+        self._frame += n
+        self.ms_per_frame = 1000.0 * (time.perf_counter() - began) / n
+        return audio
+
+    def style_model(self, *, cache_dir: Path | None = None) -> Embedder:
+        return RemoteEmbedder(self.url, token=self._token, timeout=max(self.deadline_s, 10.0))
+
+    def health(self) -> dict[str, Any]:
+        return {"state": self.state, "restarts": self.reconnects, "last_error": self.last_error,
+                "ms_per_frame": self.ms_per_frame, "url": self.url, "remote_generator": self.remote_generator}
+
+    def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        with self._lock:
+            ws, self._ws, self.state = self._ws, None, "closed"
+        if ws is not None:
+            ws.close()
+
+
+class RemoteEmbedder:
+    """Prompts embedded by the server's style model, over a connection of its own opened on
+    first use. An audio prompt's span is read here and its samples sent (no path crosses).
+    The engine's embedding threads call it; one call at a time (a lock)."""
+
+    def __init__(self, url: str, *, token: str | None, timeout: float) -> None:
+        self._url, self._token, self._timeout = url, token, timeout
+        self._ws: Any = None
+        self._lock = threading.Lock()
+        self.version = "remote"  # the server's style model once connected: "remote/<its version>"
+
+    def embed_text(self, text: str) -> np.ndarray:
+        data = text.encode("utf-8")
+        if len(data) > p.MAX_TEXT:
+            raise ValueError(f"a prompt of {len(data)} bytes (at most {p.MAX_TEXT})")
+        return self._ask(p.pack(p.EMBED, data))
+
+    def embed_audio(self, path: Path, *, start: float = 0.0, duration: float = AUDIO_PROMPT_SECONDS) -> np.ndarray:
+        mono, rate = read_audio_span(path, start=start, duration=min(duration, p.MAX_PROMPT_SECONDS))
+        body = int(rate).to_bytes(4, "little") + np.asarray(mono, dtype="<f4").tobytes()
+        return self._ask(p.pack(p.EMBED, body, flags=p.AUDIO_PROMPT))
+
+    def _ask(self, message: bytes) -> np.ndarray:
+        with self._lock:
+            for attempt in (1, 2):  # a dropped link is reopened once
+                try:
+                    if self._ws is None:
+                        self._ws, welcome = _connect(self._url, token=self._token, pcm="f32", role="embed",
+                                                     timeout=self._timeout)
+                        self.version = f"remote/{welcome.get('style_model')}"
+                    self._ws.send(message)
+                    answer = p.unpack(self._ws.recv(timeout=self._timeout))
+                    break
+                except GeneratorError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - the link: retry once on a fresh one
+                    if self._ws is not None:
+                        self._ws.close()
+                    self._ws = None
+                    if attempt == 2:
+                        raise GeneratorError(f"generator remote: cannot embed a prompt at {self._url}: {err}") from err
+        if answer.kind == p.ERROR:
+            raise GeneratorError(f"generator remote: {answer.json().get('error')}")
+        if answer.kind != p.EMBEDDING or len(answer.body) != 4 * STYLE_DIM:
+            raise GeneratorError(f"generator remote: an embedding answer of {len(answer.body)} bytes")
+        return np.frombuffer(answer.body, dtype="<f4").copy()

@@ -1,0 +1,67 @@
+"""`backline generator-server`: serve a generator to stage boxes over WebSocket (issue #17)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+from pathlib import Path
+
+from engine.errors import BacklineError
+
+log = logging.getLogger(__name__)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from engine.generator.options import add_generator_arguments
+
+    server = sub.add_parser("generator-server", help="serve the generator to stage boxes over WebSocket (the GPU box)")
+    server.add_argument("--listen", default="127.0.0.1:9400", metavar="HOST:PORT",
+                        help="address to listen on (default 127.0.0.1:9400; beyond loopback a token is required)")
+    server.add_argument("--token-file", type=Path, default=None,
+                        help="file holding the clients' token (default: $BACKLINE_GENERATOR_TOKEN)")
+    server.add_argument("--max-sessions", type=int, default=1,
+                        help="stage boxes served at once (default 1: a GPU steps one mrt2_small stream in real time)")
+    add_generator_arguments(server, remote=False)
+    server.set_defaults(func=_cmd_server)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise BacklineError(f"--listen must be HOST:PORT (e.g. 0.0.0.0:9400), got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    from engine.generator import check_magenta, create_generator, read_token
+    from engine.generator.options import generator_options
+    from engine.remote.server import GeneratorServer
+
+    if args.max_sessions < 1:
+        raise BacklineError(f"--max-sessions must be at least 1, got {args.max_sessions}")
+    host, port = parse_listen(args.listen)
+    token = read_token(args.token_file) if args.token_file else os.environ.get("BACKLINE_GENERATOR_TOKEN") or None
+    options = generator_options(args)
+    if args.generator == "magenta":
+        check_magenta(options)  # the weights and MusicCoCa files, once, before any client comes
+        from engine.style.musiccoca import style_model_for
+
+        embedder = style_model_for(options)
+    else:
+        from engine.style.embedder import HashEmbedder
+
+        embedder = HashEmbedder()
+
+    def factory():  # one a session; magenta in a child process of its own
+        return create_generator(args.generator, process=args.generator == "magenta", **options)
+
+    server = GeneratorServer(factory, host=host, port=port, token=token, max_sessions=args.max_sessions,
+                             embedder=embedder)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: server.stop())
+    print(f"backline generator-server: {args.generator} on ws://{host}:{server.port}", flush=True)
+    server.serve_forever()
+    log.info("generator server stopped: %s", server.status())
+    return 0

@@ -1,0 +1,244 @@
+"""`--generator remote` against a real `backline generator-server` (issue #17), over loopback
+WebSocket: the render is the local synth's bit for bit, rollback lands through it, prompts are
+embedded by the server's style model, and hostile clients leave a session playing."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from engine.automation import TimedEvent
+from engine.errors import GeneratorError, GeneratorUnavailable
+from engine.generator import create_generator
+from engine.generator.synth import SynthGenerator
+from engine.params import ControlEvent
+from engine.patch import load_patch, parse_patch
+from engine.remote import protocol as p
+from engine.render import render
+from engine.style.embedder import HashEmbedder
+from engine.timeline import Timeline
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def server(*extra: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`backline generator-server` in its own process on a free loopback port; its ws:// URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "generator-server", "--listen", "127.0.0.1:0", *extra],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        found = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
+        assert found, (line, proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
+        yield f"ws://127.0.0.1:{found.group(1)}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def rendered(tmp_path: Path, name: str, generator, automation=(), bars: int = 4):  # type: ignore[no-untyped-def]
+    patch = load_patch(REPO / "patches/default.yaml")
+    try:
+        result = render(patch, bars=bars, output=tmp_path / f"{name}.wav", generator=generator, automation=list(automation),
+                        ready_timeout_s=20)
+    finally:
+        generator.close()
+    return result, soundfile.read(tmp_path / f"{name}.wav", dtype="float32", always_2d=True)[0]
+
+
+def test_the_cli_render_through_a_generator_server_is_the_synth_render_bit_for_bit(tmp_path: Path) -> None:
+    with server() as url:
+        for name, extra in (("remote", ["--generator", "remote", "--remote", url]), ("synth", [])):
+            proc = subprocess.run([sys.executable, "-m", "engine", "render", "--patch", "patches/default.yaml",
+                                   "--bars", "4", "-o", str(tmp_path / f"{name}.wav"), *extra],
+                                  cwd=REPO, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+    remote = soundfile.read(tmp_path / "remote.wav", dtype="float32")[0]
+    local = soundfile.read(tmp_path / "synth.wav", dtype="float32")[0]
+    assert len(remote) == Timeline.start(120, 4).bar_start(4)
+    np.testing.assert_array_equal(remote, local)
+
+
+def test_a_bar_change_inside_the_lookahead_lands_on_its_bar_through_the_server(tmp_path: Path) -> None:
+    """Style change quantized to bar 3, sent 100 ms before its line (its audio generated): the
+    server restores its snapshot and generates again; the file is the local synth's with the
+    same change, and differs from the unchanged render from bar 3's first frame, never before."""
+    change = [TimedEvent(1, Fraction(19, 5), ControlEvent("style.0.weight", 0.2, quantize="bar"))]  # bar 2, beat 4.8
+    with server() as url:
+        result, remote = rendered(tmp_path, "remote", create_generator("remote", url=url), change)
+        _, plain = rendered(tmp_path, "plain", create_generator("remote", url=url))
+    _, local = rendered(tmp_path, "local", SynthGenerator(), change)
+    assert result.rollbacks >= 1
+    np.testing.assert_array_equal(remote, local)
+    differ = np.flatnonzero(np.any(remote != plain, axis=1))
+    bar3 = result.bar_starts[2]
+    assert bar3 <= differ[0] < bar3 + 2000, (differ[0], bar3)  # in bar 3's first frame (the synth's mix glides in)
+    np.testing.assert_array_equal(remote[:bar3], plain[:bar3])
+
+
+def test_prompts_are_embedded_by_the_servers_style_model(tmp_path: Path) -> None:
+    from engine.generator.remote import RemoteGenerator
+
+    wav = tmp_path / "prompt.wav"
+    t = np.arange(48000 * 3) / 48000
+    soundfile.write(wav, 0.3 * np.sin(2 * np.pi * 220 * t), 48000, subtype="FLOAT")
+    with server() as url:
+        generator = RemoteGenerator(url)
+        try:
+            embedder = generator.style_model()
+            text = embedder.embed_text("warm analog pad")
+            audio = embedder.embed_audio(wav, start=0.5, duration=2.0)
+            assert embedder.version == "remote/hash-1"
+        finally:
+            generator.close()
+    local = HashEmbedder()
+    np.testing.assert_array_equal(text, local.embed_text("warm analog pad"))
+    np.testing.assert_allclose(audio, local.embed_audio(wav, start=0.5, duration=2.0), atol=1e-6)
+
+
+def one_frame(n: int = 1) -> list:
+    from engine.conditioning import FrameConditioning, masked_notes
+
+    return [FrameConditioning(HashEmbedder().embed_text("a"), masked_notes()) for _ in range(n)]
+
+
+def hello(url: str, token: str | None = None) -> tuple[object, p.Message]:
+    from websockets.sync.client import connect
+
+    ws = connect(url, open_timeout=5, legacy=True)
+    ws.send(p.pack_json(p.HELLO, {"version": p.VERSION, "token": token or "", "pcm": "f32"}))
+    return ws, p.unpack(ws.recv(timeout=5))
+
+
+def test_a_wrong_token_is_refused_before_any_model_work(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    with server("--token-file", str(token)) as url:
+        for wrong in (None, "guess"):
+            ws, answer = hello(url, wrong)
+            assert answer.kind == p.ERROR and "token" in answer.json()["error"]
+            ws.close()
+        generator = create_generator("remote", url=url)  # the client's side: refused, its fallback plays
+        try:
+            assert not generator.wait_ready(1.0)
+            assert "refused: wrong or missing token" in (generator.last_error or "")
+            with pytest.raises(GeneratorUnavailable):
+                generator.generate(one_frame(2))
+        finally:
+            generator.close()
+        _, audio = rendered(tmp_path, "ok", create_generator("remote", url=url, token_file=str(token)), bars=1)
+        assert np.abs(audio).max() > 0.05
+
+
+def test_a_server_beyond_loopback_needs_a_token() -> None:
+    proc = subprocess.run([sys.executable, "-m", "engine", "generator-server", "--listen", "0.0.0.0:0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "BACKLINE_GENERATOR_TOKEN": ""})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: listening on 0.0.0.0 needs a token"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_hostile_clients_leave_another_session_playing(tmp_path: Path) -> None:
+    """While a render plays through the server, other clients send garbage, a text frame, a
+    foreign header, a newer version, conditioning out of range, a wrong token, or connect and
+    say nothing (slow): each is answered or dropped, the server serves on, and the render is
+    the local synth's bit for bit."""
+    import threading
+
+    from websockets.sync.client import connect
+
+    done: list[object] = []
+    with server("--max-sessions", "4") as url:
+        def play() -> None:
+            done.append(rendered(tmp_path, "remote", create_generator("remote", url=url), bars=6)[1])
+
+        player = threading.Thread(target=play)
+        player.start()
+        slow = connect(url, open_timeout=5, legacy=True)  # says nothing: dropped after the hello timeout
+        answers = []
+        good_hello = p.pack_json(p.HELLO, {"version": p.VERSION, "pcm": "f32"})
+        for payload in (os.urandom(200), "text frame", b"XXXX" + bytes(20), p.pack(p.HELLO)[:4] + b"\x09" + bytes(19),
+                        good_hello, p.pack(p.GENERATE, b"\x00" * 10, count=1)):
+            ws = connect(url, open_timeout=5, legacy=True)
+            try:
+                if payload is good_hello:  # a session, then conditioning of the wrong size
+                    ws.send(payload)
+                    assert p.unpack(ws.recv(timeout=5)).kind == p.WELCOME
+                    payload = p.pack(p.GENERATE, b"\xff" * 3300, count=1)
+                ws.send(payload)
+                answers.append(p.unpack(ws.recv(timeout=5)).json()["error"])
+            finally:
+                ws.close()
+        player.join(timeout=120)
+        slow.close()
+    assert done, "the render did not finish"
+    _, local = rendered(tmp_path, "local", SynthGenerator(), bars=6)
+    np.testing.assert_array_equal(done[0], local)
+    assert len(answers) == 6 and all(a.startswith("malformed") for a in answers), answers
+
+
+def test_an_unreachable_server_is_unavailable_at_once_then_joined_when_it_comes_up() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    generator = create_generator("remote", url=f"ws://127.0.0.1:{port}")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(GeneratorUnavailable):
+            generator.generate(one_frame(2))
+        assert time.monotonic() - t0 < 0.1  # never waits: the fallback plays
+        assert not generator.wait_ready(0.5)
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "generator-server", "--listen", f"127.0.0.1:{port}"],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert generator.wait_ready(30.0), generator.last_error
+            assert generator.generate(one_frame(2)).shape == (2 * 1920, 2)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    finally:
+        generator.close()
+
+
+def test_bad_remote_options_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(GeneratorError, match="needs a server"):
+        create_generator("remote")
+    with pytest.raises(GeneratorError, match="ws:// or wss://"):
+        create_generator("remote", url="http://x")
+    with pytest.raises(GeneratorError, match="token file .*missing"):
+        create_generator("remote", url="ws://127.0.0.1:1", token_file=str(tmp_path / "missing"))
+    proc = subprocess.run([sys.executable, "-m", "engine", "render", "--patch", "patches/default.yaml", "-o",
+                           str(tmp_path / "x.wav"), "--generator", "remote"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: the remote generator needs a server: --remote ws://HOST:PORT " \
+                                                   "(config: options: {url: ...})"
+
+
+def test_int16_pcm_halves_the_bytes_at_16_bit_noise(tmp_path: Path) -> None:
+    with server() as url:
+        _, i16 = rendered(tmp_path, "i16", create_generator("remote", url=url, pcm="i16"), bars=2)
+    _, local = rendered(tmp_path, "local", SynthGenerator(), bars=2)
+    error = i16 - local
+    rms = float(np.sqrt(np.mean(error**2))) * 32767
+    print(f"\ni16 PCM: error {rms:.2f} LSB rms, {np.abs(error).max() * 32767:.1f} LSB at most (after the stretch)")
+    # 16-bit rounding is 0.29 LSB rms (so it measures with fit: resample); the stretcher's phase
+    # estimates are not linear in their input, and spread it to about 4 LSB rms (-78 dBFS)
+    assert 0 < rms < 8.0
+    assert np.abs(error).max() < 100 / 32767  # no glitch: -50 dBFS at the very most
