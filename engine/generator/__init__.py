@@ -50,7 +50,7 @@ def create_generator(
     `synth` generator instead (`on_missing_assets="synth"`).
     """
     if name == "remote":  # already out of process: on the server, in a child of its own there
-        return _remote(**options)
+        return _remote(deadline_s=deadline_s, **options)
     if name not in FACTORIES:
         raise GeneratorError(f"unknown generator {name!r}; choose one of {', '.join(GENERATOR_NAMES)}")
     if on_missing_assets not in ("refuse", "synth"):

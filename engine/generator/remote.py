@@ -66,6 +66,22 @@ def _connect(url: str, *, token: str | None, pcm: str, role: str, timeout: float
         raise
 
 
+def server_status(url: str, *, token: str | None, timeout: float) -> dict[str, Any]:
+    """A generator server's sessions and counters (`backline status --server`); BacklineError if unreachable."""
+    from engine.errors import BacklineError
+
+    try:
+        ws, welcome = _connect(url, token=token, pcm="f32", role="status", timeout=timeout)
+    except (OSError, TimeoutError, p.ProtocolError) as err:
+        raise BacklineError(f"no generator server answers at {url}: {err}") from err
+    except GeneratorError as err:
+        raise BacklineError(str(err)) from err
+    except Exception as err:  # noqa: BLE001 - websockets' handshake errors (InvalidURI, InvalidStatus)
+        raise BacklineError(f"no generator server answers at {url}: {type(err).__name__}: {err}") from err
+    ws.close()
+    return {key: value for key, value in welcome.items() if key not in ("version", "role")}
+
+
 class RemoteGenerator(Generator):
     """Frames from the generator server at `url` (ws:// or wss://)."""
 

@@ -6,9 +6,12 @@ import argparse
 import logging
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 from engine.errors import BacklineError
+from engine.service.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,42 @@ def _cmd_server(args: argparse.Namespace) -> int:
 
     server = GeneratorServer(factory, host=host, port=port, token=token, max_sessions=args.max_sessions,
                              embedder=embedder)
+    notifier = Notifier()
+
+    def stop(*_: object) -> None:
+        notifier.stopping("closing the sessions")
+        server.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: server.stop())
+        signal.signal(sig, stop)
     print(f"backline generator-server: {args.generator} on ws://{host}:{server.port}", flush=True)
+    notifier.ready(f"serving {args.generator} on {host}:{server.port}")
+    if notifier.watchdog_interval_s is not None:
+        probe = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        threading.Thread(target=_watchdog, args=(notifier, f"ws://{_bracket(probe)}:{server.port}", token),
+                         name="generator-watchdog", daemon=True).start()
     server.serve_forever()
     log.info("generator server stopped: %s", server.status())
+    notifier.close()
     return 0
+
+
+def _watchdog(notifier: Notifier, url: str, token: str | None) -> None:
+    """The watchdog thread: WATCHDOG=1 only while the server answers a status request through its
+    own socket, so a wedged accept loop or a starved interpreter gets the server restarted."""
+    from engine.generator.remote import server_status
+
+    assert notifier.watchdog_interval_s is not None
+    while notifier.enabled:
+        try:
+            status = server_status(url, token=token, timeout=notifier.watchdog_interval_s)
+        except BacklineError as err:
+            log.warning("generator server: its own status probe failed (%s); the watchdog is not fed", err)
+        else:
+            notifier.send(WATCHDOG=1, STATUS=f"{len(status['sessions'])} of {status['max_sessions']} session(s); "
+                                                f"refused {status['refused']}, malformed {status['malformed']}")
+        time.sleep(notifier.watchdog_interval_s)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

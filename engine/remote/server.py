@@ -45,6 +45,7 @@ class Session:
 
     peer: str
     generator: Generator
+    ws: Any = None  # its connection: websockets measures the round trip with its keepalive pings
     pcm: str = "f32"
     frames: int = 0
     ms_per_frame: float | None = None
@@ -73,7 +74,7 @@ class GeneratorServer:
         from websockets.sync.server import serve
 
         try:
-            self._server = serve(self._handle, host, port, max_size=p.MAX_MESSAGE, compression=None)
+            self._server = serve(self._handle, host, port, max_size=p.MAX_MESSAGE, compression=None, close_timeout=1.0)
         except OSError as err:
             raise BacklineError(f"generator server: cannot listen on {host}:{port}: {err.strerror or err}") from err
         self.port = self._server.socket.getsockname()[1]
@@ -94,7 +95,9 @@ class GeneratorServer:
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            sessions = [{"peer": s.peer, "frames": s.frames, "ms_per_frame": s.ms_per_frame,
+            sessions = [{"peer": s.peer, "generator": s.generator.name, "frames": s.frames, "pcm": s.pcm,
+                         "ms_per_frame": None if s.ms_per_frame is None else round(s.ms_per_frame, 3),
+                         "rtt_ms": round(1000 * s.ws.latency, 2) if s.ws is not None and s.ws.latency else None,
                          "seconds": round(time.monotonic() - s.started, 1)} for s in self.sessions.values()]
         return {"sessions": sessions, "max_sessions": self.max_sessions, "refused": self.refused,
                 "malformed": self.malformed}
@@ -115,6 +118,9 @@ class GeneratorServer:
             pcm = data.get("pcm", "f32")
             if pcm not in p.PCM_FORMATS:
                 raise p.ProtocolError(f"hello: pcm {pcm!r} (one of {', '.join(p.PCM_FORMATS)})")
+            if data.get("role") == "status":  # `backline status --server`
+                ws.send(p.pack_json(p.WELCOME, {"version": p.VERSION, "role": "status", **self.status()}))
+                return
             if data.get("role") == "embed":
                 ws.send(p.pack_json(p.WELCOME, {"version": p.VERSION, "role": "embed",
                                                 "style_model": self._embedder.version}))
@@ -125,7 +131,7 @@ class GeneratorServer:
             if full:
                 self._refuse(ws, peer, f"the server is full ({self.max_sessions} session(s))")
                 return
-            session = Session(peer, self._factory(), pcm=pcm)
+            session = Session(peer, self._factory(), ws=ws, pcm=pcm)
             with self._lock:
                 self.sessions[id(session)] = session
             try:

@@ -192,6 +192,7 @@ class Scheduler:
         self._gain = GainEnvelope(self._output_gain())
         self.frames_generated = 0
         self.fallback_frames = 0
+        self._falling_back = False  # the fallback plays: the generator is asked again at a bar line
         self.generate_seconds = 0.0
         self.errors = 0
         self._rejects = RateLimitedLog(log)  # a flood of bad changes must not flood the log
@@ -687,12 +688,13 @@ class Scheduler:
         if plan is None or self._frame_in_bar >= plan.frames:
             plan = self._plan_next_bar()
         count = min(self.frames_per_call, plan.frames - self._frame_in_bar)
+        at_bar_line = self._frame_in_bar == 0
         conds = []
         for _ in range(count):  # one frame at a time: controls drained for a frame land on it
             conds.append(self._conditioning(plan, self._frame_in_bar))
             self._frame_in_bar += 1
         fell_back = self.fallback_frames
-        audio = self._run_generator(conds)
+        audio = self._run_generator(conds, at_bar_line=at_bar_line)
         if self.fallback_frames == fell_back:  # a hung or failed call says nothing about the generator's pace
             self.margin.observe(time.perf_counter() - t0 + self._restore_s, time.monotonic())
         self._restore_s = 0.0
@@ -713,7 +715,7 @@ class Scheduler:
 
     # -- rollback ------------------------------------------------------------------------------
     _FIELDS = ("_plan", "_next_bar", "_frame_in_bar", "_beat_frames", "state", "bank", "patch", "timeline", "_style",
-               "_ramp", "_frozen_at")
+               "_ramp", "_frozen_at", "_falling_back")
 
     def _keep_snapshot(self) -> None:
         """Before a chunk: everything with state, so the chunk can be generated again. The
@@ -873,17 +875,32 @@ class Scheduler:
                     self._last_move[item.target] = (max(at, self._last_move[item.target][0]), self._last_move[item.target][1])
             self._push(at, item, seq=seq)
 
-    def _run_generator(self, conds: list[FrameConditioning]) -> np.ndarray:
-        """Run the generator; on failure use the fallback (or silence) so the ring keeps filling."""
+    def _run_generator(self, conds: list[FrameConditioning], *, at_bar_line: bool) -> np.ndarray:
+        """Run the generator; on failure use the fallback (or silence) so the ring keeps filling.
+        Once the fallback plays, the generator is asked again only for a chunk that starts a
+        bar: a server or child that comes back takes over on a bar line, not mid-phrase. The
+        fallback (the synth, 80x real time) is run on every chunk, unheard while the generator
+        plays: its voices are sounding when it has to take over."""
         t0 = time.perf_counter()
-        try:
-            audio = self.generator.generate(conds)
-        except GeneratorError as err:
-            self.fallback_frames += len(conds)
-            if self.fallback_frames == len(conds) or self.fallback_frames % 250 < len(conds):
-                log.warning("generator %s unavailable (%s); playing %s", self.generator.name, err,
-                            self.fallback.name if self.fallback else "silence")
-            audio = self.fallback.generate(conds) if self.fallback else np.zeros((len(conds) * FRAME_SAMPLES, 2), np.float32)
+        audio = None
+        if not (self._falling_back and not at_bar_line and self.fallback is not None):
+            try:
+                audio = self.generator.generate(conds)
+            except GeneratorError as err:
+                if not self._falling_back or self.fallback_frames % 250 < len(conds):
+                    log.warning("generator %s unavailable (%s); playing %s", self.generator.name, err,
+                                self.fallback.name if self.fallback else "silence")
+                self._falling_back = True
+            else:
+                if self._falling_back:
+                    log.info("generator %s is back: it plays from this bar line", self.generator.name)
+                self._falling_back = False
+                self.generate_seconds += time.perf_counter() - t0
+                if self.fallback is not None:  # kept playing unheard, so it takes over mid-phrase, not from silence
+                    self.fallback.generate(conds)
+                return audio
+        self.fallback_frames += len(conds)
+        audio = self.fallback.generate(conds) if self.fallback else np.zeros((len(conds) * FRAME_SAMPLES, 2), np.float32)
         self.generate_seconds += time.perf_counter() - t0
         return audio
 

@@ -25,6 +25,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="OSC host (default: the config's, loopback if it listens on all addresses)")
     p.add_argument("--port", type=int, help="OSC port (default: the config's)")
     p.add_argument("--http", metavar="URL", help="read the HTTP health endpoint instead, e.g. http://127.0.0.1:8080/status")
+    p.add_argument("--server", metavar="URL", help="a generator server's sessions instead, e.g. ws://gpu-box:9400")
+    p.add_argument("--token-file", type=Path, help="the generator server's token (default: $BACKLINE_GENERATOR_TOKEN)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for the answer (default 1)")
     p.set_defaults(func=_status)
@@ -46,6 +48,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.server:
+        return _server_status(args)
     if args.http:
         status = query_http(args.http, timeout_s=args.timeout)
     else:
@@ -59,6 +63,23 @@ def _status(args: argparse.Namespace) -> int:
         # with spaces (a patch name, the realtime reason) is shell-quoted so the line still splits
         print(" ".join(f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={shlex.quote(str(value))}"
                        for key, value in status.items()))
+    return 0
+
+
+def _server_status(args: argparse.Namespace) -> int:
+    """A generator server's sessions: one line each (peer, generator, frames, speed, round trip)."""
+    from engine.generator import read_token
+    from engine.generator.remote import server_status
+
+    token = read_token(args.token_file) if args.token_file else os.environ.get("BACKLINE_GENERATOR_TOKEN")
+    status = server_status(args.server, token=token, timeout=max(args.timeout, 1.0))
+    if args.json:
+        print(json.dumps(status))
+        return 0
+    print(f"{args.server}: {len(status['sessions'])} of {status['max_sessions']} session(s); refused {status['refused']}, "
+          f"malformed {status['malformed']}")
+    for session in status["sessions"]:
+        print("  " + " ".join(f"{key}={value}" for key, value in session.items()))
     return 0
 
 

@@ -242,3 +242,89 @@ def test_int16_pcm_halves_the_bytes_at_16_bit_noise(tmp_path: Path) -> None:
     # estimates are not linear in their input, and spread it to about 4 LSB rms (-78 dBFS)
     assert 0 < rms < 8.0
     assert np.abs(error).max() < 100 / 32767  # no glitch: -50 dBFS at the very most
+
+
+def test_backline_status_lists_the_servers_sessions() -> None:
+    with server("--max-sessions", "2") as url:
+        generator = create_generator("remote", url=url)
+        try:
+            assert generator.wait_ready(10)
+            generator.generate(one_frame(4))
+            proc = subprocess.run([sys.executable, "-m", "engine", "status", "--server", url, "--json"], cwd=REPO,
+                                  capture_output=True, text=True, timeout=60)
+        finally:
+            generator.close()
+        assert proc.returncode == 0, proc.stderr
+        import json
+
+        status = json.loads(proc.stdout)
+        assert status["max_sessions"] == 2 and len(status["sessions"]) == 1
+        session = status["sessions"][0]
+        assert session["frames"] == 4 and session["generator"] == "synth" and session["ms_per_frame"] > 0
+    gone = subprocess.run([sys.executable, "-m", "engine", "status", "--server", url], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert gone.returncode == 1 and gone.stderr.startswith(f"error: no generator server answers at {url}")
+
+
+def test_the_server_tells_systemd_it_is_ready_and_feeds_the_watchdog_through_its_own_socket(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "tests" / "service"))
+    from notify_fake import NotifySocket
+
+    notify = NotifySocket(str(tmp_path / "notify.sock"))
+    try:
+        with server(env={"NOTIFY_SOCKET": notify.name, "WATCHDOG_USEC": "1000000"}):
+            ready = notify.receive(10)
+            assert ready is not None and ready.get("READY") == "1" and "serving synth" in ready["STATUS"], ready
+            beats = [notify.receive(5) for _ in range(3)]  # every half interval: 0.5 s
+            assert all(b is not None and b.get("WATCHDOG") == "1" and "0 of 1 session(s)" in b["STATUS"] for b in beats), beats
+    finally:
+        notify.close()
+
+
+def test_a_server_that_stops_answering_is_given_up_on_after_the_deadline() -> None:
+    """A server that says welcome and then never answers (a hung GPU process, a black-holed
+    link): generate() gives up after its deadline, so the scheduler plays its fallback, and the
+    client reconnects."""
+    import threading
+
+    from websockets.sync.server import serve
+
+    asked = threading.Event()
+
+    def mute(ws) -> None:  # type: ignore[no-untyped-def]
+        ws.recv(timeout=5)
+        ws.send(p.pack_json(p.WELCOME, {"version": p.VERSION, "generator": "mute", "audio_lead": 0}))
+        ws.recv(timeout=10)
+        asked.set()
+        time.sleep(3)
+
+    with serve(mute, "127.0.0.1", 0) as mute_server:
+        threading.Thread(target=mute_server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{mute_server.socket.getsockname()[1]}"
+        generator = create_generator("remote", url=url, deadline_s=0.5)
+        try:
+            assert generator.wait_ready(5)
+            t0 = time.monotonic()
+            with pytest.raises(GeneratorUnavailable, match="no answer within 0.5 s"):
+                generator.generate(one_frame(2))
+            assert asked.is_set() and 0.5 <= time.monotonic() - t0 < 1.5
+            assert generator.state in ("restarting", "ready")  # the connector is at it again
+        finally:
+            generator.close()
+        mute_server.shutdown()
+
+
+def test_a_stage_config_plays_the_remote_generator(tmp_path: Path) -> None:
+    from engine.service.config import load_config
+
+    token = tmp_path / "token"
+    token.write_text("t0k3n\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"generator: {{name: remote, options: {{url: 'ws://127.0.0.1:1', token_file: {token}}}}}\n")
+    loaded = load_config(config, environ={})
+    assert loaded.generator == "remote" and loaded.generator_options["url"] == "ws://127.0.0.1:1"
+    generator = create_generator(loaded.generator, **loaded.generator_options)
+    try:
+        assert generator._token == "t0k3n"  # noqa: SLF001 - read from the file the config names
+    finally:
+        generator.close()

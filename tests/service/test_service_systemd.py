@@ -34,7 +34,7 @@ def unit_options(path: Path) -> configparser.ConfigParser:
 
 @needs_systemd
 def test_shipped_units_verify() -> None:
-    assert {u.name for u in UNITS} == {"backline.service", "jackd.service"}
+    assert {u.name for u in UNITS} == {"backline.service", "backline-generator.service", "jackd.service"}
     result = verify(*UNITS)
     # verify exits 0 on directives it merely ignores, so its warnings must be empty too
     assert result.returncode == 0 and result.stderr == "", result.stderr
@@ -57,6 +57,14 @@ def test_backline_unit_asks_for_what_a_stage_box_needs() -> None:
     assert service["ProtectSystem"] == "strict" and service["NoNewPrivileges"] == "yes" and service["PrivateTmp"] == "yes"
     assert "/var/lib/backline" in service["ReadWritePaths"] and "/var/cache/backline" in service["ReadWritePaths"]
     assert "PrivateDevices" not in service and "MemoryDenyWriteExecute" not in service
+
+
+def test_generator_server_unit_is_notify_watchdog_and_restart() -> None:
+    service = unit_options(REPO / "systemd/backline-generator.service")["Service"]
+    assert service["Type"] == "notify" and service["Restart"] == "on-failure" and int(service["WatchdogSec"]) > 0
+    assert service["ExecStart"] == "/usr/bin/env backline generator-server $BACKLINE_GENERATOR_ARGS"
+    assert "--token-file=" in service["Environment"].split("BACKLINE_GENERATOR_ARGS=")[1]  # beyond loopback: a token
+    assert "PrivateDevices" not in service  # it would hide the GPU
 
 
 def run_cli(*argv: str) -> int:
