@@ -38,8 +38,19 @@ class DelayProxy:
         return self
 
     def close(self) -> None:
+        """Stop listening, drop every connection, end the thread."""
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def __enter__(self) -> DelayProxy:
         return self.start()
@@ -93,4 +104,4 @@ class DelayProxy:
                 queue.put_nowait((last, data))
         finally:
             queue.put_nowait((last, b""))
-            await sender
+            await asyncio.gather(sender, return_exceptions=True)

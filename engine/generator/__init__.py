@@ -82,19 +82,19 @@ def create_generator(
     return MagentaGenerator(**options)
 
 
-def _remote(*, url: str | None = None, token_file: str | None = None, pcm: str = "f32", seed: int = 0,
-            deadline_s: float = 2.0, **unknown: Any) -> Generator:
+def _remote(*, url: str | None = None, token_file: str | None = None, pcm: str = "f32", ca: str | None = None,
+            seed: int = 0, deadline_s: float = 2.0, **unknown: Any) -> Generator:
     """A RemoteGenerator for `url`; its token from `token_file`, else $BACKLINE_GENERATOR_TOKEN."""
     from engine.generator.remote import RemoteGenerator
 
     if unknown:
-        raise GeneratorError(f"the remote generator takes url, token_file and pcm, not {', '.join(sorted(unknown))}")
+        raise GeneratorError(f"the remote generator takes url, token_file, pcm and ca, not {', '.join(sorted(unknown))}")
     if not url:
         raise GeneratorError("the remote generator needs a server: --remote ws://HOST:PORT (config: options: {url: ...})")
     token = os.environ.get("BACKLINE_GENERATOR_TOKEN")
     if token_file:
         token = read_token(Path(token_file))
-    return RemoteGenerator(url, token=token, pcm=pcm, seed=seed, deadline_s=deadline_s)
+    return RemoteGenerator(url, token=token, pcm=pcm, seed=seed, deadline_s=deadline_s, ca=Path(ca) if ca else None)
 
 
 def read_token(path: Path) -> str:

@@ -49,6 +49,8 @@ def add_generator_arguments(parser: argparse.ArgumentParser, *, default: str | N
                         help="the generator server, ws://HOST:PORT or wss://HOST:PORT (backline generator-server)")
     remote.add_argument("--remote-token-file", type=Path, default=None,
                         help="file holding the server's token (default: $BACKLINE_GENERATOR_TOKEN)")
+    remote.add_argument("--remote-ca", type=Path, default=None,
+                        help="for wss://: the CA (or the server's self-signed certificate) to trust, PEM")
     remote.add_argument("--remote-pcm", choices=("f32", "i16"), default=None,
                         help="audio over the link: f32 (default, exact) or i16 (half the bytes, for Wi-Fi)")
 
@@ -57,7 +59,7 @@ def generator_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword options for `create_generator(args.generator, **options)`; unset ones are left out."""
     if args.generator == "remote":
         remote = {"url": args.remote, "token_file": args.remote_token_file and str(args.remote_token_file),
-                  "pcm": args.remote_pcm}
+                  "pcm": args.remote_pcm, "ca": args.remote_ca and str(args.remote_ca)}
         return {key: value for key, value in remote.items() if value is not None}
     if args.generator != "magenta":
         return {}

@@ -47,12 +47,26 @@ class RemoteSnapshot:
     frame: int
 
 
-def _connect(url: str, *, token: str | None, pcm: str, role: str, timeout: float) -> tuple[Any, dict[str, Any]]:
+def tls_context(ca: Path | None, *, check_hostname: bool = True) -> Any:
+    """For wss://: the system's trusted CAs, or `ca` (a server's self-signed certificate)."""
+    import ssl
+
+    try:
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (OSError, ssl.SSLError) as err:
+        raise GeneratorError(f"cannot read the CA file {ca}: {getattr(err, 'strerror', None) or err}") from err
+    context.check_hostname = check_hostname
+    return context
+
+
+def _connect(url: str, *, token: str | None, pcm: str, role: str, timeout: float,
+             tls: Any = None) -> tuple[Any, dict[str, Any]]:
     """Open a connection and say hello; (connection, welcome). OSError, GeneratorError on refusal."""
     from websockets.sync.client import connect
 
+    secure = {"ssl": tls if tls is not None else tls_context(None)} if url.startswith("wss://") else {}
     ws = connect(url, open_timeout=timeout, close_timeout=1.0, max_size=p.MAX_MESSAGE, legacy=True,
-                 compression=None)
+                 compression=None, **secure)
     try:
         ws.send(p.pack_json(p.HELLO, {"version": p.VERSION, "token": token or "", "pcm": pcm, "role": role}))
         answer = p.unpack(ws.recv(timeout=timeout))
@@ -66,12 +80,14 @@ def _connect(url: str, *, token: str | None, pcm: str, role: str, timeout: float
         raise
 
 
-def server_status(url: str, *, token: str | None, timeout: float) -> dict[str, Any]:
+def server_status(url: str, *, token: str | None, timeout: float, ca: Path | None = None,
+                  check_hostname: bool = True) -> dict[str, Any]:
     """A generator server's sessions and counters (`backline status --server`); BacklineError if unreachable."""
     from engine.errors import BacklineError
 
     try:
-        ws, welcome = _connect(url, token=token, pcm="f32", role="status", timeout=timeout)
+        tls = tls_context(ca, check_hostname=check_hostname) if url.startswith("wss://") else None
+        ws, welcome = _connect(url, token=token, pcm="f32", role="status", timeout=timeout, tls=tls)
     except (OSError, TimeoutError, p.ProtocolError) as err:
         raise BacklineError(f"no generator server answers at {url}: {err}") from err
     except GeneratorError as err:
@@ -86,13 +102,14 @@ class RemoteGenerator(Generator):
     """Frames from the generator server at `url` (ws:// or wss://)."""
 
     def __init__(self, url: str, *, token: str | None = None, pcm: str = "f32", seed: int = 0,
-                 deadline_s: float = 2.0, connect_timeout_s: float = 3.0) -> None:
+                 deadline_s: float = 2.0, connect_timeout_s: float = 3.0, ca: Path | None = None) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise GeneratorError(f"remote generator URL must start with ws:// or wss://, got {url!r}")
         if pcm not in p.PCM_FORMATS:
             raise GeneratorError(f"remote PCM must be one of {', '.join(p.PCM_FORMATS)}, got {pcm!r}")
         self.name = "remote"
         self.url, self._token, self.pcm = url, token, pcm
+        self._tls = tls_context(ca) if url.startswith("wss://") else None  # a bad CA file fails here, at start
         self.deadline_s, self._connect_timeout = deadline_s, connect_timeout_s
         self._seed, self._seed_pending = seed, True
         self._keep = False
@@ -117,7 +134,7 @@ class RemoteGenerator(Generator):
             if self._ws is None:
                 try:
                     ws, welcome = _connect(self.url, token=self._token, pcm=self.pcm, role="generate",
-                                           timeout=self._connect_timeout)
+                                           timeout=self._connect_timeout, tls=self._tls)
                 except (OSError, TimeoutError, GeneratorError, p.ProtocolError) as err:
                     self._down(f"cannot reach {self.url}: {err}", quiet=self.state == "restarting")
                     self._closed.wait(backoff)
@@ -157,20 +174,31 @@ class RemoteGenerator(Generator):
 
     # -- the scheduling thread -----------------------------------------------------------------
     def wait_ready(self, timeout: float) -> bool:
+        """Connected, and the server's generator itself ready (a magenta child loads for a while)."""
         deadline = time.monotonic() + timeout
-        while self.state != "ready":
-            if time.monotonic() >= deadline or self._closed.is_set():
+        while not self._closed.is_set():
+            left = deadline - time.monotonic()
+            if self.state == "ready":
+                wait_ms = int(max(0.0, min(left, 1.0)) * 1000)
+                try:
+                    if self._ask(p.pack(p.READY, value=wait_ms), wait_s=wait_ms / 1000).value == 1:
+                        return True
+                except GeneratorError:
+                    pass  # the link dropped: the connector is at it
+            elif left > 0:
+                time.sleep(min(0.02, left))
+            if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.02)
-        return True
+        return False
 
-    def _ask(self, message: bytes) -> p.Message:
+    def _ask(self, message: bytes, *, wait_s: float = 0.0) -> p.Message:
+        """Send one request and read its answer within the deadline (plus `wait_s` the server was asked to wait)."""
         ws = self._ws
         if ws is None:
             raise GeneratorUnavailable(f"generator remote: {self.state} ({self.last_error or self.url})")
         try:
             ws.send(message)
-            answer = p.unpack(ws.recv(timeout=self.deadline_s))
+            answer = p.unpack(ws.recv(timeout=self.deadline_s + wait_s))
         except TimeoutError:
             raise self._down(f"no answer within {self.deadline_s} s") from None
         except p.ProtocolError as err:
@@ -224,7 +252,7 @@ class RemoteGenerator(Generator):
         return audio
 
     def style_model(self, *, cache_dir: Path | None = None) -> Embedder:
-        return RemoteEmbedder(self.url, token=self._token, timeout=max(self.deadline_s, 10.0))
+        return RemoteEmbedder(self.url, token=self._token, timeout=max(self.deadline_s, 10.0), tls=self._tls)
 
     def health(self) -> dict[str, Any]:
         return {"state": self.state, "restarts": self.reconnects, "last_error": self.last_error,
@@ -244,8 +272,8 @@ class RemoteEmbedder:
     first use. An audio prompt's span is read here and its samples sent (no path crosses).
     The engine's embedding threads call it; one call at a time (a lock)."""
 
-    def __init__(self, url: str, *, token: str | None, timeout: float) -> None:
-        self._url, self._token, self._timeout = url, token, timeout
+    def __init__(self, url: str, *, token: str | None, timeout: float, tls: Any = None) -> None:
+        self._url, self._token, self._timeout, self._tls = url, token, timeout, tls
         self._ws: Any = None
         self._lock = threading.Lock()
         self.version = "remote"  # the server's style model once connected: "remote/<its version>"
@@ -267,7 +295,7 @@ class RemoteEmbedder:
                 try:
                     if self._ws is None:
                         self._ws, welcome = _connect(self._url, token=self._token, pcm="f32", role="embed",
-                                                     timeout=self._timeout)
+                                                     timeout=self._timeout, tls=self._tls)
                         self.version = f"remote/{welcome.get('style_model')}"
                     self._ws.send(message)
                     answer = p.unpack(self._ws.recv(timeout=self._timeout))

@@ -24,6 +24,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         help="address to listen on (default 127.0.0.1:9400; beyond loopback a token is required)")
     server.add_argument("--token-file", type=Path, default=None,
                         help="file holding the clients' token (default: $BACKLINE_GENERATOR_TOKEN)")
+    server.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: serve wss:// (with --tls-key)")
+    server.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     server.add_argument("--max-sessions", type=int, default=1,
                         help="stage boxes served at once (default 1: a GPU steps one mrt2_small stream in real time)")
     add_generator_arguments(server, remote=False)
@@ -45,6 +47,8 @@ def _cmd_server(args: argparse.Namespace) -> int:
     if args.max_sessions < 1:
         raise BacklineError(f"--max-sessions must be at least 1, got {args.max_sessions}")
     host, port = parse_listen(args.listen)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise BacklineError("TLS needs both --tls-cert and --tls-key")
     token = read_token(args.token_file) if args.token_file else os.environ.get("BACKLINE_GENERATOR_TOKEN") or None
     options = generator_options(args)
     if args.generator == "magenta":
@@ -61,7 +65,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
         return create_generator(args.generator, process=args.generator == "magenta", **options)
 
     server = GeneratorServer(factory, host=host, port=port, token=token, max_sessions=args.max_sessions,
-                             embedder=embedder)
+                             embedder=embedder, tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
     notifier = Notifier()
 
     def stop(*_: object) -> None:
@@ -70,11 +74,12 @@ def _cmd_server(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
-    print(f"backline generator-server: {args.generator} on ws://{host}:{server.port}", flush=True)
+    print(f"backline generator-server: {args.generator} on {server.scheme}://{host}:{server.port}", flush=True)
     notifier.ready(f"serving {args.generator} on {host}:{server.port}")
     if notifier.watchdog_interval_s is not None:
         probe = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-        threading.Thread(target=_watchdog, args=(notifier, f"ws://{_bracket(probe)}:{server.port}", token),
+        threading.Thread(target=_watchdog, args=(notifier, f"{server.scheme}://{_bracket(probe)}:{server.port}", token,
+                                                 args.tls_cert),
                          name="generator-watchdog", daemon=True).start()
     server.serve_forever()
     log.info("generator server stopped: %s", server.status())
@@ -82,7 +87,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _watchdog(notifier: Notifier, url: str, token: str | None) -> None:
+def _watchdog(notifier: Notifier, url: str, token: str | None, ca: Path | None) -> None:
     """The watchdog thread: WATCHDOG=1 only while the server answers a status request through its
     own socket, so a wedged accept loop or a starved interpreter gets the server restarted."""
     from engine.generator.remote import server_status
@@ -90,7 +95,7 @@ def _watchdog(notifier: Notifier, url: str, token: str | None) -> None:
     assert notifier.watchdog_interval_s is not None
     while notifier.enabled:
         try:
-            status = server_status(url, token=token, timeout=notifier.watchdog_interval_s)
+            status = server_status(url, token=token, timeout=notifier.watchdog_interval_s, ca=ca, check_hostname=False)
         except BacklineError as err:
             log.warning("generator server: its own status probe failed (%s); the watchdog is not fed", err)
         else:

@@ -11,7 +11,8 @@ GENERATE carries the conditioning, one fixed-size record a frame (`encode_condit
 and flags: KEEP (keep a snapshot before its first frame, named by that frame index, as
 the child process does), RESET (reset to the seed in `value` first). AUDIO answers with
 float32 PCM, or int16 where the hello asked for it (half the bytes, for Wi-Fi). RESTORE
-names a kept frame. EMBED asks the server's style model for a text's embedding, or (flag
+names a kept frame. READY asks whether the session's generator can generate, waiting up to
+`value` ms (a magenta child loads for a while); READIED answers 1 or 0. EMBED asks the server's style model for a text's embedding, or (flag
 AUDIO_PROMPT) an audio prompt's, its samples read on the stage box: no file path crosses.
 
 Any thread; no state. Decoding checks every length and range: a malformed message raises
@@ -37,9 +38,10 @@ MAX_FRAMES = 64  # per GENERATE: what one answer may carry (64 frames float32: 9
 MAX_MESSAGE = 8 * 1024 * 1024  # bytes: 30 s of a 48 kHz audio prompt is 5.8 MB
 MAX_TEXT = 4096  # bytes of one prompt to embed
 
-HELLO, WELCOME, GENERATE, AUDIO, RESTORE, RESTORED, EMBED, EMBEDDING, ERROR = range(1, 10)
+HELLO, WELCOME, GENERATE, AUDIO, RESTORE, RESTORED, EMBED, EMBEDDING, ERROR, READY, READIED = range(1, 12)
 KINDS = {HELLO: "hello", WELCOME: "welcome", GENERATE: "generate", AUDIO: "audio", RESTORE: "restore",
-         RESTORED: "restored", EMBED: "embed", EMBEDDING: "embedding", ERROR: "error"}
+         RESTORED: "restored", EMBED: "embed", EMBEDDING: "embedding", ERROR: "error", READY: "ready",
+         READIED: "readied"}
 KEEP, RESET = 1, 2  # GENERATE flags
 AUDIO_PROMPT = 1  # EMBED flag: the body is a sample rate (uint32) and mono float32 samples, not text
 MAX_PROMPT_SECONDS = 30.0

@@ -58,7 +58,8 @@ class GeneratorServer:
     """Serves `factory()` generators; `serve_forever` on the caller's thread, `stop` from any."""
 
     def __init__(self, factory: Callable[[], Generator], *, host: str = "127.0.0.1", port: int = 9400,
-                 token: str | None = None, max_sessions: int = 1, embedder: Embedder | None = None) -> None:
+                 token: str | None = None, max_sessions: int = 1, embedder: Embedder | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         if token is None and not _loopback(host):
             raise BacklineError(f"listening on {host} needs a token (--token-file or BACKLINE_GENERATOR_TOKEN)")
         self._factory = factory
@@ -73,12 +74,24 @@ class GeneratorServer:
         self._stopper: threading.Thread | None = None
         from websockets.sync.server import serve
 
+        context = None
+        if tls is not None:  # wss://: the certificate chain and its key, PEM
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            try:
+                context.load_cert_chain(str(tls[0]), str(tls[1]))
+            except (OSError, ssl.SSLError) as err:
+                raise BacklineError(f"generator server: cannot load the TLS certificate {tls[0]} and key {tls[1]}: "
+                                    f"{getattr(err, 'strerror', None) or err}") from err
+        self.scheme = "wss" if context else "ws"
         try:
-            self._server = serve(self._handle, host, port, max_size=p.MAX_MESSAGE, compression=None, close_timeout=1.0)
+            self._server = serve(self._handle, host, port, max_size=p.MAX_MESSAGE, compression=None, close_timeout=1.0,
+                                 ssl=context)
         except OSError as err:
             raise BacklineError(f"generator server: cannot listen on {host}:{port}: {err.strerror or err}") from err
         self.port = self._server.socket.getsockname()[1]
-        log.info("generator server on ws://%s:%d (%d session(s) at most%s)", host, self.port, max_sessions,
+        log.info("generator server on %s://%s:%d (%d session(s) at most%s)", self.scheme, host, self.port, max_sessions,
                  ", token required" if token else "")
 
     def serve_forever(self) -> None:
@@ -176,6 +189,9 @@ class GeneratorServer:
                 for later in [f for f in session.snapshots if f > message.value]:
                     del session.snapshots[later]
                 ws.send(p.pack(p.RESTORED, value=message.value))
+            elif message.kind == p.READY:
+                ready = session.generator.wait_ready(min(max(message.value, 0), 5000) / 1000)
+                ws.send(p.pack(p.READIED, value=int(ready)))
             else:
                 raise p.ProtocolError(f"{message.name} is not a request of a generator session")
 

@@ -27,6 +27,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--http", metavar="URL", help="read the HTTP health endpoint instead, e.g. http://127.0.0.1:8080/status")
     p.add_argument("--server", metavar="URL", help="a generator server's sessions instead, e.g. ws://gpu-box:9400")
     p.add_argument("--token-file", type=Path, help="the generator server's token (default: $BACKLINE_GENERATOR_TOKEN)")
+    p.add_argument("--ca", type=Path, help="for a wss:// server: the CA or self-signed certificate to trust")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for the answer (default 1)")
     p.set_defaults(func=_status)
@@ -72,7 +73,7 @@ def _server_status(args: argparse.Namespace) -> int:
     from engine.generator.remote import server_status
 
     token = read_token(args.token_file) if args.token_file else os.environ.get("BACKLINE_GENERATOR_TOKEN")
-    status = server_status(args.server, token=token, timeout=max(args.timeout, 1.0))
+    status = server_status(args.server, token=token, timeout=max(args.timeout, 1.0), ca=args.ca)
     if args.json:
         print(json.dumps(status))
         return 0

@@ -7,10 +7,14 @@ instead would measure the test box (GIL waits, a loaded dummy driver), not the c
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import mido
 import numpy as np
@@ -138,3 +142,48 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "
 
 # jack_midi_clock without and with its -J 1 jitter option (a random walk), for the tests that follow it.
 JITTER = pytest.mark.parametrize("jitter", [0, 1])
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_engine(args: Sequence[str], *, seconds: float) -> tuple[int, str]:
+    """`backline run ARGS --no-midi --no-osc --duration SECONDS` to its end: (exit code, stderr)."""
+    engine = subprocess.Popen([sys.executable, "-m", "engine", "run", *args, "--no-midi", "--no-osc",
+                               "--duration", str(seconds)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        _, stderr = engine.communicate(timeout=seconds + 30)
+    finally:
+        engine.kill() if engine.poll() is None else None
+    return engine.returncode, stderr
+
+
+def connections(client, port: str) -> list[object]:  # type: ignore[no-untyped-def]
+    import jack as jackclient
+
+    try:
+        return client.get_all_connections(port)
+    except jackclient.JackError:  # not registered yet
+        return []
+
+
+def run_following_jack_midi_clock(rx: FrameStampedInput, args: Sequence[str], *, bpm: float, jitter: int,
+                                  seconds: float) -> tuple[int, str]:
+    """jack_midi_clock at `bpm` (-J `jitter`) into the engine (`--clock midi:jack_midi_clock
+    --start-on bar`) and into `rx`; the transport rolls once backline's clock input and audio
+    are connected, so it sees Start. (exit code, stderr)."""
+    rx.client.transport_frame = 0  # jack_midi_clock sends Start (not Continue) when rolling from 0
+    clock = subprocess.Popen(["jack_midi_clock", "-b", f"{bpm:g}", "-B", "-J", str(jitter), "bl-rx:in"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    roll = threading.Thread(target=lambda: (wait_for(lambda: len(connections(rx.client, "jack_midi_clock:mclk_out")) >= 2
+                                                     and bool(connections(rx.client, "bl-rx:in_1")), what="backline's ports"),
+                                            rx.client.transport_start()), daemon=True)
+    roll.start()
+    try:
+        return run_engine([*args, "--output", "jack", "--connect", "bl-rx:in_1,bl-rx:in_2", "--clock",
+                           "midi:jack_midi_clock", "--midi-api", "jack", "--start-on", "bar"], seconds=seconds)
+    finally:
+        rx.client.transport_stop()
+        clock.terminate()
+        clock.wait(timeout=5)

@@ -10,17 +10,14 @@ not whole frames), recorded by a JACK client with a MIDI clock, both stamped in 
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from jack_rx import receiver, wait_for
-from test_clock_e2e import connections
+from jack_rx import receiver, run_engine, run_following_jack_midi_clock, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "core"))
@@ -50,21 +47,15 @@ def beat_errors_ms(jack: str, tmp_path: Path, fit: str, seconds: float = 10.0) -
     patch = tmp_path / "grid.yaml"
     patch.write_text(PATCH)
     with receiver(jack, audio_seconds=seconds + 10) as rx:
-        engine = subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", "--patch", str(patch), "--output", "jack", "--fit", fit,
-             "--connect", "bl-rx:in_1,bl-rx:in_2", "--clock-out", "bl-rx:in", "--midi-api", "jack",
-             "--no-midi", "--no-osc", "--duration", str(seconds)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-        try:
-            _, stderr = engine.communicate(timeout=seconds + 30)
-        finally:
-            engine.kill() if engine.poll() is None else None
+        returncode, stderr = run_engine(["--patch", str(patch), "--output", "jack", "--fit", fit, "--connect",
+                                         "bl-rx:in_1,bl-rx:in_2", "--clock-out", "bl-rx:in", "--midi-api", "jack"],
+                                        seconds=seconds)
         wait_for(lambda: any(m.type == "stop" for _, m in rx.snapshot()), timeout=5, what="Stop")
         items = rx.snapshot()
         audio = rx.audio[: rx.audio_pos, 0].copy()
         recorded = rx.recorded[: rx.audio_pos].copy()
         first_frame = rx.audio_first_frame
-    assert engine.returncode == 0, stderr
+    assert returncode == 0, stderr
     assert first_frame is not None
     start = next(f for f, m in items if m.type == "start") - first_frame  # bar 0's first sample, in the recording
     beat = SR * 60 / BPM
@@ -92,29 +83,13 @@ def test_every_hit_lands_on_the_beat_of_a_followed_clock(jack: str, tmp_path: Pa
     patch = tmp_path / "grid.yaml"
     patch.write_text(PATCH)
     with receiver(jack, audio_seconds=seconds + 10) as rx:
-        rx.client.transport_frame = 0  # jack_midi_clock sends Start (not Continue) when rolling from 0
-        clock = subprocess.Popen(["jack_midi_clock", "-b", f"{BPM:g}", "-B", "bl-rx:in"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        engine = subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", "--patch", str(patch), "--output", "jack", "--fit", "stretch",
-             "--connect", "bl-rx:in_1,bl-rx:in_2", "--clock", "midi:jack_midi_clock", "--midi-api", "jack",
-             "--start-on", "bar", "--no-midi", "--no-osc", "--duration", str(seconds)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-        try:
-            wait_for(lambda: len(connections(rx.client, "jack_midi_clock:mclk_out")) >= 2
-                     and bool(connections(rx.client, "bl-rx:in_1")), what="backline's ports")
-            rx.client.transport_start()
-            _, stderr = engine.communicate(timeout=seconds + 30)
-            rx.client.transport_stop()
-        finally:
-            engine.kill() if engine.poll() is None else None
-            clock.terminate()
-            clock.wait(timeout=5)
+        returncode, stderr = run_following_jack_midi_clock(rx, ["--patch", str(patch), "--fit", "stretch"], bpm=BPM,
+                                                           jitter=0, seconds=seconds)
         ticks = rx.song_tick_frames(BPM)
         audio = rx.audio[: rx.audio_pos, 0].copy()
         recorded = rx.recorded[: rx.audio_pos].copy()
         first_frame = rx.audio_first_frame
-    assert engine.returncode == 0, stderr
+    assert returncode == 0, stderr
     assert first_frame is not None
     audible = int(np.flatnonzero(np.abs(audio) > 1e-4)[0])
     beats = [int(round(ticks[k] - first_frame)) for k in range(0, max(ticks) + 1, 24) if k in ticks]

@@ -13,7 +13,6 @@ onset detector is not used: this synth's strongest transient near a bar line sit
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jack_rx import JITTER, receiver, unforeseeable_ms, wait_for
+from jack_rx import JITTER, receiver, run_following_jack_midi_clock, unforeseeable_ms
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,15 +44,6 @@ def bar_start_in(recording: np.ndarray, recorded: np.ndarray, expected: int, ref
     win_energy = np.convolve(win**2, np.ones(MATCH), mode="valid")
     seg_energy = np.correlate(recorded[lo:hi].astype(np.float64), seg**2, mode="valid")  # seg where recorded
     return lo + int(np.argmax(corr / np.sqrt(win_energy * seg_energy + 1e-24)))
-
-
-def connections(client, port: str) -> list[object]:  # type: ignore[no-untyped-def]
-    import jack as jackclient
-
-    try:
-        return client.get_all_connections(port)
-    except jackclient.JackError:  # not registered yet
-        return []
 
 
 def render_reference(tmp_path: Path, bars: int) -> tuple[np.ndarray, float]:
@@ -84,31 +74,14 @@ def test_run_follows_jack_midi_clock_bar_lines_on_its_beats(jack: str, tmp_path:
     seconds = 18.0  # 9 bars at 133 BPM: enough that a few lost to skipped cycles leave 4 to compare
     reference, bar_len = render_reference(tmp_path, bars=12)
     with receiver(jack, audio_seconds=seconds + 10) as rx:
-        rx.client.transport_frame = 0  # jack_midi_clock sends Start (not Continue) when rolling from 0
-        clock = subprocess.Popen(["jack_midi_clock", "-b", str(BPM), "-B", "-J", str(jitter), "bl-rx:in"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        engine = subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", "--patch", "patches/default.yaml", "--output", "jack",
-             "--connect", "bl-rx:in_1,bl-rx:in_2", "--clock", "midi:jack_midi_clock", "--midi-api", "jack",
-             "--start-on", "bar", "--no-midi", "--no-osc", "--duration", str(seconds)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-        try:
-            # Roll the transport once backline's clock input and audio are connected, so it sees Start.
-            wait_for(lambda: len(connections(rx.client, "jack_midi_clock:mclk_out")) >= 2
-                     and bool(connections(rx.client, "bl-rx:in_1")), what="backline's ports")
-            rx.client.transport_start()
-            _, stderr = engine.communicate(timeout=seconds + 30)
-            rx.client.transport_stop()
-        finally:
-            engine.kill() if engine.poll() is None else None
-            clock.terminate()
-            clock.wait(timeout=5)
+        returncode, stderr = run_following_jack_midi_clock(rx, ["--patch", "patches/default.yaml"], bpm=BPM,
+                                                           jitter=jitter, seconds=seconds)
         ticks = rx.song_tick_frames(BPM)
         items = rx.snapshot()
         audio = rx.audio[: rx.audio_pos].copy()
         recorded = rx.recorded[: rx.audio_pos].copy()
         first_frame = rx.audio_first_frame
-    assert engine.returncode == 0, stderr
+    assert returncode == 0, stderr
     assert first_frame is not None
     assert "clock midi:jack_midi_clock runs: audio starts at its bar" in stderr, stderr
     assert "run on JACK's frame clock" in stderr, stderr

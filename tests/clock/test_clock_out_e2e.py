@@ -7,17 +7,12 @@ sample of bar 0 and Stop at the end.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from jack_rx import receiver, wait_for
+from jack_rx import receiver, run_engine, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 SR = 48_000
 BPM = 120.0  # patches/default.yaml
 
@@ -26,26 +21,20 @@ BPM = 120.0  # patches/default.yaml
 def test_run_sends_clock_start_and_stop_on_its_bar_grid(jack: str) -> None:
     seconds = 6.0
     with receiver(jack, audio_seconds=seconds + 10) as rx:
-        engine = subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", "--patch", "patches/default.yaml", "--output", "jack",
-             "--connect", "bl-rx:in_1,bl-rx:in_2", "--clock-out", "bl-rx:in", "--midi-api", "jack",
-             "--no-midi", "--no-osc", "--duration", str(seconds)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-        try:
-            _, stderr = engine.communicate(timeout=seconds + 30)
-        finally:
-            engine.kill() if engine.poll() is None else None
+        returncode, stderr = run_engine(["--patch", "patches/default.yaml", "--output", "jack", "--connect",
+                                         "bl-rx:in_1,bl-rx:in_2", "--clock-out", "bl-rx:in", "--midi-api", "jack"],
+                                        seconds=seconds)
         try:
             wait_for(lambda: any(m.type == "stop" for _, m in rx.snapshot()), timeout=5, what="Stop")
         except AssertionError as err:  # say what did arrive and what the engine said, for a run that fails once
             kinds = [m.type for _, m in rx.snapshot()]
-            raise AssertionError(f"{err}: rc {engine.returncode}, {len(kinds)} messages (first {kinds[:3]}, last "
+            raise AssertionError(f"{err}: rc {returncode}, {len(kinds)} messages (first {kinds[:3]}, last "
                                  f"{kinds[-3:]}), {rx.audio_pos} audio frames; engine stderr:\n{stderr[-3000:]}") from None
         items = rx.snapshot()
         audio = rx.audio[: rx.audio_pos].copy()
         first_frame = rx.audio_first_frame
         skipped = {tick: rx.skipped_before(int(frame), 256) for tick, frame in rx.song_tick_frames(BPM).items()}
-    assert engine.returncode == 0, stderr
+    assert returncode == 0, stderr
     assert first_frame is not None
     kinds = [m.type for _, m in items]
     assert kinds[0] == "start" and kinds[1] == "clock", kinds[:5]

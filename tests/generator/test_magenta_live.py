@@ -55,6 +55,38 @@ def test_cli_render_with_the_tiny_random_checkpoint(tiny_checkpoint: Path, jax_c
     assert not np.allclose(audio, soundfile.read(synth, dtype="float32")[0], atol=1e-3)
 
 
+def test_tiny_magenta_served_by_a_generator_server_renders_as_it_does_in_process(
+        tiny_checkpoint: Path, jax_cache_dir: Path, tmp_path: Path) -> None:
+    """The real magenta-rt path behind `backline generator-server --generator magenta` (its own
+    child process there): a render through `--generator remote` waits for the model to load
+    (READY), embeds the prompts with the server's MockMusicCoCa, and is the in-process magenta
+    render bit for bit."""
+    import re
+
+    model = ["--checkpoint", str(tiny_checkpoint), "--style-model", "mock", "--compilation-cache-dir", str(jax_cache_dir)]
+    server = subprocess.Popen([sys.executable, "-m", "engine", "generator-server", "--listen", "127.0.0.1:0",
+                               "--generator", "magenta", *model],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        found = re.search(r"ws://127\.0\.0\.1:(\d+)", server.stdout.readline())  # type: ignore[union-attr]
+        assert found, server.stderr.read() if server.poll() is not None else ""  # type: ignore[union-attr]
+        outs = {}
+        for name, extra in (("remote", ["--generator", "remote", "--remote", f"ws://127.0.0.1:{found.group(1)}"]),
+                            ("local", ["--generator", "magenta", *model])):
+            outs[name] = tmp_path / f"{name}.wav"
+            result = subprocess.run([sys.executable, "-m", "engine", "render", "--patch", str(PATCH), "--bars", str(BARS),
+                                     "-o", str(outs[name]), *extra], cwd=REPO, capture_output=True, text=True, timeout=900)
+            assert result.returncode == 0, result.stderr[-3000:]
+            if name == "remote":  # (the prompts' embeddings are the server's: the files are equal below)
+                assert "(magenta generator)" in result.stderr and "unavailable" not in result.stderr, result.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    remote, local = (soundfile.read(outs[n], dtype="float32")[0] for n in ("remote", "local"))
+    assert np.sqrt(np.mean(local**2)) > 1e-4
+    np.testing.assert_array_equal(remote, local)
+
+
 class Trace:
     """What the engine loop did, sampled on its own thread (`on_tick`) whenever it changed."""
 

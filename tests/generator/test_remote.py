@@ -24,7 +24,7 @@ from engine.errors import GeneratorError, GeneratorUnavailable
 from engine.generator import create_generator
 from engine.generator.synth import SynthGenerator
 from engine.params import ControlEvent
-from engine.patch import load_patch, parse_patch
+from engine.patch import load_patch
 from engine.remote import protocol as p
 from engine.render import render
 from engine.style.embedder import HashEmbedder
@@ -41,7 +41,7 @@ def server(*extra: str, env: dict[str, str] | None = None) -> Iterator[str]:
                             env={**os.environ, **(env or {})})
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
-        found = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
+        found = re.search(r"wss?://127\.0\.0\.1:(\d+)", line)
         assert found, (line, proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
         yield f"ws://127.0.0.1:{found.group(1)}"
     finally:
@@ -294,8 +294,9 @@ def test_a_server_that_stops_answering_is_given_up_on_after_the_deadline() -> No
     def mute(ws) -> None:  # type: ignore[no-untyped-def]
         ws.recv(timeout=5)
         ws.send(p.pack_json(p.WELCOME, {"version": p.VERSION, "generator": "mute", "audio_lead": 0}))
-        ws.recv(timeout=10)
-        asked.set()
+        while p.unpack(ws.recv(timeout=10)).kind == p.READY:
+            ws.send(p.pack(p.READIED, value=1))
+        asked.set()  # a GENERATE: never answered
         time.sleep(3)
 
     with serve(mute, "127.0.0.1", 0) as mute_server:
@@ -328,3 +329,43 @@ def test_a_stage_config_plays_the_remote_generator(tmp_path: Path) -> None:
         assert generator._token == "t0k3n"  # noqa: SLF001 - read from the file the config names
     finally:
         generator.close()
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (apt-get install openssl; .ci/setup does)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_serves_wss_to_a_client_that_trusts_its_certificate_only(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    with server("--tls-cert", str(cert), "--tls-key", str(key)) as url:
+        secure = url.replace("ws://", "wss://")
+        _, audio = rendered(tmp_path, "tls", create_generator("remote", url=secure, ca=str(cert)), bars=2)
+        untrusting = create_generator("remote", url=secure)  # the system's CAs do not know this certificate
+        try:
+            assert not untrusting.wait_ready(1.0)
+            assert "CERTIFICATE_VERIFY_FAILED" in (untrusting.last_error or ""), untrusting.last_error
+        finally:
+            untrusting.close()
+        plain = create_generator("remote", url=url)  # ws:// to a wss:// server: no session
+        try:
+            assert not plain.wait_ready(1.0)
+        finally:
+            plain.close()
+        status = subprocess.run([sys.executable, "-m", "engine", "status", "--server", secure, "--ca", str(cert)],
+                                cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and "0 of 1 session(s)" in status.stdout, status.stderr
+    _, local = rendered(tmp_path, "local", SynthGenerator(), bars=2)
+    np.testing.assert_array_equal(audio, local)
+    bad = subprocess.run([sys.executable, "-m", "engine", "generator-server", "--listen", "127.0.0.1:0", "--tls-cert",
+                          str(key), "--tls-key", str(tmp_path / "missing.pem")], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: generator server: cannot load the TLS certificate")
