@@ -67,6 +67,14 @@ def check(paths: list[Path], *, config: Path | None) -> int:
 
         def load(file: Path) -> str:
             conf = load_config(file)
+            if conf.generator == "remote":  # the server is not asked: only what the stage box holds
+                from engine.errors import GeneratorError
+                from engine.generator import remote_settings
+
+                try:
+                    remote_settings(**conf.generator_options)
+                except GeneratorError as err:
+                    raise BacklineError(f"{file}: generator.options: {err}") from None
             files.extend([conf.patch, *conf.mappings, *([conf.patches] if conf.patches else [])])
             files.extend([conf.learn_file] if conf.learn_file.exists() else [])
             return "config"

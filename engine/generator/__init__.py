@@ -82,19 +82,29 @@ def create_generator(
     return MagentaGenerator(**options)
 
 
-def _remote(*, url: str | None = None, token_file: str | None = None, pcm: str = "f32", ca: str | None = None,
-            seed: int = 0, deadline_s: float = 2.0, **unknown: Any) -> Generator:
-    """A RemoteGenerator for `url`; its token from `token_file`, else $BACKLINE_GENERATOR_TOKEN."""
-    from engine.generator.remote import RemoteGenerator
-
+def remote_settings(*, url: str | None = None, token_file: str | None = None, pcm: str = "f32", ca: str | None = None,
+                    **unknown: Any) -> tuple[str, str | None, str, Path | None]:
+    """(url, token, pcm, ca) for a remote generator, checked without connecting (`backline
+    check` too): the URL's scheme, the token from `token_file`, else $BACKLINE_GENERATOR_TOKEN."""
     if unknown:
         raise GeneratorError(f"the remote generator takes url, token_file, pcm and ca, not {', '.join(sorted(unknown))}")
     if not url:
         raise GeneratorError("the remote generator needs a server: --remote ws://HOST:PORT (config: options: {url: ...})")
-    token = os.environ.get("BACKLINE_GENERATOR_TOKEN")
-    if token_file:
-        token = read_token(Path(token_file))
-    return RemoteGenerator(url, token=token, pcm=pcm, seed=seed, deadline_s=deadline_s, ca=Path(ca) if ca else None)
+    if not str(url).startswith(("ws://", "wss://")):
+        raise GeneratorError(f"remote generator URL must start with ws:// or wss://, got {url!r}")
+    if pcm not in ("f32", "i16"):
+        raise GeneratorError(f"remote PCM must be f32 or i16, got {pcm!r}")
+    if ca is not None and not Path(ca).is_file():
+        raise GeneratorError(f"the CA file {ca} does not exist")
+    token = read_token(Path(token_file)) if token_file else os.environ.get("BACKLINE_GENERATOR_TOKEN")
+    return str(url), token, pcm, Path(ca) if ca else None
+
+
+def _remote(*, seed: int = 0, deadline_s: float = 2.0, **options: Any) -> Generator:
+    from engine.generator.remote import RemoteGenerator
+
+    url, token, pcm, ca = remote_settings(**options)
+    return RemoteGenerator(url, token=token, pcm=pcm, seed=seed, deadline_s=deadline_s, ca=ca)
 
 
 def read_token(path: Path) -> str:

@@ -99,14 +99,11 @@ def server_status(url: str, *, token: str | None, timeout: float, ca: Path | Non
 
 
 class RemoteGenerator(Generator):
-    """Frames from the generator server at `url` (ws:// or wss://)."""
+    """Frames from the generator server at `url` (ws:// or wss://; `engine.generator.remote_settings`
+    checks the options a user gives)."""
 
     def __init__(self, url: str, *, token: str | None = None, pcm: str = "f32", seed: int = 0,
                  deadline_s: float = 2.0, connect_timeout_s: float = 3.0, ca: Path | None = None) -> None:
-        if not url.startswith(("ws://", "wss://")):
-            raise GeneratorError(f"remote generator URL must start with ws:// or wss://, got {url!r}")
-        if pcm not in p.PCM_FORMATS:
-            raise GeneratorError(f"remote PCM must be one of {', '.join(p.PCM_FORMATS)}, got {pcm!r}")
         self.name = "remote"
         self.url, self._token, self.pcm = url, token, pcm
         self._tls = tls_context(ca) if url.startswith("wss://") else None  # a bad CA file fails here, at start

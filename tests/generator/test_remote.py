@@ -369,3 +369,15 @@ def test_tls_serves_wss_to_a_client_that_trusts_its_certificate_only(tmp_path: P
                          timeout=60)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: generator server: cannot load the TLS certificate")
+
+
+def test_backline_check_names_a_remote_config_that_cannot_work(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    for options, why in (("{url: 'http://gpu:9400'}", "must start with ws:// or wss://"),
+                         (f"{{url: 'ws://gpu:9400', token_file: {tmp_path / 'none'}}}", "cannot read the token file"),
+                         ("{url: 'ws://gpu:9400', pcm: mp3}", "PCM must be f32 or i16"),
+                         ("{url: 'ws://gpu:9400', colour: red}", "not colour")):
+        config.write_text(f"generator: {{name: remote, options: {options}}}\npatch: {REPO / 'patches/default.yaml'}\n")
+        proc = subprocess.run([sys.executable, "-m", "engine", "check", "--config", str(config)], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and why in proc.stderr and f"{config}: generator.options" in proc.stderr, proc.stderr
