@@ -198,6 +198,7 @@ class Engine:
             "underruns": self.ring.underruns,
             "rejoins": self.ring.rejoins,
             "generator": sched.generator.name,
+            **_generator_health(sched.generator),
             "speed": round(sched.speed(), 2),
             "fallback_frames": sched.fallback_frames,
             "rejected": sched.errors + self.refused + self.input_rejects(),
@@ -343,3 +344,12 @@ def format_status(s: dict[str, object]) -> str:
         f"xruns {s['xruns']} (server {s['server_xruns']}) | underruns {s['underruns']} | {s['generator']} {s['speed']}x | "
         f"clock {clock.get('source', '?')} {clock.get('state', '?')}" + (f" ({age * 1000:.0f} ms ago)" if age is not None else "")
     )
+
+
+def _generator_health(generator: object) -> dict[str, object]:
+    """A child's or a remote server's state and its answer time per frame (a remote's includes
+    the network's round trip); an in-process generator is always ready."""
+    health = getattr(generator, "health", None)
+    info = health() if callable(health) else {}
+    ms = info.get("ms_per_frame")
+    return {"generator_state": info.get("state", "ready"), "generator_ms": None if ms is None else round(float(ms), 2)}

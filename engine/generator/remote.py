@@ -19,7 +19,9 @@ Used from the scheduling thread (generate, snapshot, restore) and the connector.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -33,10 +35,14 @@ from engine.conditioning import STYLE_DIM, FrameConditioning
 from engine.errors import GeneratorError, GeneratorUnavailable
 from engine.generator.base import Generator
 from engine.remote import protocol as p
-from engine.style.embedder import AUDIO_PROMPT_SECONDS, Embedder, read_audio_span
+from engine.style.embedder import AUDIO_PROMPT_SECONDS, Embedder, HashEmbedder, read_audio_span
 
 log = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 10.0
+
+
+class Refused(GeneratorError):
+    """The server answered the hello with a refusal (a token, a full server): not a network fault."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +77,7 @@ def _connect(url: str, *, token: str | None, pcm: str, role: str, timeout: float
         ws.send(p.pack_json(p.HELLO, {"version": p.VERSION, "token": token or "", "pcm": pcm, "role": role}))
         answer = p.unpack(ws.recv(timeout=timeout))
         if answer.kind == p.ERROR:
-            raise GeneratorError(f"generator server {url} refused: {answer.json().get('error')}")
+            raise Refused(f"generator server {url} refused: {answer.json().get('error')}")
         if answer.kind != p.WELCOME:
             raise GeneratorError(f"generator server {url}: expected welcome, got {answer.name}")
         return ws, answer.json()
@@ -249,7 +255,8 @@ class RemoteGenerator(Generator):
         return audio
 
     def style_model(self, *, cache_dir: Path | None = None) -> Embedder:
-        return RemoteEmbedder(self.url, token=self._token, timeout=max(self.deadline_s, 10.0), tls=self._tls)
+        return RemoteEmbedder(self.url, token=self._token, timeout=min(max(self.deadline_s, 2.0), 10.0), tls=self._tls,
+                              cache_dir=cache_dir / "remote" if cache_dir else None)
 
     def health(self) -> dict[str, Any]:
         return {"state": self.state, "restarts": self.reconnects, "last_error": self.last_error,
@@ -267,10 +274,17 @@ class RemoteGenerator(Generator):
 class RemoteEmbedder:
     """Prompts embedded by the server's style model, over a connection of its own opened on
     first use. An audio prompt's span is read here and its samples sent (no path crosses).
-    The engine's embedding threads call it; one call at a time (a lock)."""
 
-    def __init__(self, url: str, *, token: str | None, timeout: float, tls: Any = None) -> None:
+    The stage box must start, and keep playing, with the server down: every embedding the
+    server gave is kept on disk (`cache_dir`), and answers while it cannot be reached; a
+    prompt never embedded there gets the hash stand-in meanwhile, loudly logged (the fallback
+    synth plays until the server is back; the server's model then hears that stand-in until
+    the prompt is sent again). The engine's embedding threads call it; one call at a time."""
+
+    def __init__(self, url: str, *, token: str | None, timeout: float, tls: Any = None,
+                 cache_dir: Path | None = None) -> None:
         self._url, self._token, self._timeout, self._tls = url, token, timeout, tls
+        self._cache = cache_dir
         self._ws: Any = None
         self._lock = threading.Lock()
         self.version = "remote"  # the server's style model once connected: "remote/<its version>"
@@ -279,12 +293,36 @@ class RemoteEmbedder:
         data = text.encode("utf-8")
         if len(data) > p.MAX_TEXT:
             raise ValueError(f"a prompt of {len(data)} bytes (at most {p.MAX_TEXT})")
-        return self._ask(p.pack(p.EMBED, data))
+        return self._embed(f"text\0{text}", p.pack(p.EMBED, data), lambda: HashEmbedder().embed_text(text), repr(text))
 
     def embed_audio(self, path: Path, *, start: float = 0.0, duration: float = AUDIO_PROMPT_SECONDS) -> np.ndarray:
         mono, rate = read_audio_span(path, start=start, duration=min(duration, p.MAX_PROMPT_SECONDS))
         body = int(rate).to_bytes(4, "little") + np.asarray(mono, dtype="<f4").tobytes()
-        return self._ask(p.pack(p.EMBED, body, flags=p.AUDIO_PROMPT))
+        key = f"audio\0{hashlib.sha256(body).hexdigest()}"
+        return self._embed(key, p.pack(p.EMBED, body, flags=p.AUDIO_PROMPT),
+                           lambda: HashEmbedder().embed_audio(path, start=start, duration=duration), str(path))
+
+    def _embed(self, key: str, message: bytes, stand_in: Any, what: str) -> np.ndarray:
+        cached = self._cache / f"{hashlib.sha256(key.encode()).hexdigest()}.npy" if self._cache else None
+        try:
+            vector = self._ask(message)
+        except Refused:
+            raise
+        except GeneratorError as err:
+            if cached is not None and cached.exists():
+                log.warning("generator remote: %s; prompt %s embedded from the cache of the server's answers", err, what)
+                return np.load(cached)
+            log.error("generator remote: %s; PROMPT %s GETS THE HASH STAND-IN until it is sent again with the "
+                      "server up", err, what)
+            return np.asarray(stand_in(), dtype=np.float32)
+        if cached is not None:
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                np.save(cached.with_suffix(".tmp.npy"), vector)
+                os.replace(cached.with_suffix(".tmp.npy"), cached)
+            except OSError as err:
+                log.warning("generator remote: cannot keep an embedding in %s: %s", cached.parent, err)
+        return vector
 
     def _ask(self, message: bytes) -> np.ndarray:
         with self._lock:
@@ -304,7 +342,7 @@ class RemoteEmbedder:
                         self._ws.close()
                     self._ws = None
                     if attempt == 2:
-                        raise GeneratorError(f"generator remote: cannot embed a prompt at {self._url}: {err}") from err
+                        raise GeneratorError(f"cannot embed a prompt at {self._url}: {err}") from err
         if answer.kind == p.ERROR:
             raise GeneratorError(f"generator remote: {answer.json().get('error')}")
         if answer.kind != p.EMBEDDING or len(answer.body) != 4 * STYLE_DIM:

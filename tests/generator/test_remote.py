@@ -381,3 +381,54 @@ def test_backline_check_names_a_remote_config_that_cannot_work(tmp_path: Path) -
         proc = subprocess.run([sys.executable, "-m", "engine", "check", "--config", str(config)], cwd=REPO,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1 and why in proc.stderr and f"{config}: generator.options" in proc.stderr, proc.stderr
+
+
+def test_the_engine_status_says_how_the_remote_generator_stands(tmp_path: Path) -> None:
+    """`backline status` (OSC and HTTP read Engine.status) says whether the server's session is
+    up and how long its frames take, the network's round trip included."""
+    from engine.audio.offline import OfflineSink
+    from engine.engine import Engine
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    generator = create_generator("remote", url=f"ws://127.0.0.1:{port}")
+    engine = Engine(patch=load_patch(REPO / "patches/default.yaml"), generator=generator, status_line=False,
+                    sink_factory=lambda ring: OfflineSink(ring, tmp_path / "x.wav", end=lambda: 0))
+    try:
+        assert engine.status()["generator_state"] in ("connecting", "restarting")  # nothing listens there yet
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "generator-server", "--listen", f"127.0.0.1:{port}"],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert generator.wait_ready(30)
+            generator.generate(one_frame(2))
+            status = engine.status()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    finally:
+        generator.close()
+    assert status["generator_state"] == "ready" and status["generator_ms"] > 0
+
+
+def test_prompts_embedded_once_answer_from_the_cache_while_the_server_is_down(tmp_path: Path, caplog) -> None:
+    """A stage box starts, and keeps playing, with the server down: the server's answers are
+    kept on disk and answer for it; a prompt it never embedded gets the hash stand-in, loudly."""
+    from engine.generator.remote import RemoteGenerator
+
+    with server() as url:
+        generator = RemoteGenerator(url)
+        try:
+            first = generator.style_model(cache_dir=tmp_path).embed_text("dusty breakbeat")
+        finally:
+            generator.close()
+    generator = RemoteGenerator(url)  # the same address, nothing listening now
+    try:
+        embedder = generator.style_model(cache_dir=tmp_path)
+        np.testing.assert_array_equal(embedder.embed_text("dusty breakbeat"), first)
+        stand_in = embedder.embed_text("never seen")
+    finally:
+        generator.close()
+    np.testing.assert_array_equal(stand_in, HashEmbedder().embed_text("never seen"))
+    assert "embedded from the cache of the server's answers" in caplog.text
+    assert "PROMPT 'never seen' GETS THE HASH STAND-IN" in caplog.text
