@@ -37,8 +37,8 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _times_ms(generator, calls: int) -> np.ndarray:  # type: ignore[no-untyped-def]
-    frames = [FrameConditioning(HashEmbedder().embed_text("bench"), masked_notes()) for _ in range(CALL)]
+def _times_ms(generator, calls: int, frames_per_call: int = CALL) -> np.ndarray:  # type: ignore[no-untyped-def]
+    frames = [FrameConditioning(HashEmbedder().embed_text("bench"), masked_notes()) for _ in range(frames_per_call)]
     out = []
     for _ in range(calls):
         t0 = time.perf_counter()
@@ -56,7 +56,7 @@ def rows(quick: bool) -> list[Row]:
                                "--max-sessions", "2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert server.stdout is not None and re.search(r"ws://", server.stdout.readline())
-        results: dict[str, list[np.ndarray]] = {"local": [], "loopback": [], "delayed": []}
+        results: dict[str, list[np.ndarray]] = {"local": [], "loopback": [], "delayed": [], "delayed_8": []}
         cpu_ms_per_s: list[float] = []
         with DelayProxy(("127.0.0.1", port), delay_ms=20, jitter_ms=10, stall_ms=0, stall_every_s=1e9) as proxy:
             for _ in range(rounds):
@@ -71,6 +71,8 @@ def rows(quick: bool) -> list[Row]:
                         results[name].append(_times_ms(remote, calls))
                         if name == "loopback":
                             cpu_ms_per_s.append((_cpu_s(server.pid) - cpu) * 1e3 / (calls * CALL * FRAME_SAMPLES / SAMPLE_RATE))
+                        else:  # a slow link: more frames a call, so a round trip carries more audio
+                            results["delayed_8"].append(_times_ms(remote, calls // 4, frames_per_call=8))
                     finally:
                         remote.close()
     finally:
@@ -90,6 +92,11 @@ def rows(quick: bool) -> list[Row]:
         added = (np.percentile(np.concatenate(results[name]), 50) - np.percentile(local, 50)) / CALL
         out.append(Row(f"remote.added_per_frame@{name}", round(float(added), 3), "ms",
                        f"p50 call time over the in-process synth's, per frame ({name})"))
+    for name, frames in (("delayed", CALL), ("delayed_8", 8)):
+        speed = frames * FRAME_SAMPLES / SAMPLE_RATE * 1e3 / np.percentile(np.concatenate(results[name]), 50)
+        out.append(Row(f"remote.realtime@{name}", round(float(speed), 2), "x real time",
+                       f"audio per p50 call through the 20 +/- 10 ms proxy at {frames} frames a call "
+                       f"(--frames-per-call {frames}): one request in flight, so a round trip a call"))
     out.append(Row("remote.server_cpu", round(float(np.median(cpu_ms_per_s)), 2), "ms CPU / s audio",
                    f"the server process (synth session, loopback), median of {rounds} rounds: "
                    + ", ".join(f"{c:.1f}" for c in cpu_ms_per_s)))

@@ -72,7 +72,7 @@ def check(paths: list[Path], *, config: Path | None) -> int:
                 from engine.generator import remote_settings
 
                 try:
-                    remote_settings(**conf.generator_options)
+                    remote_settings(**{k: v for k, v in conf.generator_options.items() if k != "frames_per_call"})
                 except GeneratorError as err:
                     raise BacklineError(f"{file}: generator.options: {err}") from None
             files.extend([conf.patch, *conf.mappings, *([conf.patches] if conf.patches else [])])

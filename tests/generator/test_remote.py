@@ -432,3 +432,15 @@ def test_prompts_embedded_once_answer_from_the_cache_while_the_server_is_down(tm
     np.testing.assert_array_equal(stand_in, HashEmbedder().embed_text("never seen"))
     assert "embedded from the cache of the server's answers" in caplog.text
     assert "PROMPT 'never seen' GETS THE HASH STAND-IN" in caplog.text
+
+
+def test_more_frames_a_call_over_a_slow_link_renders_the_same(tmp_path: Path) -> None:
+    """`--frames-per-call 8`: a round trip carries 320 ms of audio; the file is the synth's at 8 frames a call."""
+    with server() as url:
+        for name, extra in (("remote", ["--generator", "remote", "--remote", url]), ("synth", [])):
+            proc = subprocess.run([sys.executable, "-m", "engine", "render", "--patch", "patches/default.yaml", "--bars",
+                                   "2", "--frames-per-call", "8", "-o", str(tmp_path / f"{name}.wav"), *extra],
+                                  cwd=REPO, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(soundfile.read(tmp_path / "remote.wav", dtype="float32")[0],
+                                  soundfile.read(tmp_path / "synth.wav", dtype="float32")[0])
