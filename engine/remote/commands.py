@@ -26,6 +26,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         help="file holding the clients' token (default: $BACKLINE_GENERATOR_TOKEN)")
     server.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: serve wss:// (with --tls-key)")
     server.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    server.add_argument("--zeroconf", action=argparse.BooleanOptionalAction, default=None,
+                        help="announce it on the network as _backline-gen._tcp (default: when listening beyond loopback)")
     server.add_argument("--max-sessions", type=int, default=1,
                         help="stage boxes served at once (default 1: a GPU steps one mrt2_small stream in real time)")
     add_generator_arguments(server, remote=False)
@@ -75,13 +77,26 @@ def _cmd_server(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
     print(f"backline generator-server: {args.generator} on {server.scheme}://{host}:{server.port}", flush=True)
+    announcement = None
+    if args.zeroconf or (args.zeroconf is None and host not in ("127.0.0.1", "localhost", "::1")):
+        try:
+            from engine.remote.discovery import Announcement
+
+            announcement = Announcement(host=host, port=server.port, scheme=server.scheme, generator=args.generator,
+                                        max_sessions=args.max_sessions)
+        except Exception as err:  # noqa: BLE001 - no multicast, no zeroconf: serve unannounced
+            log.warning("generator server: not announced on the network (%s: %s)", type(err).__name__, err)
     notifier.ready(f"serving {args.generator} on {host}:{server.port}")
     if notifier.watchdog_interval_s is not None:
         probe = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
         threading.Thread(target=_watchdog, args=(notifier, f"{server.scheme}://{_bracket(probe)}:{server.port}", token,
                                                  args.tls_cert),
                          name="generator-watchdog", daemon=True).start()
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        if announcement is not None:
+            announcement.close()
     log.info("generator server stopped: %s", server.status())
     notifier.close()
     return 0

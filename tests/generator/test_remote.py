@@ -444,3 +444,22 @@ def test_more_frames_a_call_over_a_slow_link_renders_the_same(tmp_path: Path) ->
             assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(soundfile.read(tmp_path / "remote.wav", dtype="float32")[0],
                                   soundfile.read(tmp_path / "synth.wav", dtype="float32")[0])
+
+
+def test_a_server_announced_with_zeroconf_is_listed_by_backline_devices_and_plays() -> None:
+    """A real mDNS announcement and browse (python-zeroconf, on loopback here): the URL it gives works."""
+    with server("--zeroconf") as url:
+        proc = subprocess.run([sys.executable, "-m", "engine", "devices", "--servers", "2"], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        listed = re.search(r"^  (ws://\S+)  synth, 1 session\(s\) at most", proc.stdout, re.M)
+        assert listed and listed.group(1) == url, proc.stdout
+        generator = create_generator("remote", url=listed.group(1))
+        try:
+            assert generator.wait_ready(10)
+            assert generator.generate(one_frame(2)).shape == (3840, 2)
+        finally:
+            generator.close()
+    quiet = subprocess.run([sys.executable, "-m", "engine", "devices", "--servers", "0"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and "generator servers" not in quiet.stdout
