@@ -37,6 +37,8 @@ from engine.style.embedder import Embedder, HashEmbedder
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT_S = 5.0
 SNAPSHOTS_KEPT = 32  # as many as the scheduler keeps (MAX_SNAPSHOTS)
+FRAME_MS = 40.0
+MAX_LOAD = 0.8  # of real time the sessions together may use: the rest is margin for their jitter
 
 
 @dataclass
@@ -139,10 +141,9 @@ class GeneratorServer:
                                                 "style_model": self._embedder.version}))
                 self._serve_embeddings(ws)
                 return
-            with self._lock:
-                full = len(self.sessions) >= self.max_sessions
-            if full:
-                self._refuse(ws, peer, f"the server is full ({self.max_sessions} session(s))")
+            why = self._no_room()
+            if why:
+                self._refuse(ws, peer, why)
                 return
             session = Session(peer, self._factory(), ws=ws, pcm=pcm)
             with self._lock:
@@ -168,6 +169,19 @@ class GeneratorServer:
         except Exception as err:  # noqa: BLE001 - a closed connection, a failing generator: this session only
             if type(err).__name__ not in ("ConnectionClosedOK", "ConnectionClosedError", "ConnectionClosed"):
                 log.warning("generator server: session from %s ended: %s: %s", peer, type(err).__name__, err)
+
+    def _no_room(self) -> str | None:
+        """Why one more real-time session would not fit, or None. Sessions share the machine
+        (MRT2 steps one stream at a time on a GPU): their measured compute per frame, as a share
+        of a frame's 40 ms, plus one more like the busiest, must stay under MAX_LOAD."""
+        with self._lock:
+            if len(self.sessions) >= self.max_sessions:
+                return f"the server is full ({self.max_sessions} session(s))"
+            shares = [s.ms_per_frame / FRAME_MS for s in self.sessions.values() if s.ms_per_frame is not None]
+        if shares and sum(shares) + max(shares) > MAX_LOAD:
+            return (f"no room for another real-time session: the {len(shares)} playing use {100 * sum(shares):.0f} % "
+                    f"of real time, one more would need {100 * (sum(shares) + max(shares)):.0f} %")
+        return None
 
     def _refuse(self, ws: Any, peer: str, why: str) -> None:
         with self._lock:

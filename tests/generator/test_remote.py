@@ -463,3 +463,46 @@ def test_a_server_announced_with_zeroconf_is_listed_by_backline_devices_and_play
     quiet = subprocess.run([sys.executable, "-m", "engine", "devices", "--servers", "0"], cwd=REPO,
                            capture_output=True, text=True, timeout=60)
     assert quiet.returncode == 0 and "generator servers" not in quiet.stdout
+
+
+class Slow(SynthGenerator):
+    """The synth at 22 ms a frame: a session uses 55 % of real time (as MRT2 small on a modest GPU)."""
+
+    def generate(self, conditioning):
+        time.sleep(0.022 * len(conditioning))
+        return super().generate(conditioning)
+
+
+def test_a_session_that_would_not_play_in_real_time_beside_the_others_is_refused() -> None:
+    """--max-sessions 4, but one session already uses 55 % of real time: a second would need
+    110 %, so it is refused with the reason (its stage box plays its fallback); once the first
+    leaves, a new one is admitted."""
+    import threading
+
+    from engine.remote.server import GeneratorServer
+
+    gen_server = GeneratorServer(Slow, port=0, max_sessions=4)
+    threading.Thread(target=gen_server.serve_forever, daemon=True).start()
+    url = f"ws://127.0.0.1:{gen_server.port}"
+    try:
+        first = create_generator("remote", url=url)
+        try:
+            assert first.wait_ready(10)
+            first.generate(one_frame(2))
+            second = create_generator("remote", url=url)
+            try:
+                assert not second.wait_ready(1.5)
+                assert "no room for another real-time session" in (second.last_error or ""), second.last_error
+            finally:
+                second.close()
+        finally:
+            first.close()
+        time.sleep(0.3)  # the first session's thread ends
+        third = create_generator("remote", url=url)
+        try:
+            assert third.wait_ready(10)
+        finally:
+            third.close()
+        assert gen_server.refused >= 1
+    finally:
+        gen_server.stop()
