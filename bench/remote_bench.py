@@ -5,7 +5,10 @@ side is `RemoteGenerator`, called as the scheduler calls it (2 frames, 80 ms of 
 Side by side in one run: the synth in-process (the reference), the same synth through the
 server directly, and through `bench/delay_proxy.py` at 20 ms +/- 10 ms each way (no stalls).
 Figures are per call: p50 and p99 of the wall time, over several rounds; the server's CPU
-(its process's user + system time) per second of audio it generated.
+(its process's user + system time) per second of audio it generated. Then the live engine
+(`backline run --output jack` on a dummy JACK server) through the proxy at 20 ms each way
+and growing jitter, at 200 and 400 ms look-ahead: the largest jitter it played with 0
+underruns and no fallback.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from engine.style.embedder import HashEmbedder
 from engine.units import FRAME_SAMPLES, SAMPLE_RATE
 
 REPO = Path(__file__).resolve().parents[1]
+JITTERS_MS = (0, 10, 20, 40, 80)
 CALL = 2  # frames a call, as the scheduler asks
 
 
@@ -45,6 +49,39 @@ def _times_ms(generator, calls: int, frames_per_call: int = CALL) -> np.ndarray:
         generator.generate(frames)
         out.append((time.perf_counter() - t0) * 1e3)
     return np.array(out)
+
+
+def _live_run(url: str, lookahead_ms: int, seconds: float) -> tuple[int, int]:
+    """`backline run` through `url` on the JACK server in $JACK_DEFAULT_SERVER: (underruns, fallback chunks logged)."""
+    run = subprocess.run([sys.executable, "-m", "engine", "run", "--patch", "patches/default.yaml", "--output", "jack",
+                          "--generator", "remote", "--remote", url, "--lookahead-ms", str(lookahead_ms), "--no-midi",
+                          "--no-osc", "--duration", str(seconds)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    stopped = next((line for line in run.stderr.splitlines() if "stopped:" in line), "")
+    found = re.search(r"\| underruns (\d+) \|", stopped)
+    return (int(found.group(1)) if found else -1), run.stderr.count("unavailable")
+
+
+def jitter_rows(port: int, quick: bool) -> list[Row]:
+    sys.path.insert(0, str(REPO / "tests"))
+    from jackserver import jack_server  # the tests' JACK starter (one copy)
+
+    seconds = 6.0 if quick else 10.0
+    out = []
+    with jack_server() as name:
+        os.environ["JACK_DEFAULT_SERVER"] = name
+        for lookahead in (200, 400):
+            played, tried = None, []
+            for jitter in JITTERS_MS:
+                with DelayProxy(("127.0.0.1", port), delay_ms=20, jitter_ms=jitter, stall_ms=0, stall_every_s=1e9) as proxy:
+                    underruns, fallbacks = _live_run(f"ws://127.0.0.1:{proxy.port}", lookahead, seconds)
+                tried.append(f"+/-{jitter} ms: {underruns} underruns, {fallbacks} fallback lines")
+                if underruns != 0 or fallbacks:
+                    break
+                played = jitter
+            out.append(Row(f"remote.max_jitter@{lookahead}ms", "none" if played is None else played, "ms",
+                           f"largest jitter (uniform, each way, on 20 ms each way) played {seconds:g} s with 0 "
+                           f"underruns and no fallback, 2 frames a call; tried " + "; ".join(tried)))
+    return out
 
 
 def rows(quick: bool) -> list[Row]:
@@ -75,6 +112,10 @@ def rows(quick: bool) -> list[Row]:
                             results["delayed_8"].append(_times_ms(remote, calls // 4, frames_per_call=8))
                     finally:
                         remote.close()
+        try:
+            jitter = jitter_rows(port, quick)
+        except Exception as err:  # noqa: BLE001 - no jackd here: the other rows still count
+            jitter = [Row("remote.max_jitter", "n/a", "", f"needs jackd: {err}")]
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -100,4 +141,4 @@ def rows(quick: bool) -> list[Row]:
     out.append(Row("remote.server_cpu", round(float(np.median(cpu_ms_per_s)), 2), "ms CPU / s audio",
                    f"the server process (synth session, loopback), median of {rounds} rounds: "
                    + ", ".join(f"{c:.1f}" for c in cpu_ms_per_s)))
-    return out
+    return out + jitter

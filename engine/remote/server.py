@@ -215,14 +215,14 @@ class GeneratorServer:
             session.generator.reset(message.value)
             session.frame = 0
             session.snapshots.clear()
-        if message.flags & p.KEEP:
-            session.snapshots[session.frame] = session.generator.snapshot()
-            while len(session.snapshots) > SNAPSHOTS_KEPT:
-                session.snapshots.popitem(last=False)
-        began = time.perf_counter()
         try:
+            if message.flags & p.KEEP:
+                session.snapshots[session.frame] = session.generator.snapshot()
+                while len(session.snapshots) > SNAPSHOTS_KEPT:
+                    session.snapshots.popitem(last=False)
+            began = time.perf_counter()
             audio = session.generator.generate(conditioning)
-        except GeneratorError as err:
+        except GeneratorError as err:  # a child loading or restarting: the stage box plays its fallback
             return p.pack_json(p.ERROR, {"error": str(err), "unavailable": True})
         session.ms_per_frame = 1000.0 * (time.perf_counter() - began) / len(conditioning)
         session.frame += len(conditioning)

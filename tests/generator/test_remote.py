@@ -506,3 +506,52 @@ def test_a_session_that_would_not_play_in_real_time_beside_the_others_is_refused
         assert gen_server.refused >= 1
     finally:
         gen_server.stop()
+
+
+class Loading(SynthGenerator):
+    """A generator still loading for its first 0.5 s (a magenta child): snapshot and generate
+    raise GeneratorUnavailable meanwhile, as ProcessGenerator's do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loaded_at = time.monotonic() + 0.5
+
+    def _check(self) -> None:
+        if time.monotonic() < self._loaded_at:
+            raise GeneratorUnavailable("generator loading")
+
+    def snapshot(self):
+        self._check()
+        return super().snapshot()
+
+    def generate(self, conditioning):
+        self._check()
+        return super().generate(conditioning)
+
+
+def test_a_server_generator_still_loading_is_unavailable_not_a_dropped_session() -> None:
+    import threading
+
+    from engine.remote.server import GeneratorServer
+
+    gen_server = GeneratorServer(Loading, port=0)
+    threading.Thread(target=gen_server.serve_forever, daemon=True).start()
+    generator = create_generator("remote", url=f"ws://127.0.0.1:{gen_server.port}")
+    try:
+        assert generator.wait_ready(10)  # connected (Loading has no wait_ready of its own)
+        unavailable = 0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            generator.snapshot()  # each GENERATE asks the server to keep one: it cannot while loading
+            try:
+                audio = generator.generate(one_frame(2))
+                break
+            except GeneratorUnavailable as err:
+                assert "loading" in str(err)
+                unavailable += 1
+                time.sleep(0.05)
+        assert unavailable >= 3 and audio.shape == (3840, 2)
+        assert generator.reconnects == 0  # the same session all along: unavailable, not dropped
+    finally:
+        generator.close()
+        gen_server.stop()
