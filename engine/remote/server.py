@@ -69,7 +69,8 @@ class GeneratorServer:
         self.max_sessions = max_sessions
         self._embedder = embedder or HashEmbedder()  # the style model of the generators served
         self._embed_lock = threading.Lock()  # one style model for all sessions
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the sessions table and counters (status reads them from any thread)
+        self._admit_lock = threading.Lock()  # one admission at a time
         self.sessions: dict[int, Session] = {}
         self.refused = 0
         self.malformed = 0
@@ -141,13 +142,15 @@ class GeneratorServer:
                                                 "style_model": self._embedder.version}))
                 self._serve_embeddings(ws)
                 return
-            why = self._no_room()
-            if why:
+            with self._admit_lock:  # checked and taken together: two clients at once cannot both fit
+                why = self._no_room()
+                if why is None:
+                    session = Session(peer, self._factory(), ws=ws, pcm=pcm)
+                    with self._lock:
+                        self.sessions[id(session)] = session
+            if why is not None:
                 self._refuse(ws, peer, why)
                 return
-            session = Session(peer, self._factory(), ws=ws, pcm=pcm)
-            with self._lock:
-                self.sessions[id(session)] = session
             try:
                 ws.send(p.pack_json(p.WELCOME, {"version": p.VERSION, "generator": session.generator.name,
                                                 "audio_lead": session.generator.audio_lead,
