@@ -5,6 +5,7 @@ mapping `port:`, feedback outputs, clock in and out)."""
 from __future__ import annotations
 
 import fnmatch
+import os
 from typing import Literal
 
 MidiApi = Literal["alsa", "jack"]
@@ -25,3 +26,10 @@ def port_matches(name: str, pattern: str) -> bool:
     """A glob (`TR-8*`) matches the whole name; plain text matches a part of it. Case-insensitive."""
     name, pattern = name.lower(), pattern.lower()
     return fnmatch.fnmatchcase(name, pattern) if any(c in pattern for c in "*?[") else pattern in name
+
+
+def no_sequencer_hint(api: str) -> str:
+    """What to try when the ALSA API cannot open because the machine has no sequencer device."""
+    if api == "alsa" and not os.path.exists("/dev/snd/seq"):
+        return "; this machine has no ALSA sequencer (/dev/snd/seq): try --midi-api jack"
+    return ""

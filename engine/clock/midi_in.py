@@ -21,7 +21,7 @@ import mido
 import rtmidi
 
 from engine.errors import BacklineError
-from engine.midi import MidiApi, port_matches, rtmidi_api
+from engine.midi import MidiApi, no_sequencer_hint, port_matches, rtmidi_api
 from engine.ratelog import RateLimitedLog
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class MidiClockInput:
         try:
             self._port = rtmidi.MidiIn(api_id, name=client_name, queue_size_limit=4096)
         except rtmidi.SystemError as err:
-            raise BacklineError(f"cannot open the {api} MIDI API for clock input: {err}") from err
+            hint = no_sequencer_hint(api)
+            raise BacklineError(f"cannot open the {api} MIDI API for clock input: {err}{hint}") from err
         self._port.ignore_types(sysex=True, timing=False, active_sense=True)
         self.bound: str | None = None
         self._next_scan = 0.0

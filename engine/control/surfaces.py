@@ -17,7 +17,7 @@ from engine.control.learn import Learner
 from engine.control.mapping import MappingError
 from engine.control.midi_io import MidiHub
 from engine.control.osc_server import LOOPBACK, FeedbackMode, OscServer
-from engine.midi import MidiApi
+from engine.midi import MidiApi, no_sequencer_hint
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ class ControlSurfaces:
             try:
                 self.midi = MidiHub(self.dispatcher, api=midi_api, inputs=midi_inputs)
             except (OSError, RuntimeError, SystemError, ValueError) as err:  # rtmidi raises SystemError without an API
-                log.error("MIDI input is off: cannot open the %s MIDI API (%s); OSC still works", midi_api, err)
+                log.error("MIDI input is off: cannot open the %s MIDI API (%s)%s; OSC still works", midi_api, err,
+                          no_sequencer_hint(midi_api))
         self.osc: OscServer | None = None
         if osc_port is not None:
             try:

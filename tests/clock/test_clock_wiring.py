@@ -186,3 +186,15 @@ def test_local_tempo_is_proposed_to_link(tmp_path: Path) -> None:
     engine = engine_with(ClockDriver(ClockSource("link"), beats_per_bar=4, link=peer), tmp_path)
     engine.submit(ControlEvent("tempo.bpm", 140.0, source="osc"))
     assert peer.estimate(time.monotonic()).tempo_bpm == pytest.approx(140.0)
+
+
+@pytest.mark.skipif(Path("/dev/snd/seq").exists(), reason="this machine has an ALSA sequencer")
+def test_a_midi_clock_on_alsa_without_a_sequencer_names_the_jack_api(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "engine", "run", "--patch", "patches/default.yaml", "--clock",
+                           "midi:foo", "--output", f"wav:{tmp_path / 'x.wav'}", "--duration", "1", "--no-midi",
+                           "--no-osc"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("no ALSA sequencer (/dev/snd/seq): try --midi-api jack")
