@@ -36,6 +36,7 @@ from engine.style.embedder import Embedder, HashEmbedder
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT_S = 5.0
+MAX_WAITING = 16  # connections that have not said hello yet: beyond, closed at once (a flood holds no threads)
 SNAPSHOTS_KEPT = 32  # as many as the scheduler keeps (MAX_SNAPSHOTS)
 FRAME_MS = 40.0
 MAX_LOAD = 0.8  # of real time the sessions together may use: the rest is margin for their jitter
@@ -71,6 +72,7 @@ class GeneratorServer:
         self._embed_lock = threading.Lock()  # one style model for all sessions
         self._lock = threading.Lock()  # the sessions table and counters (status reads them from any thread)
         self._admit_lock = threading.Lock()  # one admission at a time
+        self._waiting = threading.BoundedSemaphore(MAX_WAITING)
         self.sessions: dict[int, Session] = {}
         self.refused = 0
         self.malformed = 0
@@ -122,8 +124,14 @@ class GeneratorServer:
     def _handle(self, ws: Any) -> None:
         peer = "%s:%s" % ws.remote_address[:2]
         threading.current_thread().name = "generator-session"
+        if not self._waiting.acquire(blocking=False):
+            self._refuse(ws, peer, f"{MAX_WAITING} connections are already waiting to say hello")
+            return
         try:
-            hello = p.unpack(ws.recv(timeout=HELLO_TIMEOUT_S))
+            try:
+                hello = p.unpack(ws.recv(timeout=HELLO_TIMEOUT_S))
+            finally:
+                self._waiting.release()
             if hello.kind != p.HELLO:
                 raise p.ProtocolError(f"expected hello, got {hello.name}")
             data = hello.json()

@@ -555,3 +555,37 @@ def test_a_server_generator_still_loading_is_unavailable_not_a_dropped_session()
     finally:
         generator.close()
         gen_server.stop()
+
+
+def test_a_flood_of_silent_connections_is_closed_at_once_and_the_server_serves_on() -> None:
+    """Connections that never say hello hold a thread each for the hello timeout; past 16 waiting,
+    new ones are closed at once (counted as refused), and once they go a real client plays."""
+    import threading
+
+    from websockets.sync.client import connect
+
+    from engine.remote.server import MAX_WAITING, GeneratorServer
+
+    gen_server = GeneratorServer(SynthGenerator, port=0)
+    threading.Thread(target=gen_server.serve_forever, daemon=True).start()
+    url = f"ws://127.0.0.1:{gen_server.port}"
+    silent = [connect(url, open_timeout=5, legacy=True) for _ in range(MAX_WAITING)]
+    try:
+        time.sleep(0.2)
+        extra = connect(url, open_timeout=5, legacy=True)
+        t0 = time.monotonic()
+        answer = p.unpack(extra.recv(timeout=5))
+        assert answer.kind == p.ERROR and "waiting to say hello" in answer.json()["error"]
+        assert time.monotonic() - t0 < 1.0 and gen_server.refused >= 1
+        extra.close()
+    finally:
+        for ws in silent:
+            ws.close()
+    time.sleep(0.3)
+    generator = create_generator("remote", url=url)
+    try:
+        assert generator.wait_ready(10)
+        assert generator.generate(one_frame(2)).shape == (3840, 2)
+    finally:
+        generator.close()
+        gen_server.stop()
