@@ -452,9 +452,9 @@ def test_a_server_announced_with_zeroconf_is_listed_by_backline_devices_and_play
         proc = subprocess.run([sys.executable, "-m", "engine", "devices", "--servers", "2"], cwd=REPO,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
-        listed = re.search(r"^  (ws://\S+)  synth, 1 session\(s\) at most", proc.stdout, re.M)
-        assert listed and listed.group(1) == url, proc.stdout
-        generator = create_generator("remote", url=listed.group(1))
+        listed = re.findall(r"^  (ws://\S+)  synth, 1 session\(s\) at most", proc.stdout, re.M)
+        assert url in listed, proc.stdout  # (another test run's server may be announced beside it)
+        generator = create_generator("remote", url=url)
         try:
             assert generator.wait_ready(10)
             assert generator.generate(one_frame(2)).shape == (3840, 2)
