@@ -29,20 +29,22 @@ PATCH = f"name: grid\ntempo: {BPM:g}\nseed: 1\nstyle: [{{text: test groove}}]\ns
 
 
 def hit_errors_ms(audio: np.ndarray, recorded: np.ndarray, beats: list[int], what: str) -> np.ndarray:
-    """Each beat's hit (the one onset within half a beat) in the recording, in ms from `beats`
-    (recording samples); beats where JACK skipped the recorder's cycles are left out."""
+    """Each beat's hit (the onset nearest it, within half a beat) in the recording, in ms from
+    `beats` (recording samples). A beat whose own 10 ms either side JACK skipped the recorder
+    for is left out, and so is an onset right after such a hole (the hole's end reads as one)."""
     found, half = onsets(audio), round(SR * 30 / BPM)
+    found = np.array([f for f in found if f >= 480 and recorded[f - 480 : f + 1].all()])
     errors = []
-    for k, line in enumerate(beats):
-        if line < half or not recorded[line - half : line + half].all():  # a hole's end reads as an onset
+    for line in beats:
+        if line < half or not recorded[line - 480 : line + 480].all():
             continue
-        near = found[np.abs(found - line) < half]
-        assert len(near) == 1, f"beat {k}: {len(near)} hits within half a beat ({what})"
-        errors.append((near[0] - line) / SR * 1e3)
+        near = found[np.abs(found - line) < half] if len(found) else found
+        assert len(near), f"no hit within half a beat of sample {line} ({what})"
+        errors.append((near[np.argmin(np.abs(near - line))] - line) / SR * 1e3)
     return np.array(errors)
 
 
-def beat_errors_ms(jack: str, tmp_path: Path, fit: str, seconds: float = 10.0) -> np.ndarray:
+def beat_errors_ms(jack: str, tmp_path: Path, fit: str, seconds: float = 12.0) -> np.ndarray:
     """Each recorded hit's distance (ms) from its beat on the clock the engine sent."""
     patch = tmp_path / "grid.yaml"
     patch.write_text(PATCH)
@@ -79,7 +81,7 @@ def test_every_hit_lands_on_the_beat_the_clock_out_sends(jack: str, tmp_path: Pa
 def test_every_hit_lands_on_the_beat_of_a_followed_clock(jack: str, tmp_path: Path) -> None:
     if shutil.which("jack_midi_clock") is None:
         pytest.skip("jack_midi_clock is not installed (apt-get install jack-midi-clock)")
-    seconds = 10.0
+    seconds = 12.0
     patch = tmp_path / "grid.yaml"
     patch.write_text(PATCH)
     with receiver(jack, audio_seconds=seconds + 10) as rx:

@@ -98,11 +98,13 @@ def test_clock_out_is_measured_by_a_receiver(jack: str) -> None:
 
         out = MidiClockOut()
         out.start(beat=0)
+        xruns = rx.xruns
         with MidiClockSender(port, out, timeline=lambda: timeline, sample_clock=sink_clock) as sender:
             wait_for(lambda: rx.clocks >= 24 * 12)
             out.stop(at_sample=rx.cycle[0] + SR // 10)  # type: ignore[index]
             wait_for(lambda: any(b[0] == 0xFC for _, b in list(rx.raw)))
         items = rx.snapshot()
+        xruns = rx.xruns - xruns
     kinds = [m.type for _, m in items]
     assert kinds[0] == "start" and kinds[1] == "clock" and kinds[-1] == "stop"
     assert "clock" not in kinds[kinds.index("stop"):]
@@ -118,12 +120,17 @@ def test_clock_out_is_measured_by_a_receiver(jack: str) -> None:
     print(f"\nclock out 133 BPM: {sender.sent} messages sent, {len(ticks)} of {int(ticks[-1]) + 1} ticks arrived; "
           f"measured {60 / (period * 24):.3f} BPM; tick spacing p5/p50/p95 "
           f"{np.percentile(spacing, 5):.2f}/{np.median(spacing):.2f}/{np.percentile(spacing, 95):.2f} ms "
-          f"(ideal {60e3 / 133 / 24:.3f}); late vs the sample clock p50 {np.median(offsets):.2f} ms")
+          f"(ideal {60e3 / 133 / 24:.3f}); late vs the sample clock p50 {np.median(offsets):.2f} ms; {xruns} xruns")
     # Start, every tick that arrived, Stop; numbered by frame, a late tick after a skipped cycle can
     # carry the number of one lost before it, so the count of numbers may be one more than arrived
     # (seen under load: 308 sent, tick 307; 294 sent, 293 numbers)
     assert sender.sent >= len(ticks) + 1
     assert len(ticks) >= 0.95 * (ticks[-1] + 1)
-    assert abs(60 / (period * 24) - 133.0) < 0.2  # measured within 0.02; rtmidi delivers once per JACK period
+    # Measured within 0.02 on a quiet run (rtmidi delivers once per JACK period). This sender is
+    # timed by a thread against the last cycle seen, so when the dummy server runs late its ticks
+    # land late with it: quiet runs here show 3-8 xruns and 133.00 +/- 0.01; the runs that read
+    # 132.1-133.6 BPM showed 39. Past 10 xruns (a loaded server) 1 BPM is allowed. (The
+    # frame-locked JACK clock out is exact either way: test_clock_out_e2e.)
+    assert abs(60 / (period * 24) - 133.0) < (1.0 if xruns > 10 else 0.2), xruns
     assert abs(np.median(spacing) - 60e3 / 133 / 24) < 6.0  # within one JACK period of quantisation
     assert 0.0 <= np.median(offsets) < 12.0  # delivered at the next cycle or the one after

@@ -17,7 +17,8 @@ from engine.service.health import HealthServer, StatusUnavailable, query_http, q
 STATUS = {"bar": 17, "beat": 2.5, "tempo": 124.0, "patch": "night-drive", "lookahead_ms": 180.0, "xruns": 0, "speed": 3.2,
           "underruns": 2, "playing": True, "clock": {"source": "link", "state": "running"}, "rejected": 3,
           "realtime": "fifo 70", "margin_ms": 14.5, "rollbacks": 4, "work": 1.31,
-          "rollbacks_missed": 1, "late_splices": 0, "memory": "all locked (mlockall)", "fit": "stretch"}
+          "rollbacks_missed": 1, "late_splices": 0, "memory": "all locked (mlockall)", "fit": "stretch",
+          "generator_state": "restarting", "generator_ms": 41.25}
 
 
 @pytest.fixture
@@ -112,4 +113,5 @@ def test_backline_status_command_prints_the_reply(osc_engine: tuple[str, int], t
                                                "xruns=0", "speed=3.2", "underruns=2", "playing=1",
                                                "clock=link", "clock_state=running", "rejected=3", "realtime=fifo 70",
                                                "margin_ms=14.5", "rollbacks=4", "work=1.31",
-                                               "rollbacks_missed=1", "late_splices=0", "memory=all locked (mlockall)", "fit=stretch"]
+                                               "rollbacks_missed=1", "late_splices=0", "memory=all locked (mlockall)", "fit=stretch",
+                                               "generator_state=restarting", "generator_ms=41.25"]
