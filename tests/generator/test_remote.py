@@ -118,6 +118,16 @@ def one_frame(n: int = 1) -> list:
     return [FrameConditioning(HashEmbedder().embed_text("a"), masked_notes()) for _ in range(n)]
 
 
+def assert_plays(url: str) -> None:
+    """A session at `url` answers two frames of audio."""
+    generator = create_generator("remote", url=url)
+    try:
+        assert generator.wait_ready(10), generator.last_error
+        assert generator.generate(one_frame(2)).shape == (3840, 2)
+    finally:
+        generator.close()
+
+
 def hello(url: str, token: str | None = None) -> tuple[object, p.Message]:
     from websockets.sync.client import connect
 
@@ -454,12 +464,7 @@ def test_a_server_announced_with_zeroconf_is_listed_by_backline_devices_and_play
         assert proc.returncode == 0, proc.stderr
         listed = re.findall(r"^  (ws://\S+)  synth, 1 session\(s\) at most", proc.stdout, re.M)
         assert url in listed, proc.stdout  # (another test run's server may be announced beside it)
-        generator = create_generator("remote", url=url)
-        try:
-            assert generator.wait_ready(10)
-            assert generator.generate(one_frame(2)).shape == (3840, 2)
-        finally:
-            generator.close()
+        assert_plays(url)
     quiet = subprocess.run([sys.executable, "-m", "engine", "devices", "--servers", "0"], cwd=REPO,
                            capture_output=True, text=True, timeout=60)
     assert quiet.returncode == 0 and "generator servers" not in quiet.stdout
@@ -582,10 +587,7 @@ def test_a_flood_of_silent_connections_is_closed_at_once_and_the_server_serves_o
         for ws in silent:
             ws.close()
     time.sleep(0.3)
-    generator = create_generator("remote", url=url)
     try:
-        assert generator.wait_ready(10)
-        assert generator.generate(one_frame(2)).shape == (3840, 2)
+        assert_plays(url)
     finally:
-        generator.close()
         gen_server.stop()
