@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 from pathlib import Path
 
+import mido
+import rtmidi
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
@@ -50,6 +52,33 @@ class FrameLog:
 
 
 LIBLO = bool(shutil.which("oscsend") and shutil.which("oscdump"))
+
+
+@contextmanager
+def led_monitor(client: str, port: str) -> Iterator[list[mido.Message]]:
+    """A virtual JACK MIDI input (a surface's LEDs) that collects what arrives, polled from a
+    test thread as the engine polls its own inputs: no Python runs in JACK's process thread,
+    where waiting for the GIL on a loaded machine makes the client late and JACK replays
+    its previous buffer (the same message over and over)."""
+    port_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=client)
+    port_in.open_virtual_port(port)
+    got: list[mido.Message] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.005):
+            for data, _ in iter(port_in.get_message, None):
+                got.append(mido.Message.from_bytes(data))
+
+    thread = threading.Thread(target=poll, name="led-monitor", daemon=True)
+    thread.start()
+    try:
+        yield got
+    finally:
+        stop.set()
+        thread.join(2)
+        port_in.close_port()
+        port_in.delete()
 
 
 def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -148,13 +148,10 @@ def test_a_stuck_midi_hub_never_stalls_generation(played: Played):
     one cannot be made to hang on purpose) while OSC moves a control with MIDI feedback: the
     generator keeps its pace and hears every change, and the LED feedback follows once the hub
     is free. Before feedback had its own thread the scheduler waited on that lock."""
-    from control_helpers import client_socket, send
+    from control_helpers import client_socket, led_monitor, send
 
     hub, engine = played.service.control.midi, played.service.engine
-    leds: list[mido.Message] = []
-    led_in = mido.Backend(JACK_BACKEND).open_input("test leds", virtual=True, client_name="test leds",
-                                                   callback=leds.append)
-    try:
+    with led_monitor("test leds", "test leds") as leds:
         assert wait_for(lambda: any("test leds" in name for name in hub.outputs), 10)
         frames = played.frames.frames
         with hub._lock, client_socket() as c:
@@ -169,6 +166,3 @@ def test_a_stuck_midi_hub_never_stalls_generation(played: Played):
         assert engine.ring.underruns == underruns
         assert wait_for(lambda: any(m.type == "control_change" and m.control == 20 and m.value == 64 for m in leds), 5), \
             leds
-    finally:
-        led_in.callback = None
-        led_in.close()

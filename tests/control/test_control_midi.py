@@ -11,7 +11,7 @@ import mido
 import pytest
 import yaml
 
-from control_helpers import wait_for
+from control_helpers import led_monitor, wait_for
 from control_target import MemoryTarget
 from engine.control.dispatcher import Dispatcher
 from engine.control.learn import Learner
@@ -28,12 +28,9 @@ def device(jack):
     """A fake nanoKONTROL2: a virtual JACK MIDI output (its controls) and input (its LEDs)."""
     backend = mido.Backend(JACK_BACKEND)
     out = backend.open_output("nanoKONTROL2 MIDI 1", virtual=True, client_name="nanoKONTROL2")
-    leds: list[mido.Message] = []
-    led_in = backend.open_input("nanoKONTROL2 LEDs", virtual=True, client_name="nanoKONTROL2 fb", callback=leds.append)
-    yield backend, out, leds
+    with led_monitor("nanoKONTROL2 fb", "nanoKONTROL2 LEDs") as leds:
+        yield backend, out, leds
     out.close()
-    led_in.callback = None  # stop Python callbacks first: closing under a live callback can deadlock in rtmidi/JACK
-    led_in.close()
 
 
 @pytest.fixture
