@@ -1,4 +1,4 @@
-"""CLI subcommands of the control layer: `params`, `mappings`, `osc-docs`, `learn`."""
+"""CLI subcommands of the control layer: `params`, `mappings`, `osc-docs`, `web-docs`, `learn`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_mappings)
     p = subparsers.add_parser("osc-docs", help="print the OSC address space as markdown (docs/osc.md)")
     p.set_defaults(func=_osc_docs)
+    p = subparsers.add_parser("web-docs", help="print the web page's WebSocket messages as markdown (docs/web.md)")
+    p.set_defaults(func=_web_docs)
     p = subparsers.add_parser("learn", help="bind the next moved MIDI control to a target and save it",
                               description="Bind the next moved MIDI control to TARGET and save it to the learn file, "
                                           "which the engine loads on its next start (or on SIGHUP). Defaults come "
@@ -47,6 +49,13 @@ def _params(args: argparse.Namespace) -> int:
 
 def _osc_docs(args: argparse.Namespace) -> int:
     print(describe_osc(), end="")  # `backline osc-docs > docs/osc.md` writes the file exactly
+    return 0
+
+
+def _web_docs(args: argparse.Namespace) -> int:
+    from engine.web.messages import describe_web
+
+    print(describe_web(), end="")  # `backline web-docs > docs/web.md`
     return 0
 
 

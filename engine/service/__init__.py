@@ -1,12 +1,11 @@
 """Running headless on a stage box: systemd notify, config, crash recovery, health, reload."""
 
 from engine.service.config import ServiceConfig, ServiceConfigError, load_config
-from engine.service.health import HealthServer, StatusUnavailable, query_http, query_osc
+from engine.service.health import StatusUnavailable, query_http, query_osc
 from engine.service.notify import Notifier
 from engine.service.state import StateStore
 
 __all__ = [
-    "HealthServer",
     "Notifier",
     "ServiceConfig",
     "ServiceConfigError",

@@ -18,6 +18,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register the service subcommands on the main `backline` parser."""
     p = subparsers.add_parser("serve", help="run as a service: config file, sd_notify, crash recovery, SIGHUP reload")
     p.add_argument("--config", help="config file (default $BACKLINE_CONFIG, then /etc/backline/config.yaml)")
+    add_web_port(p)
     p.set_defaults(func=_serve)
 
     p = subparsers.add_parser("status", help="ask the running engine for its status (OSC /backline/status)")
@@ -42,10 +43,26 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_install)
 
 
+def add_web_port(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--web-port", type=_port, metavar="PORT",
+                        help="serve the control page and /status on this port (0: any free one; default: the "
+                             "config's web.port, else off). Loopback unless web.host says otherwise")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a number 0..65535, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number 0..65535, got {port}")
+    return port
+
+
 def _serve(args: argparse.Namespace) -> int:
     from engine.service.runner import serve
 
-    return serve(args.config)
+    return serve(args.config, web_port=args.web_port)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -116,7 +116,13 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "state_file": {"oneOf": [_PATH, {"type": "null"}]},
         "fade_s": {"type": "number", "minimum": 0, "maximum": 30},
         "realtime_priority": {"type": "integer", "minimum": 0, "maximum": 99},
-        "status_http": {
+        "web": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"host": {"type": "string", "minLength": 1}, "port": _PORT,
+                           "token": {"type": "string", "minLength": 8}},
+        },
+        "status_http": {  # before the web page: its `/status` endpoint, now served by `web`
             "type": "object",
             "additionalProperties": False,
             "properties": {"host": {"type": "string", "minLength": 1}, "port": _PORT},
@@ -164,8 +170,9 @@ class ServiceConfig:
     state_file: Path | None = Path("/var/lib/backline/state.json")  # None: no crash state (`backline run`)
     fade_s: float = 2.0
     realtime_priority: int = 70  # SCHED_FIFO for the audio thread where granted (not JACK's: its server decides); 0: never ask
-    status_http_host: str = "127.0.0.1"
-    status_http_port: int | None = None
+    web_host: str = "127.0.0.1"  # the control page, its WebSocket and `/status` (engine/web/server.py)
+    web_port: int | None = None  # None: off
+    web_token: str | None = None  # None: none on loopback, a random one printed at start-up beyond it
 
     def differences(self, other: ServiceConfig) -> list[str]:
         """Names of the fields that differ (what a reload changed)."""
@@ -247,7 +254,14 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
 
     default = ServiceConfig(file=file)
     clock, osc, midi = data.get("clock", {}), data.get("osc", {}), data.get("midi", {})
-    generator, http = data.get("generator", {}), data.get("status_http", {})
+    generator, web = data.get("generator", {}), data.get("web", {})
+    if "status_http" in data:
+        if web:
+            raise ServiceConfigError(file, "status_http", "the status endpoint is served by `web:` now; "
+                                     "remove status_http (its paths are the same)")
+        log.warning("%s: status_http is served by the web page's server now: read it as web: %s", file,
+                    data["status_http"])
+        web = data["status_http"]
     bounds = data.get("lookahead", {})
     margin = (float(bounds.get("min_ms", DEFAULT_MIN_MS)), float(bounds.get("max_ms", DEFAULT_MAX_MS)))
     if margin[0] > margin[1]:
@@ -288,6 +302,7 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
         state_file=(path(data["state_file"]) if data["state_file"] else None) if "state_file" in data else default.state_file,
         fade_s=float(data.get("fade_s", default.fade_s)),
         realtime_priority=int(data.get("realtime_priority", default.realtime_priority)),
-        status_http_host=http.get("host", default.status_http_host),
-        status_http_port=http.get("port"),
+        web_host=web.get("host", default.web_host),
+        web_port=web.get("port"),
+        web_token=web.get("token"),
     )

@@ -1,9 +1,10 @@
-"""Health and status: an optional loopback HTTP endpoint, and the clients `backline status` uses.
+"""The clients `backline status` uses to read a running engine's health.
 
-`backline status` asks the running engine over OSC (`/backline/status`, answered by the
-control layer's OSC server on the configured port), because OSC is always on in a show
-and is the address space surfaces already use. The HTTP endpoint is for monitoring
-systems only, off by default; `backline status --http URL` reads it instead.
+It asks over OSC (`/backline/status`, answered by the control layer's OSC server on the
+configured port), because OSC is always on in a show and is the address space surfaces
+already use. The web page's server (engine/web/server.py, off by default) also answers
+`GET /status` with the whole status as JSON, for monitoring systems; `backline status
+--http URL` reads that instead.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ import json
 import logging
 import socket
 import struct
-import threading
 import urllib.request
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from pythonosc.osc_message import OscMessage, ParseError
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -30,57 +28,6 @@ STATUS_ADDRESS = "/backline/status"
 
 class StatusUnavailable(BacklineError):
     """No running engine answered."""
-
-
-class HealthServer:
-    """`GET /status` (or `/`) returns the engine's status dict as JSON. Loopback by default."""
-
-    def __init__(self, status: Callable[[], dict[str, object]], *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = HTTPServer((host, port), _handler(status))
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="health-http", daemon=True)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self._server.server_address[:2]
-
-    def start(self) -> None:
-        self._thread.start()
-        log.info("status endpoint on http://%s:%d/status", *self.address)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-
-def _handler(status: Callable[[], dict[str, object]]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            """Runs on the health-http thread; a failing status call answers 500 and is logged."""
-            if self.path not in ("/", "/status"):
-                self._reply(404, {"error": f"no such path {self.path}; try /status"})
-                return
-            try:
-                body = status()
-            except Exception as err:
-                log.exception("status for the health endpoint failed")
-                self._reply(500, {"error": f"{type(err).__name__}: {err}"})
-                return
-            self._reply(200, body)
-
-        def _reply(self, code: int, body: dict[str, object]) -> None:
-            data = json.dumps(body, default=str).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            log.debug("health: " + format, *args)
-
-    return Handler
 
 
 def query_osc(host: str, port: int, *, timeout_s: float = 1.0) -> dict[str, object]:

@@ -16,6 +16,7 @@ from typing import Any
 from engine.clock.source import parse_clock_source
 from engine.errors import OutputError
 from engine.generator.options import add_fit_argument, add_generator_arguments, generator_options
+from engine.service.commands import add_web_port
 from engine.service.config import ServiceConfig, load_config
 
 
@@ -52,6 +53,8 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         "fade_s": args.fade_ms / 1000 if args.fade_ms is not None else None,
         "mappings": tuple(Path(m).resolve() for m in args.mapping) if args.mapping else None,
         "osc_port": args.osc_port,
+        "web_port": args.web_port,
+        "web_host": args.web_host,
         "osc_enabled": False if args.no_osc else None,
         "midi_api": args.midi_api,
         "midi_inputs": tuple(args.midi_in) if args.midi_in else None,
@@ -109,6 +112,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--mapping", action="append", metavar="FILE", help="mapping file (repeat for several)")
     run.add_argument("--osc-port", type=int, help="OSC port (default 9000, loopback only unless the config allows more)")
     run.add_argument("--no-osc", action="store_true", help="no OSC server")
+    add_web_port(run)
+    run.add_argument("--web-host", metavar="HOST",
+                     help="address for the page (default 127.0.0.1); beyond loopback a token is printed at start-up")
     run.add_argument("--midi-api", choices=("alsa", "jack"), help="rtmidi API for MIDI input (default alsa)")
     run.add_argument("--midi-in", action="append", metavar="PATTERN", help="MIDI input port pattern (repeat; default *)")
     run.add_argument("--no-midi", action="store_true", help="no MIDI input")

@@ -31,10 +31,10 @@ from engine.errors import BacklineError
 from engine.generator import Generator, create_generator
 from engine.patch import Patch, load_patch
 from engine.service.config import LIVE_FIELDS, ServiceConfig, load_config
-from engine.service.health import HealthServer
 from engine.service.notify import Notifier
 from engine.service.signals import SignalThread
 from engine.service.state import StateStore
+from engine.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Service:
         self.store = StateStore(config.state_file, snapshot=self._snapshot) if config.state_file else None
         self.engine: Engine | None = None
         self.control: ControlSurfaces | None = None
-        self.health: HealthServer | None = None
+        self.web: WebServer | None = None
         self.clock: ClockDriver | None = None
         self.clock_out: Any = None
         self._generators: list[Generator] = []
@@ -122,9 +122,15 @@ class Service:
         engine.scheduler.add_input(self.control.drain)  # once per generated frame, on the scheduler thread
         engine.input_rejects = self.control.dispatcher.rejects.refused
         self.control.start()
-        if config.status_http_port is not None:
-            self.health = HealthServer(engine.status, host=config.status_http_host, port=config.status_http_port)
-            self.health.start()
+        if config.web_port is not None:  # the page, its WebSocket and the health endpoint `/status`
+            self.web = WebServer(engine, self.control.dispatcher, host=config.web_host, port=config.web_port,
+                                 token=config.web_token, learn=self.control.learner.arm)
+            try:
+                self.web.start()
+            except BacklineError as err:  # like any surface that cannot start: logged, the show plays on
+                log.error("%s; the page is off (pick another port with --web-port or web.port)", err)
+                self.web.close()
+                self.web = None
         if self.store:
             self.store.start()
             self.store.mark_dirty()  # a crash before the first change still resumes this patch
@@ -198,7 +204,7 @@ class Service:
         self._stop.set()
 
     def close(self) -> None:
-        for part in (self.control, self.health, self.clock, self.clock_out):
+        for part in (self.control, self.web, self.clock, self.clock_out):
             if part is not None:
                 part.close()
         if self.engine is not None and self.store:
@@ -273,9 +279,14 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def serve(config_path: str | Path | None = None) -> int:
-    """`backline serve`: the config file (re-read on SIGHUP) under a service manager."""
-    return run_service(lambda: load_config(config_path))
+def serve(config_path: str | Path | None = None, *, web_port: int | None = None) -> int:
+    """`backline serve`: the config file (re-read on SIGHUP) under a service manager;
+    `web_port` (`--web-port`) turns the web page on over the config's `web.port`."""
+    def read() -> ServiceConfig:
+        config = load_config(config_path)
+        return config if web_port is None else replace(config, web_port=web_port)
+
+    return run_service(read)
 
 
 def run_service(read_config: Callable[[], ServiceConfig], *, duration_s: float | None = None) -> int:

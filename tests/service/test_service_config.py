@@ -35,7 +35,7 @@ mappings: [mappings/nano.yaml]
 patch: ../show/opener.yaml
 generator: {name: magenta, options: {size: mrt2_small}}
 fallback: null
-status_http: {port: 8080}
+web: {host: 0.0.0.0, port: 8080, token: stage-secret-1}
 """), environ={})
     assert (config.output, config.device) == ("alsa", "USB")
     assert config.connect == ("system:playback_3", "system:playback_4")
@@ -44,7 +44,16 @@ status_http: {port: 8080}
     assert config.mappings == (tmp_path / "mappings/nano.yaml",)
     assert config.patch == tmp_path.parent / "show/opener.yaml"
     assert (config.generator, config.generator_options, config.fallback) == ("magenta", {"size": "mrt2_small"}, None)
-    assert config.status_http_port == 8080
+    assert (config.web_host, config.web_port, config.web_token) == ("0.0.0.0", 8080, "stage-secret-1")
+
+
+def test_status_http_of_an_older_config_is_read_as_web(tmp_path, caplog) -> None:
+    """A stage box's config from before the web page keeps its `/status` endpoint (same paths)."""
+    config = load_config(write(tmp_path, "status_http: {port: 8081}\n"), environ={})
+    assert (config.web_host, config.web_port) == ("127.0.0.1", 8081)
+    assert "status_http is served by the web page's server now" in caplog.text
+    with pytest.raises(ServiceConfigError, match="remove status_http"):
+        load_config(write(tmp_path, "status_http: {port: 8081}\nweb: {port: 8082}\n"), environ={})
 
 
 @pytest.mark.parametrize(("text", "key", "reason"), [
@@ -89,14 +98,14 @@ def test_environment_overrides_single_keys_with_types(tmp_path: Path) -> None:
         "BACKLINE_OSC__PORT": "9001",
         "BACKLINE_MIDI__INPUTS": '["nano*", "Launch*"]',
         "BACKLINE_LOOKAHEAD_MS": "320.5",
-        "BACKLINE_STATUS_HTTP__PORT": "8080",
+        "BACKLINE_WEB__PORT": "8080",
         "BACKLINE_FALLBACK": "null",
     })
     assert (config.output, config.device) == ("alsa", 3)
     assert (config.osc_host, config.osc_port) == ("0.0.0.0", 9001)  # the file's other key in the section stays
     assert config.midi_inputs == ("nano*", "Launch*")
     assert config.lookahead_ms == 320.5
-    assert config.status_http_port == 8080
+    assert config.web_port == 8080
     assert config.fallback is None
 
 

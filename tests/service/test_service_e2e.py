@@ -44,7 +44,7 @@ def make_config(tmp_path: Path, **extra: str) -> Path:
         "cache_dir": str(tmp_path / "cache"),
         "lookahead_ms": "120",
         "fade_s": "0.3",
-        "status_http": "{port: 0}",
+        "web": "{port: 0}",
         "osc": "{port: 0}",
         **extra,
     }
@@ -85,7 +85,7 @@ class ServeProcess:
         raise AssertionError(f"no log line matching {pattern!r}:\n{self.log}")
 
     def status(self) -> dict[str, object]:
-        port = self.wait_log(r"status endpoint on http://127\.0\.0\.1:(\d+)/status").group(1)
+        port = self.wait_log(r"web page on http://127\.0\.0\.1:(\d+)/").group(1)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as reply:
             return json.loads(reply.read())
 

@@ -1,4 +1,5 @@
-"""Health endpoint over real HTTP on loopback, and the clients `backline status` uses."""
+"""The health endpoint (`/status` on the web page's server) over real HTTP on loopback, and
+the clients `backline status` uses."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
-from engine.service.health import HealthServer, StatusUnavailable, query_http, query_osc
+from engine.service.health import StatusUnavailable, query_http, query_osc
+from engine.web.server import WebServer
 
 STATUS = {"bar": 17, "beat": 2.5, "tempo": 124.0, "patch": "night-drive", "lookahead_ms": 180.0, "xruns": 0, "speed": 3.2,
           "underruns": 2, "playing": True, "clock": {"source": "link", "state": "running"}, "rejected": 3,
@@ -22,22 +24,30 @@ STATUS = {"bar": 17, "beat": 2.5, "tempo": 124.0, "patch": "night-drive", "looka
 
 
 @pytest.fixture
-def health() -> Iterator[HealthServer]:
+def health() -> Iterator[WebServer]:
+    """The real web server over a stand-in engine whose status is STATUS, then fails (the real
+    Engine's is read end to end in test_service_e2e.py)."""
+    from engine.control.dispatcher import Dispatcher as ControlDispatcher
+
     calls = iter([STATUS, RuntimeError("scheduler gone")])
 
-    def status() -> dict[str, object]:
-        value = next(calls)
-        if isinstance(value, Exception):
-            raise value
-        return value
+    class FailingEngine(StatusTarget):
+        patch_set = None
 
-    server = HealthServer(status, port=0)
+        def status(self) -> dict[str, object]:
+            value = next(calls)
+            if isinstance(value, Exception):
+                raise value
+            return value
+
+    engine = FailingEngine()
+    server = WebServer(engine, ControlDispatcher(engine), port=0)
     server.start()
     yield server
     server.close()
 
 
-def test_status_as_json_then_500_when_status_fails(health: HealthServer) -> None:
+def test_status_as_json_then_500_when_status_fails(health: WebServer) -> None:
     url = "http://%s:%d/status" % health.address
     assert health.address[0] == "127.0.0.1"
     assert query_http(url) == STATUS
@@ -46,7 +56,7 @@ def test_status_as_json_then_500_when_status_fails(health: HealthServer) -> None
     assert info.value.code == 500 and "scheduler gone" in json.loads(info.value.read())["error"]
 
 
-def test_unknown_path_is_404(health: HealthServer) -> None:
+def test_unknown_path_is_404(health: WebServer) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen("http://%s:%d/metrics" % health.address, timeout=2)
     assert info.value.code == 404
