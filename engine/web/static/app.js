@@ -46,7 +46,7 @@ function setupInput(input) {
   if (!spec) return;
   if (input.type === "range" || input.type === "number") {
     if (spec.low !== null) { input.min = spec.low; input.max = spec.high; }
-    if (input.type === "range") input.step = spec.kind === "int" ? 1 : (spec.high - spec.low) / 1000;
+    if (input.type === "range") input.step = spec.kind === "int" ? 1 : "any";  // any: a value from OSC shows as sent
   }
   if (input.dataset.bound) return;
   input.dataset.bound = "1";
