@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODULES: tuple[str, ...] = ("core", "audio", "control", "clock", "service", "magenta", "stretch", "xrun", "remote")
+MODULES: tuple[str, ...] = ("core", "audio", "control", "clock", "service", "magenta", "stretch", "xrun", "remote", "web")
 
 
 @dataclass(frozen=True, slots=True)
