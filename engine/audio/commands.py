@@ -13,7 +13,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
     print(list_devices(sd))
     if args.servers:
-        from engine.remote.discovery import find_servers
+        from engine.discovery import find_servers
 
         found = find_servers(seconds=args.servers)
         print(f"\ngenerator servers (Zeroconf, {args.servers:g} s): " + ("none answered" if not found else ""))

@@ -80,10 +80,10 @@ def _cmd_server(args: argparse.Namespace) -> int:
     announcement = None
     if args.zeroconf or (args.zeroconf is None and host not in ("127.0.0.1", "localhost", "::1")):
         try:
-            from engine.remote.discovery import Announcement
+            from engine.discovery import SERVICE, Announcement
 
-            announcement = Announcement(host=host, port=server.port, scheme=server.scheme, generator=args.generator,
-                                        max_sessions=args.max_sessions)
+            announcement = Announcement(host, [(SERVICE, server.port, {"scheme": server.scheme, "generator": args.generator,
+                                                                       "max_sessions": str(args.max_sessions)})])
         except Exception as err:  # noqa: BLE001 - no multicast, no zeroconf: serve unannounced
             log.warning("generator server: not announced on the network (%s: %s)", type(err).__name__, err)
     notifier.ready(f"serving {args.generator} on {host}:{server.port}")

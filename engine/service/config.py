@@ -122,6 +122,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "properties": {"host": {"type": "string", "minLength": 1}, "port": _PORT,
                            "token": {"type": "string", "minLength": 8}},
         },
+        "zeroconf": {"type": "boolean"},
         "status_http": {  # before the web page: its `/status` endpoint, now served by `web`
             "type": "object",
             "additionalProperties": False,
@@ -173,6 +174,7 @@ class ServiceConfig:
     web_host: str = "127.0.0.1"  # the control page, its WebSocket and `/status` (engine/web/server.py)
     web_port: int | None = None  # None: off
     web_token: str | None = None  # None: none on loopback, a random one printed at start-up beyond it
+    zeroconf: bool = True  # announce the page (_http._tcp) and OSC (_osc._udp) when they listen beyond loopback
 
     def differences(self, other: ServiceConfig) -> list[str]:
         """Names of the fields that differ (what a reload changed)."""
@@ -305,4 +307,5 @@ def _build(data: dict[str, Any], *, file: Path | None, base: Path) -> ServiceCon
         web_host=web.get("host", default.web_host),
         web_port=web.get("port"),
         web_token=web.get("token"),
+        zeroconf=bool(data.get("zeroconf", default.zeroconf)),
     )

@@ -34,7 +34,7 @@ from engine.service.config import LIVE_FIELDS, ServiceConfig, load_config
 from engine.service.notify import Notifier
 from engine.service.signals import SignalThread
 from engine.service.state import StateStore
-from engine.web.server import WebServer
+from engine.web.server import WebServer, loopback
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class Service:
         self.clock: ClockDriver | None = None
         self.clock_out: Any = None
         self._generators: list[Generator] = []
+        self._announcements: list[Any] = []
         self._stop = threading.Event()
         self._digests: dict[Path, str] = {}
         self._next_status = 0.0
@@ -131,11 +132,30 @@ class Service:
                 log.error("%s; the page is off (pick another port with --web-port or web.port)", err)
                 self.web.close()
                 self.web = None
+        if config.zeroconf:
+            self._announce()
         if self.store:
             self.store.start()
             self.store.mark_dirty()  # a crash before the first change still resumes this patch
         notify.status(f"filling {config.lookahead_ms:g} ms of look-ahead")
         return engine
+
+    def _announce(self) -> None:
+        """Zeroconf records for the page and OSC where they listen beyond loopback, as surfaces
+        look for them (TouchOSC, Open Stage Control, a phone). No multicast: logged, not fatal."""
+        hosts: dict[str, list[tuple[str, int, dict[str, str]]]] = {}
+        if self.web is not None and not loopback(self.web.address[0]):
+            hosts.setdefault(self.web.address[0], []).append(("_http._tcp.local.", self.web.address[1], {"path": "/"}))
+        osc = self.control.osc if self.control is not None else None
+        if osc is not None and not loopback(osc.address[0]):
+            hosts.setdefault(osc.address[0], []).append(("_osc._udp.local.", osc.address[1], {}))
+        for host, records in hosts.items():
+            try:
+                from engine.discovery import Announcement
+
+                self._announcements.append(Announcement(host, records))
+            except Exception as err:  # noqa: BLE001 - no multicast here, no zeroconf: play unannounced
+                log.warning("not announced on the network (%s: %s)", type(err).__name__, err)
 
     def _start_patch(self, saved: dict[str, Any] | None) -> Patch:
         """The saved patch if it still loads, else the configured one."""
@@ -204,6 +224,8 @@ class Service:
         self._stop.set()
 
     def close(self) -> None:
+        for announcement in self._announcements:
+            announcement.close()
         for part in (self.control, self.web, self.clock, self.clock_out):
             if part is not None:
                 part.close()

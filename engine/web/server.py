@@ -7,8 +7,9 @@ runs on the `web` thread's event loop, never on the generation or audio threads:
 page's message goes the OSC route (`Dispatcher.handle`, which only queues), and changes
 come back through a `Feed` (the scheduler only appends to a deque).
 
-Security beyond loopback: a token (the URL's `?token=` once, then a cookie; the WebSocket
-and `/status` need it too), a same-origin check on the WebSocket's `Origin`, 4 KiB
+Security: beyond loopback a token (the URL's `?token=` once, then a cookie; the WebSocket
+and `/status` need it too); on loopback without one, a loopback `Host` (no DNS rebinding);
+always a same-origin check on the WebSocket's `Origin`, 4 KiB
 messages, at most `MAX_PAGES` connections, no file path from a page (patches load by name
 from the set), and every refused message counted in the dispatcher's `Rejects`.
 """
@@ -160,13 +161,17 @@ class WebServer:
         path, _, query_text = request.path.partition("?")
         query = urllib.parse.parse_qs(query_text)
         peer = "%s:%s" % connection.remote_address[:2]
+        host = request.headers.get("Host", "")
+        if self.token is None and not loopback(urllib.parse.urlsplit(f"//{host}").hostname or ""):
+            # no token on loopback, so the Host must be loopback too: a rebound DNS name is refused
+            self.rejects.reject("forbidden", f"{path}: Host {host!r} on a loopback-only page", f"web:{peer}")
+            return _response(403, b"this page answers on its loopback address only\n", "text/plain; charset=utf-8")
         if not self._authorised(request, query):
             self.rejects.reject("forbidden", f"{path}: no or wrong token", f"web:{peer}")
             return _response(401, b"This page needs its link with the token: backline prints it when it starts.\n",
                              "text/plain; charset=utf-8")
         if path == "/ws":
             origin = request.headers.get("Origin")
-            host = request.headers.get("Host", "")
             if origin is not None and urllib.parse.urlsplit(origin).netloc.lower() != host.lower():
                 self.rejects.reject("forbidden", f"WebSocket from origin {origin} (this page is {host})", f"web:{peer}")
                 return _response(403, b"cross-origin WebSocket refused\n", "text/plain; charset=utf-8")

@@ -33,3 +33,12 @@ def test_what_is_not_a_message_is_refused_with_a_reason(text, reason) -> None:
     with pytest.raises(WebReject) as info:
         parse(text)
     assert info.value.reason == reason
+
+
+def test_the_pages_url_as_a_qr_code_for_the_terminal(capsys) -> None:
+    from engine.web.server import print_qr
+
+    print_qr("http://192.168.1.20:8080/?token=abcdefgh")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 15 and len(set(map(len, lines))) == 1  # a square of block characters
+    assert set("".join(lines)) <= set(" ▀▄█")

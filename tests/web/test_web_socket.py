@@ -158,9 +158,16 @@ def test_a_flood_of_1000_messages_a_second_never_delays_the_audio(stage: Stage):
 
 
 def test_beyond_loopback_the_page_needs_its_token_and_the_socket_its_origin(jack, tmp_path):
-    """On 0.0.0.0 without a configured token the engine makes one and logs the URL with it."""
-    config = stage_config(tmp_path, web="{host: 0.0.0.0, port: 0}")
+    """On 0.0.0.0 without a configured token the engine makes one and logs the URL with it;
+    the page and OSC are announced by Zeroconf (a real mDNS announcement and browse)."""
+    from engine.discovery import browse
+
+    config = stage_config(tmp_path, web="{host: 0.0.0.0, port: 0}", osc="{host: 0.0.0.0, port: 0}")
     with serving(config) as service:
+        pages = browse("_http._tcp.local.", seconds=1.5)
+        assert any(port == service.web.address[1] and props == {"path": "/"} for _, _, port, props in pages), pages
+        oscs = browse("_osc._udp.local.", seconds=0.5)
+        assert any(port == service.control.osc.address[1] for _, _, port, _ in oscs), oscs
         web = service.web
         token, port = web.token, web.address[1]
         assert token and f"?token={token}" in web.url
@@ -209,3 +216,20 @@ def test_the_status_ticker_sends_about_ten_a_second(stage: Stage):
         threading.Event().wait(2.0)
         count = sum(1 for m in list(page.got) if "status" in m)
     assert 14 <= count <= 22, count
+
+
+def test_on_loopback_without_a_token_a_rebound_host_is_refused(stage: Stage):
+    """DNS rebinding: a web site whose name now resolves to 127.0.0.1 sends its own Host (and
+    Origin, which then matches it); without a token only a loopback Host is served."""
+    import http.client
+
+    port = stage.service.web.address[1]
+    for path in ("/", "/status", "/ws"):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+        conn.request("GET", path, headers={"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}",
+                                           "Connection": "Upgrade", "Upgrade": "websocket",
+                                           "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        assert conn.getresponse().status == 403, path
+        conn.close()
+    with urllib.request.urlopen(f"http://localhost:{port}/status", timeout=2) as reply:
+        assert reply.status == 200
