@@ -39,6 +39,7 @@ from engine.units import SAMPLE_RATE
 log = logging.getLogger(__name__)
 LOOP_WAIT_S = 0.005
 STATUS_EVERY_S = 5.0
+HEARD_EVERY_S = 1.0  # the generator hears how playback goes (a server lists each session's underruns)
 STREAM_STALL_S = 2.0  # no audio block for this long: the stream is dead (a service exits 1 and is restarted)
 
 
@@ -248,6 +249,7 @@ class Engine:
                  "waiting for the next bar of the clock to play" if self.timing.waiting_for_bar else "playing",
                  self.scheduler.patch.name, self.sink.name, self.scheduler.lookahead * 1000 / SAMPLE_RATE, self.clock.source)
         next_status = time.monotonic() + STATUS_EVERY_S
+        next_heard = time.monotonic() + HEARD_EVERY_S
         end_at = None if duration_s is None else round(duration_s * SAMPLE_RATE)
         moved_at, last_playhead = time.monotonic(), -1
         try:
@@ -280,6 +282,10 @@ class Engine:
                         self.on_ready()
                 if self.on_tick:
                     self.on_tick()
+                if time.monotonic() >= next_heard:
+                    next_heard = time.monotonic() + HEARD_EVERY_S
+                    self.scheduler.generator.heard(underruns=self.ring.underruns, lookahead_ms=round(
+                        (self.ring.written - self.sink.playhead) * 1000 / SAMPLE_RATE, 1))
                 if end_at is not None and self.sink.playhead >= end_at:
                     break
                 if self._status_line and time.monotonic() >= next_status:

@@ -56,6 +56,11 @@ class Generator(ABC):
         """
         return True
 
+    def heard(self, *, underruns: int, lookahead_ms: float) -> None:
+        """How playback goes on the stage box, told about once a second by the scheduling loop
+        (the thread that calls generate): a generator server lists it per session. Most
+        generators have no one to tell."""
+
     def style_model(self, *, cache_dir: Path | None = None) -> Embedder:
         """The embedder whose 768-d space this generator's conditioning lives in, built in the
         engine's own process (prompts are embedded there, off the generation thread, and the

@@ -124,6 +124,7 @@ class RemoteGenerator(Generator):
         self.reconnects = 0
         self.ms_per_frame: float | None = None  # round trip, server compute included
         self.remote_generator: str | None = None
+        self._report: bytes | None = None  # how playback goes, sent before the next request
         self._lock = threading.Lock()  # the connection handed between connector and scheduler
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -139,12 +140,12 @@ class RemoteGenerator(Generator):
                     ws, welcome = _connect(self.url, token=self._token, pcm=self.pcm, role="generate",
                                            timeout=self._connect_timeout, tls=self._tls)
                 except (OSError, TimeoutError, GeneratorError, p.ProtocolError) as err:
-                    self._down(f"cannot reach {self.url}: {err}", quiet=self.state == "restarting")
+                    self._down(f"cannot reach {self.url}: {err}", quiet=self.last_error is not None)
                     self._closed.wait(backoff)
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
                     continue
                 except Exception as err:  # noqa: BLE001 - websockets' handshake errors (InvalidURI, InvalidStatus)
-                    self._down(f"cannot reach {self.url}: {type(err).__name__}: {err}", quiet=self.state == "restarting")
+                    self._down(f"cannot reach {self.url}: {type(err).__name__}: {err}", quiet=self.last_error is not None)
                     self._closed.wait(backoff)
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
                     continue
@@ -164,8 +165,8 @@ class RemoteGenerator(Generator):
         """The link is gone: drop it, let the connector reconnect, return the error to raise."""
         with self._lock:
             ws, self._ws = self._ws, None
-            if self.state != "closed":
-                self.state = "restarting"
+            if self.state != "closed":  # connecting until a first session, then restarting
+                self.state = "restarting" if self._session else "connecting"
             self.last_error = why
         if ws is not None:
             self.reconnects += 1
@@ -200,6 +201,9 @@ class RemoteGenerator(Generator):
         if ws is None:
             raise GeneratorUnavailable(f"generator remote: {self.state} ({self.last_error or self.url})")
         try:
+            if self._report is not None:
+                ws.send(self._report)
+                self._report = None
             ws.send(message)
             answer = p.unpack(ws.recv(timeout=self.deadline_s + wait_s))
         except TimeoutError:
@@ -214,6 +218,10 @@ class RemoteGenerator(Generator):
                 raise GeneratorUnavailable(f"generator remote: {body.get('error')}")
             raise GeneratorError(f"generator remote: {body.get('error')}")
         return answer
+
+    def heard(self, *, underruns: int, lookahead_ms: float) -> None:
+        """Told by the scheduling loop: the server lists it in `backline status --server`."""
+        self._report = p.pack_json(p.REPORT, {"underruns": underruns, "lookahead_ms": lookahead_ms})
 
     def reset(self, seed: int) -> None:
         """Start again from `seed` with the next generate() (sent with it: no round trip)."""

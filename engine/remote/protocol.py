@@ -14,6 +14,8 @@ float32 PCM, or int16 where the hello asked for it (half the bytes, for Wi-Fi). 
 names a kept frame. READY asks whether the session's generator can generate, waiting up to
 `value` ms (a magenta child loads for a while); READIED answers 1 or 0. EMBED asks the server's style model for a text's embedding, or (flag
 AUDIO_PROMPT) an audio prompt's, its samples read on the stage box: no file path crosses.
+REPORT (JSON: `underruns`, `lookahead_ms`) tells the server how playback goes on the stage
+box, about once a second, sent before the next request; it has no answer.
 
 Any thread; no state. Decoding checks every length and range: a malformed message raises
 ProtocolError, which the server counts before it closes that connection.
@@ -31,17 +33,17 @@ import numpy as np
 from engine.conditioning import NUM_NOTES, STYLE_DIM, STYLE_TOKENS, FrameConditioning, Sampling
 from engine.units import CHANNELS, FRAME_SAMPLES
 
-VERSION = 1
+VERSION = 2  # 2: REPORT
 MAGIC = b"BLGS"
 HEADER = struct.Struct("<4sBBHqI")  # magic, version, kind, flags, value (frame index or seed), count
 MAX_FRAMES = 64  # per GENERATE: what one answer may carry (64 frames float32: 983 kB)
 MAX_MESSAGE = 8 * 1024 * 1024  # bytes: 30 s of a 48 kHz audio prompt is 5.8 MB
 MAX_TEXT = 4096  # bytes of one prompt to embed
 
-HELLO, WELCOME, GENERATE, AUDIO, RESTORE, RESTORED, EMBED, EMBEDDING, ERROR, READY, READIED = range(1, 12)
+HELLO, WELCOME, GENERATE, AUDIO, RESTORE, RESTORED, EMBED, EMBEDDING, ERROR, READY, READIED, REPORT = range(1, 13)
 KINDS = {HELLO: "hello", WELCOME: "welcome", GENERATE: "generate", AUDIO: "audio", RESTORE: "restore",
          RESTORED: "restored", EMBED: "embed", EMBEDDING: "embedding", ERROR: "error", READY: "ready",
-         READIED: "readied"}
+         READIED: "readied", REPORT: "report"}
 KEEP, RESET = 1, 2  # GENERATE flags
 AUDIO_PROMPT = 1  # EMBED flag: the body is a sample rate (uint32) and mono float32 samples, not text
 MAX_PROMPT_SECONDS = 30.0
@@ -51,6 +53,16 @@ PCM_FORMATS = ("f32", "i16")
 # floats, 128 note states, then the style: 768 float32 or 12 int32 (padded to the same size).
 _RECORD_HEAD = struct.Struct("<BbH4f")
 _RECORD = _RECORD_HEAD.size + NUM_NOTES + 4 * STYLE_DIM
+
+
+def parse_report(message: "Message") -> tuple[int, float]:
+    """A REPORT's (underruns, lookahead_ms), checked: ProtocolError for anything else."""
+    body = message.json()
+    underruns, lookahead = body.get("underruns"), body.get("lookahead_ms")
+    if (not isinstance(underruns, int) or isinstance(underruns, bool) or not 0 <= underruns < 2**63
+            or not isinstance(lookahead, (int, float)) or isinstance(lookahead, bool) or not 0 <= lookahead < 1e6):
+        raise ProtocolError(f"report: underruns (an int >= 0) and lookahead_ms (ms >= 0), got {body!r}")
+    return underruns, float(lookahead)
 
 
 class ProtocolError(ValueError):

@@ -55,6 +55,8 @@ class Session:
     started: float = field(default_factory=time.monotonic)
     snapshots: OrderedDict[int, object] = field(default_factory=OrderedDict)
     frame: int = 0  # frames generated since the last reset: snapshots are named by it
+    underruns: int | None = None  # the stage box's own, from its last REPORT
+    lookahead_ms: float | None = None
 
 
 class GeneratorServer:
@@ -116,6 +118,7 @@ class GeneratorServer:
             sessions = [{"peer": s.peer, "generator": s.generator.name, "frames": s.frames, "pcm": s.pcm,
                          "ms_per_frame": None if s.ms_per_frame is None else round(s.ms_per_frame, 3),
                          "rtt_ms": round(1000 * s.ws.latency, 2) if s.ws is not None and s.ws.latency else None,
+                         "underruns": s.underruns, "lookahead_ms": s.lookahead_ms,
                          "seconds": round(time.monotonic() - s.started, 1)} for s in self.sessions.values()]
         return {"sessions": sessions, "max_sessions": self.max_sessions, "refused": self.refused,
                 "malformed": self.malformed}
@@ -214,6 +217,8 @@ class GeneratorServer:
                 for later in [f for f in session.snapshots if f > message.value]:
                     del session.snapshots[later]
                 ws.send(p.pack(p.RESTORED, value=message.value))
+            elif message.kind == p.REPORT:  # no answer: the stage box sends it before its next request
+                session.underruns, session.lookahead_ms = p.parse_report(message)
             elif message.kind == p.READY:
                 ready = session.generator.wait_ready(min(max(message.value, 0), 5000) / 1000)
                 ws.send(p.pack(p.READIED, value=int(ready)))

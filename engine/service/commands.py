@@ -85,7 +85,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _server_status(args: argparse.Namespace) -> int:
-    """A generator server's sessions: one line each (peer, generator, frames, speed, round trip)."""
+    """A generator server's sessions: one line each (peer, generator, frames, speed, round trip, underruns)."""
     from engine.generator import read_token
     from engine.generator.remote import server_status
 

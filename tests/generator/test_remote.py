@@ -591,3 +591,48 @@ def test_a_flood_of_silent_connections_is_closed_at_once_and_the_server_serves_o
         assert_plays(url)
     finally:
         gen_server.stop()
+
+
+def test_the_server_lists_each_sessions_underruns_as_its_stage_box_hears_them(tmp_path: Path) -> None:
+    """`backline run --generator remote` plays against an in-process server: about once a
+    second the engine tells its session how playback goes, and the server's status (what
+    `backline status --server` prints) carries its underruns and look-ahead. A report that is
+    not one is malformed: counted, that connection closed, the playing session untouched."""
+    import threading
+
+    from websockets.sync.client import connect
+
+    from engine.remote.server import GeneratorServer
+
+    gen_server = GeneratorServer(SynthGenerator, port=0, max_sessions=2)
+    threading.Thread(target=gen_server.serve_forever, daemon=True).start()
+    url = f"ws://127.0.0.1:{gen_server.port}"
+    run = subprocess.Popen([sys.executable, "-m", "engine", "run", "--patch", str(REPO / "patches/default.yaml"),
+                            "--generator", "remote", "--remote", url, "--output", f"wav:{tmp_path / 'out.wav'}",
+                            "--no-midi", "--no-osc", "--duration", "30"], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def reported() -> list[dict]:
+            return [s for s in gen_server.status()["sessions"] if s["underruns"] is not None]
+
+        deadline = time.monotonic() + 30
+        while not reported() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sessions = reported()
+        assert sessions, gen_server.status()
+        assert sessions[0]["underruns"] == 0 and sessions[0]["lookahead_ms"] > 0, sessions
+        with connect(url, open_timeout=5) as bad:
+            bad.send(p.pack_json(p.HELLO, {"version": p.VERSION, "pcm": "f32"}))
+            assert p.unpack(bad.recv(timeout=5)).kind == p.WELCOME
+            bad.send(p.pack_json(p.REPORT, {"underruns": -1, "lookahead_ms": "soon"}))
+            assert p.unpack(bad.recv(timeout=5)).json()["error"].startswith("malformed: report")
+        assert gen_server.malformed == 1
+        frames = gen_server.status()["sessions"][0]["frames"]
+        deadline = time.monotonic() + 10
+        while gen_server.status()["sessions"][0]["frames"] <= frames + 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gen_server.status()["sessions"][0]["frames"] > frames + 10
+    finally:
+        run.terminate()
+        run.wait(20)
+        gen_server.stop()

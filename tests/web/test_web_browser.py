@@ -20,8 +20,8 @@ from pathlib import Path
 import mido
 import pytest
 
-from control_helpers import client_socket, send, wait_for
-from web_helpers import Stage
+from control_helpers import client_socket, send, serving, wait_for
+from web_helpers import Stage, stage_config
 
 pytestmark = pytest.mark.jack
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -163,4 +163,22 @@ def test_phone_and_tablet_screenshots(stage: Stage, browser, tmp_path: Path):
         assert browser.save_screenshot(str(path))
         size = struct.unpack(">II", path.read_bytes()[16:24])  # the PNG header's width and height
         assert size[0] > 0 and size[1] > 0
+    assert severe(browser) == []
+
+
+def test_the_page_warns_when_the_generator_fell_back(jack, tmp_path: Path, browser):
+    """A remote generator whose server is not there: the synth fallback plays, and the page
+    says so in words (and names the generator's state) until the server comes."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    config = stage_config(tmp_path, extra=f"generator: {{name: remote, options: {{url: 'ws://127.0.0.1:{dead}'}}}}\n")
+    with serving(config) as service:
+        browser.get(service.web.url)
+        assert wait_for(lambda: "the fallback plays" in browser.execute_script(
+            "return document.querySelector('#warnings').textContent"), 10)
+        assert "remote connecting" in browser.execute_script("return document.querySelector('#health').textContent")
+        assert service.engine.status()["fallback_frames"] > 0
     assert severe(browser) == []

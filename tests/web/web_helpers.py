@@ -60,7 +60,7 @@ class Stage:
         return at + 1
 
 
-def stage_config(tmp_path: Path, web: str = "{port: 0}", osc: str = "{port: 0}") -> Path:
+def stage_config(tmp_path: Path, web: str = "{port: 0}", osc: str = "{port: 0}", extra: str = "") -> Path:
     patches = tmp_path / "patches"
     patches.mkdir(exist_ok=True)
     (patches / "a.yaml").write_text(PATCH.format(name="a", tempo=240, text="warm analog synth groove"))
@@ -71,7 +71,7 @@ def stage_config(tmp_path: Path, web: str = "{port: 0}", osc: str = "{port: 0}")
         f"output: wav:{tmp_path / 'out.wav'}\npatch: {patches / 'a.yaml'}\npatches: {patches}\nstate_file: null\n"
         f"lookahead_ms: 200\nfade_s: 0.05\nosc: {osc}\nweb: {web}\nlearn_file: {tmp_path / 'learned.yaml'}\n"
         "midi: {enabled: true, api: jack, inputs: ['*test knob*']}\n"
-        f"mappings: [{tmp_path / 'knob.yaml'}]\n")
+        f"mappings: [{tmp_path / 'knob.yaml'}]\n" + extra)
     return config
 
 
