@@ -286,6 +286,7 @@ class Engine:
                     next_heard = time.monotonic() + HEARD_EVERY_S
                     self.scheduler.generator.heard(underruns=self.ring.underruns, lookahead_ms=round(
                         (self.ring.written - self.sink.playhead) * 1000 / SAMPLE_RATE, 1))
+                    self._embed_stand_ins_again()
                 if end_at is not None and self.sink.playhead >= end_at:
                     break
                 if self._status_line and time.monotonic() >= next_status:
@@ -307,6 +308,22 @@ class Engine:
             self._loader.shutdown(wait=False, cancel_futures=True)
             self.scheduler.close()
             log.info("stopped: %s", format_status(self.status()))
+
+    def _embed_stand_ins_again(self) -> None:
+        """Scheduling loop: prompts a remote style model could not embed (its server was down:
+        they got a stand-in) go again, as prompt changes of their slots, once the generator is
+        up. Only the remote embedder keeps such prompts (`take_stand_ins`)."""
+        take = getattr(self.scheduler.embedder, "take_stand_ins", None)
+        if take is None or _generator_health(self.scheduler.generator)["generator_state"] != "ready":
+            return
+        texts = take()
+        if not texts:
+            return
+        values = self.snapshot_state()["values"]
+        for path, value in values.items():  # type: ignore[union-attr]
+            if path.startswith("style.") and path.endswith(".text") and value in texts:
+                log.info("%s: embedding %r again now that the server is back", path, value)
+                self.scheduler.submit(ControlEvent(path, value, source="embedder"))
 
     def _ask_realtime(self, tid: int) -> None:
         """Loop thread, once the audio thread has run: SCHED_FIFO for it where granted; logged."""

@@ -286,8 +286,10 @@ class RemoteEmbedder:
     The stage box must start, and keep playing, with the server down: every embedding the
     server gave is kept on disk (`cache_dir`), and answers while it cannot be reached; a
     prompt never embedded there gets the hash stand-in meanwhile, loudly logged (the fallback
-    synth plays until the server is back; the server's model then hears that stand-in until
-    the prompt is sent again). The engine's embedding threads call it; one call at a time."""
+    synth plays until the server is back). A text prompt's stand-in is kept in
+    `take_stand_ins`, and the engine sends the prompt again once the server's session is up,
+    so its model hears the real embedding (an audio prompt's stays until the patch loads
+    again). The engine's embedding threads call it; one call at a time."""
 
     def __init__(self, url: str, *, token: str | None, timeout: float, tls: Any = None,
                  cache_dir: Path | None = None) -> None:
@@ -296,12 +298,14 @@ class RemoteEmbedder:
         self._ws: Any = None
         self._lock = threading.Lock()
         self.version = "remote"  # the server's style model once connected: "remote/<its version>"
+        self._stand_ins: set[str] = set()  # text prompts given the hash stand-in, to embed again
 
     def embed_text(self, text: str) -> np.ndarray:
         data = text.encode("utf-8")
         if len(data) > p.MAX_TEXT:
             raise ValueError(f"a prompt of {len(data)} bytes (at most {p.MAX_TEXT})")
-        return self._embed(f"text\0{text}", p.pack(p.EMBED, data), lambda: HashEmbedder().embed_text(text), repr(text))
+        return self._embed(f"text\0{text}", p.pack(p.EMBED, data), lambda: HashEmbedder().embed_text(text), repr(text),
+                           text=text)
 
     def embed_audio(self, path: Path, *, start: float = 0.0, duration: float = AUDIO_PROMPT_SECONDS) -> np.ndarray:
         mono, rate = read_audio_span(path, start=start, duration=min(duration, p.MAX_PROMPT_SECONDS))
@@ -310,7 +314,14 @@ class RemoteEmbedder:
         return self._embed(key, p.pack(p.EMBED, body, flags=p.AUDIO_PROMPT),
                            lambda: HashEmbedder().embed_audio(path, start=start, duration=duration), str(path))
 
-    def _embed(self, key: str, message: bytes, stand_in: Any, what: str) -> np.ndarray:
+    def take_stand_ins(self) -> set[str]:
+        """The text prompts that got the stand-in since the last call (any thread): the engine
+        sends them again once the server is back, so its model hears the real prompt."""
+        with self._lock:
+            taken, self._stand_ins = self._stand_ins, set()
+        return taken
+
+    def _embed(self, key: str, message: bytes, stand_in: Any, what: str, *, text: str | None = None) -> np.ndarray:
         cached = self._cache / f"{hashlib.sha256(key.encode()).hexdigest()}.npy" if self._cache else None
         try:
             vector = self._ask(message)
@@ -320,8 +331,10 @@ class RemoteEmbedder:
             if cached is not None and cached.exists():
                 log.warning("generator remote: %s; prompt %s embedded from the cache of the server's answers", err, what)
                 return np.load(cached)
-            log.error("generator remote: %s; PROMPT %s GETS THE HASH STAND-IN until it is sent again with the "
-                      "server up", err, what)
+            log.error("generator remote: %s; PROMPT %s GETS THE HASH STAND-IN until the server is back", err, what)
+            if text is not None:
+                with self._lock:
+                    self._stand_ins.add(text)
             return np.asarray(stand_in(), dtype=np.float32)
         if cached is not None:
             try:

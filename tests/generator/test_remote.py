@@ -636,3 +636,48 @@ def test_the_server_lists_each_sessions_underruns_as_its_stage_box_hears_them(tm
         run.terminate()
         run.wait(20)
         gen_server.stop()
+
+
+def test_prompts_given_the_stand_in_while_the_server_was_down_are_embedded_again_when_it_is_back(tmp_path: Path) -> None:
+    """The stage box starts with the server down: its patch's prompts get the hash stand-in
+    (loudly logged) and the synth fallback plays. Once the server comes up, the engine sends
+    those prompts again, and the server's style model is asked for them: its model plays the
+    real embeddings, not the stand-in, with no one touching a control."""
+    import threading
+
+    sys.path.insert(0, str(REPO / "tests" / "control"))
+    from control_helpers import serving, wait_for
+
+    from engine.remote.server import GeneratorServer
+
+    class Recording(HashEmbedder):
+        version = "recording-1"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.texts: list[str] = []
+
+        def embed_text(self, text: str) -> np.ndarray:
+            self.texts.append(text)
+            return super().embed_text(text) * -1.0  # unlike the stage box's stand-in
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "config.yaml"
+    config.write_text(f"output: wav:{tmp_path / 'out.wav'}\npatch: {REPO / 'patches/default.yaml'}\nstate_file: null\n"
+                      f"cache_dir: {tmp_path / 'cache'}\nfade_s: 0.05\nosc: {{enabled: false}}\nmidi: {{enabled: false}}\n"
+                      f"generator: {{name: remote, options: {{url: 'ws://127.0.0.1:{port}'}}}}\n")
+    texts = [s.source for s in load_patch(REPO / "patches/default.yaml").slots if s.kind == "text"]
+    embedder = Recording()
+    with serving(config) as service:
+        engine = service.engine
+        assert wait_for(lambda: engine.status()["fallback_frames"] > 10, 10)
+        stand_in = np.array(engine.scheduler.bank.mix(engine.scheduler.state))
+        gen_server = GeneratorServer(SynthGenerator, port=port, embedder=embedder)
+        threading.Thread(target=gen_server.serve_forever, daemon=True).start()
+        try:
+            assert wait_for(lambda: sorted(set(embedder.texts)) == sorted(set(texts)), 15), embedder.texts
+            assert wait_for(lambda: not np.allclose(engine.scheduler.bank.mix(engine.scheduler.state), stand_in), 5)
+        finally:
+            gen_server.stop()
