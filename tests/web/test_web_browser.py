@@ -58,6 +58,15 @@ def open_page(browser, stage: Stage) -> None:
         "return document.querySelectorAll('#sampling-faders input[type=range]').length") == 5, 5)
 
 
+def element(browser, css: str):
+    """The page's element at `css`, scrolled to the middle of the screen (as a thumb reaches it)."""
+    from selenium.webdriver.common.by import By
+
+    found = browser.find_element(By.CSS_SELECTOR, css)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", found)
+    return found
+
+
 def value_on_page(browser, path: str) -> float:
     return float(browser.execute_script(f"return document.querySelector('[data-path=\"{path}\"]').value"))
 
@@ -68,15 +77,13 @@ def severe(browser) -> list[dict]:
 
 def test_the_page_loads_clean_and_a_dragged_fader_moves_the_engine(stage: Stage, browser):
     from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
 
     open_page(browser, stage)
     assert severe(browser) == []
     assert browser.execute_script("return document.querySelector('#patch-name').textContent") == "a"
     assert browser.execute_script("return location.search") == ""  # the token (if any) is off the address bar
     before = stage.temperature()
-    fader = browser.find_element(By.CSS_SELECTOR, '[data-path="sampling.temperature"]')
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", fader)
+    fader = element(browser, '[data-path="sampling.temperature"]')
     width = fader.size["width"]
     ActionChains(browser).move_to_element_with_offset(fader, -width // 2 + 4, 0).click_and_hold() \
         .move_by_offset(width // 4, 0).move_by_offset(width // 4, 0).move_by_offset(width // 4 - 8, 0).release().perform()
@@ -106,11 +113,8 @@ def test_an_osc_message_moves_the_pages_fader(stage: Stage, browser):
 
 
 def test_a_patch_picked_on_the_page_takes_over_at_the_next_bar(stage: Stage, browser):
-    from selenium.webdriver.common.by import By
-
     open_page(browser, stage)
-    button = browser.find_element(By.CSS_SELECTOR, '#patch-list button[data-patch="b"]')
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    button = element(browser, '#patch-list button[data-patch="b"]')
     button.click()
     assert wait_for(lambda: any(c[0] == "patch.load" for c in stage.changes), 10)
     _, value, source, at = next(c for c in stage.changes if c[0] == "patch.load")
@@ -125,14 +129,9 @@ def test_a_patch_picked_on_the_page_takes_over_at_the_next_bar(stage: Stage, bro
 
 
 def test_learn_on_the_page_arms_midi_learn_for_the_control_touched_next(stage: Stage, browser):
-    from selenium.webdriver.common.by import By
-
     open_page(browser, stage)
-    learn = browser.find_element(By.ID, "learn")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", learn)
-    learn.click()
-    pad = browser.find_element(By.CSS_SELECTOR, '[data-path="sampling.cfg_drums"]')
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", pad)
+    element(browser, "#learn").click()
+    pad = element(browser, '[data-path="sampling.cfg_drums"]')
     before = stage.service.engine.value_of("sampling.cfg_drums")
     pad.click()  # touched in learn mode: picked for learn, not moved
     assert wait_for(lambda: "sampling.cfg_drums" in browser.execute_script(
