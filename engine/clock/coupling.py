@@ -63,6 +63,7 @@ class ClockCoupling:
         self.waiting_for_bar = False  # --start-on bar: silence until the external clock's next bar line
         self._out_port = clock_out
         self._sender: MidiClockSender | JackClockSender | None = None
+        self._out: MidiClockOut | None = None  # the clock we send, once the sink plays
         self._taps = TapTempo()
         self._tap_lock = threading.Lock()
         self._log = RateLimitedLog(log, interval=10.0)
@@ -116,6 +117,7 @@ class ClockCoupling:
         gets each message at its frame; any other port is timed by the sample clock."""
         out = MidiClockOut()
         out.start(beat=0)
+        self._out = out
         timeline = lambda: scheduler.timeline  # noqa: E731
         origin = getattr(sink, "frame_origin", None)
         if isinstance(self._out_port, JackClockOutput) and origin is not None:
@@ -130,6 +132,16 @@ class ClockCoupling:
             self._sender = MidiClockSender(self._out_port, out, timeline=timeline,
                                            sample_clock=lambda: tracker.clock)  # type: ignore[arg-type, return-value]
         self._sender.start()
+
+    def transport(self, playing: bool, at: int, timeline: Timeline) -> None:
+        """Scheduling loop, as a transport change applies at sample `at`: the clock we send
+        stops there, or resumes with Song Position Pointer and Continue on that bar line."""
+        if self._out is None:
+            return
+        if playing:
+            self._out.resume(at_sample=at, timeline=timeline)
+        else:
+            self._out.stop(at_sample=at)
 
     def health(self, *, tempo: float) -> dict[str, object]:
         """The followed clock's health now (on JACK's frame clock where the sink runs on it)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -46,49 +47,77 @@ def tick_sample(timeline: Timeline, tick: int) -> int:
 
 
 class MidiClockOut:
-    """Transport state of the clock we send, and the events for any sample range."""
+    """Transport state of the clock we send, and the events for any sample range.
+
+    `events` runs on the sender's thread; `stop` and `resume` come from the scheduling
+    loop as the transport changes apply (ahead of playback, at their exact samples): they
+    only append to a deque, which `events` takes from as it reaches each one's sample.
+    """
 
     def __init__(self) -> None:
         self._from_tick: int | None = None  # first tick to send; None when stopped
-        self._stop_at: int | None = None
+        self._changes: deque[tuple[int, int | None]] = deque()  # (sample, beat to resume at, or None: stop)
 
     @property
     def playing(self) -> bool:
-        return self._from_tick is not None and self._stop_at is None
+        return self._from_tick is not None
 
     def start(self, *, beat: int = 0) -> None:
-        """Play from song beat `beat`: Start for beat 0, else Song Position Pointer + Continue."""
+        """Play from song beat `beat` now: Start for beat 0, else Song Position Pointer + Continue."""
         if not 0 <= beat * 4 <= _SPP_MAX:
             raise ValueError(f"start beat must be in 0..{_SPP_MAX // 4}, got {beat}")
-        self._from_tick, self._stop_at = beat * PPQN, None
+        self._from_tick = beat * PPQN
 
     def stop(self, *, at_sample: int) -> None:
-        """Send Stop at `at_sample`; no ticks from there on."""
-        if self._from_tick is not None and self._stop_at is None:
-            self._stop_at = at_sample
+        """Send Stop at `at_sample`; no ticks from there on (until a resume)."""
+        self._changes.append((at_sample, None))
+
+    def resume(self, *, at_sample: int, timeline: Timeline) -> None:
+        """Play again from the first beat at or after `at_sample` (a transport.play on its bar
+        line): Song Position Pointer for that beat, then Continue, on its sample, so a slaved
+        drum machine comes back on the same bar as the audio."""
+        beat = timeline.beat_at(at_sample)
+        if timeline.beat_start(beat) < at_sample:
+            beat += 1
+        if 0 <= beat * 4 <= _SPP_MAX:
+            self._changes.append((timeline.beat_start(beat), beat))
+        else:
+            logger.warning("MIDI clock out: song position of beat %d is past what MIDI can say; not resumed", beat)
 
     def events(self, timeline: Timeline, a: int, b: int) -> list[ClockEvent]:
         """Messages due in output samples [a, b), in order."""
+        out: list[ClockEvent] = []
+        cursor = a
+        while self._changes and self._changes[0][0] < b:
+            at, beat = self._changes.popleft()
+            at = max(at, cursor)
+            out += self._span(timeline, cursor, at)
+            if beat is None and self._from_tick is not None:
+                out.append(ClockEvent(at, mido.Message("stop")))
+                self._from_tick = None
+            elif beat is not None and self._from_tick is None:
+                self._from_tick = beat * PPQN
+            cursor = at
+        return out + self._span(timeline, cursor, b)
+
+    def _span(self, timeline: Timeline, a: int, b: int) -> list[ClockEvent]:
+        """Start (or Song Position Pointer and Continue) and ticks in [a, b), no transport change inside."""
         if self._from_tick is None or b <= a:
             return []
         out: list[ClockEvent] = []
-        end = b if self._stop_at is None else min(b, self._stop_at)
         first = self._from_tick
         first_sample = tick_sample(timeline, first)
-        if a <= first_sample < end:
+        if a <= first_sample < b:
             if first == 0:
                 out.append(ClockEvent(first_sample, mido.Message("start")))
             else:
                 out.append(ClockEvent(first_sample, mido.Message("songpos", pos=first // 6)))
                 out.append(ClockEvent(first_sample, mido.Message("continue")))
         tick = max(first, timeline.beat_at(a) * PPQN)
-        while (s := tick_sample(timeline, tick)) < end:
+        while (s := tick_sample(timeline, tick)) < b:
             if s >= a:
                 out.append(ClockEvent(s, mido.Message("clock")))
             tick += 1
-        if self._stop_at is not None and a <= self._stop_at < b:
-            out.append(ClockEvent(self._stop_at, mido.Message("stop")))
-            self._from_tick = self._stop_at = None
         return out
 
 

@@ -154,6 +154,8 @@ class Scheduler:
         self._last_seq = -1
         self._frozen_at = -1  # while frozen, changes queued after this sequence number wait for release
         self._listeners: list[Listener] = []
+        # (playing, sample) when the transport changes, on this thread (the engine's clock out)
+        self.on_transport: Callable[[bool, int], None] | None = None
         self._inputs: list[Drain] = []
         self.rollback = rollback
         self.margin = margin or SpliceMargin(adaptive=False)
@@ -561,6 +563,8 @@ class Scheduler:
             if route == "safety":
                 self._frozen_at = seq  # changes queued before the freeze still land
             restyle = route == "style" and self.state != old
+            if route == "transport" and self.state.playing != old.playing and not self._quiet and self.on_transport:
+                self.on_transport(self.state.playing, at)  # the MIDI clock we send stops and resumes with it
         self._notify(target, value, item.source)
         return restyle
 

@@ -60,3 +60,64 @@ def test_run_sends_clock_start_and_stop_on_its_bar_grid(jack: str) -> None:
     assert np.median(np.abs(late)) < 0.05
     allowed = np.array([256 + skipped[int(i)] for i in k]) / SR * 1e3
     assert late.min() > -0.05 and np.all(late < allowed + 0.05), late[late >= allowed + 0.05]
+
+
+@pytest.mark.jack
+def test_transport_stop_and_play_stop_and_resume_the_clock_on_their_bar_lines(jack: str) -> None:
+    """OSC `transport/stop`, then `transport/play`, each at the next bar: MIDI Stop goes out on
+    the first sample of the bar the audio fades on, and the clock comes back with Song
+    Position Pointer (that bar, in sixteenths) then Continue on the first sample of the bar
+    the audio returns on, so a slaved drum machine plays on the same bar as backline."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    from jack_rx import REPO
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        osc_port = probe.getsockname()[1]
+    seconds = 11.0
+    with receiver(jack, audio_seconds=seconds + 10) as rx:
+        engine = subprocess.Popen([sys.executable, "-m", "engine", "run", "--patch", "patches/default.yaml",
+                                   "--output", "jack", "--connect", "bl-rx:in_1,bl-rx:in_2", "--clock-out", "bl-rx:in",
+                                   "--midi-api", "jack", "--no-midi", "--osc-port", str(osc_port),
+                                   "--duration", str(seconds)], cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: any(m.type == "start" for _, m in rx.snapshot()), timeout=20, what="Start")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as osc:
+                time.sleep(2.3)
+                osc.sendto(OscMessageBuilder("/backline/transport/stop").build().dgram, ("127.0.0.1", osc_port))
+                time.sleep(3.0)
+                osc.sendto(OscMessageBuilder("/backline/transport/play").build().dgram, ("127.0.0.1", osc_port))
+            _, stderr = engine.communicate(timeout=seconds + 30)
+        finally:
+            engine.kill() if engine.poll() is None else None
+        items = rx.snapshot()
+        audio = rx.audio[: rx.audio_pos].copy()
+        first_frame = rx.audio_first_frame
+    assert engine.returncode == 0, stderr
+    kinds = [m.type for _, m in items]
+    assert kinds.count("stop") == 2 and "songpos" in kinds, [k for k in kinds if k != "clock"]
+    start = items[0][0]
+    bar = SR * 60 / BPM * 4  # 96,000 frames: 120 BPM, 4/4, a tick every 1,000
+    stop_frame = next(f for f, m in items if m.type == "stop")
+    i = kinds.index("songpos")
+    songpos_frame, pos = items[i][0], items[i][1].pos
+    assert kinds[i + 1] == "continue" and items[i + 1][0] == songpos_frame
+    assert "clock" not in kinds[kinds.index("stop"):i]  # silent between Stop and the resume
+    stop_bar, resume_bar = (stop_frame - start) / bar, (songpos_frame - start) / bar
+    print(f"\nStop at bar {stop_bar:.5f}, Song Position {pos} (bar {pos / 16:g}) + Continue at bar {resume_bar:.5f}")
+    assert abs(stop_bar - round(stop_bar)) * bar <= 1 and abs(resume_bar - round(resume_bar)) * bar <= 1
+    assert pos == 16 * round(resume_bar) and round(resume_bar) > round(stop_bar)  # the bar it resumes at
+    assert items[i + 2][1].type == "clock" and items[i + 2][0] == songpos_frame
+    # the audio: silent in the middle of the stopped bars, playing a bar after the resume
+    def level(frame: float) -> float:
+        at = int(frame - first_frame)
+        return float(np.abs(audio[at:at + 4800]).max())
+
+    assert level(stop_frame + bar / 2) < 1e-4 and level(songpos_frame + bar / 4) > 1e-3
