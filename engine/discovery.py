@@ -36,7 +36,7 @@ class Announcement:
         from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf
 
         loopback = host in ("127.0.0.1", "localhost")
-        address = "127.0.0.1" if loopback else _address_for(host)
+        address = "127.0.0.1" if loopback else address_for(host)
         self._zeroconf = Zeroconf(interfaces=[address] if loopback or host not in ("0.0.0.0", "") else InterfaceChoice.All,
                                   ip_version=IPVersion.V4Only)
         self._infos = []
@@ -97,7 +97,7 @@ def browse(service: str, *, seconds: float = 1.5, interfaces: Any = None) -> lis
         zeroconf.close()
 
 
-def _address_for(host: str) -> str:
+def address_for(host: str) -> str:
     """The IPv4 address to announce for a listening `host` (all interfaces: the one routing out)."""
     if host not in ("0.0.0.0", ""):
         return socket.gethostbyname(host)

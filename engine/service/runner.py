@@ -226,7 +226,7 @@ class Service:
     def close(self) -> None:
         for announcement in self._announcements:
             announcement.close()
-        for part in (self.control, self.web, self.clock, self.clock_out):
+        for part in (self.web, self.control, self.clock, self.clock_out):  # the page first: it feeds the control route
             if part is not None:
                 part.close()
         if self.engine is not None and self.store:

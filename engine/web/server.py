@@ -9,9 +9,10 @@ come back through a `Feed` (the scheduler only appends to a deque).
 
 Security: beyond loopback a token (the URL's `?token=` once, then a cookie; the WebSocket
 and `/status` need it too); on loopback without one, a loopback `Host` (no DNS rebinding);
-always a same-origin check on the WebSocket's `Origin`, 4 KiB
-messages, at most `MAX_PAGES` connections, no file path from a page (patches load by name
-from the set), and every refused message counted in the dispatcher's `Rejects`.
+always a same-origin check on the WebSocket's `Origin`; a message over 4 KiB closes its
+connection (1009); a connection has `OPEN_TIMEOUT_S` to finish its request, and at most
+`MAX_PAGES` pages are served; no file path from a page (patches load
+by name from the set); every refused message counted in the dispatcher's `Rejects`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ _ws_log.setLevel(logging.WARNING)
 
 STATUS_EVERY_S = 0.1  # the page's live state, about 10 times a second
 MAX_PAGES = 32  # connections at once; the next is closed with 1013 (try again later)
-COOKIE = "backline_token"
+OPEN_TIMEOUT_S = 5.0  # a connection that has not finished its request by then is closed
+COOKIE = "backline_token_{port}"  # browsers scope cookies by host, not port: one engine's never shadows another's
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
 SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Cache-Control", "no-store"),
@@ -91,8 +93,18 @@ class WebServer:
         engine.add_listener(self._feed.put)
 
     @property
+    def _cookie(self) -> str:
+        return COOKIE.format(port=self.address[1])
+
+    @property
     def url(self) -> str:
-        host = self.address[0] if ":" not in self.address[0] else f"[{self.address[0]}]"
+        """The page's URL with its token; on a wildcard address, the address a phone reaches."""
+        host = self.address[0]
+        if host in ("0.0.0.0", "::", ""):
+            from engine.discovery import address_for
+
+            host = address_for("0.0.0.0")
+        host = host if ":" not in host else f"[{host}]"
         return f"http://{host}:{self.address[1]}/" + (f"?token={self.token}" if self.token else "")
 
     @property
@@ -133,7 +145,8 @@ class WebServer:
         self._loop = asyncio.get_running_loop()
         self._stopped = self._loop.create_future()
         async with serve(self._session, self.host, self.port, process_request=self._http, compression=None,
-                         max_size=messages.MAX_MESSAGE, max_queue=64, close_timeout=1.0, logger=_ws_log) as server:
+                         max_size=messages.MAX_MESSAGE, max_queue=64, close_timeout=1.0, open_timeout=OPEN_TIMEOUT_S,
+                         logger=_ws_log) as server:
             self.address = server.sockets[0].getsockname()[:2]
             self._ready.set()
             ticker = asyncio.create_task(self._status_ticker())
@@ -150,7 +163,7 @@ class WebServer:
                 cookie = SimpleCookie(request.headers.get("Cookie", ""))
             except CookieError:
                 cookie = SimpleCookie()
-            given = cookie[COOKIE].value if COOKIE in cookie else ""
+            given = cookie[self._cookie].value if self._cookie in cookie else ""
         if not given:
             auth = request.headers.get("Authorization", "")
             given = auth[7:] if auth.startswith("Bearer ") else ""
@@ -187,7 +200,7 @@ class WebServer:
             body, kind = self._files[path]
             cookie = ()
             if self.token and "token" in query:  # the link with the token, opened once: a cookie from now on
-                cookie = (("Set-Cookie", f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Lax"),)
+                cookie = (("Set-Cookie", f"{self._cookie}={self.token}; Path=/; HttpOnly; SameSite=Lax"),)
             return _response(200, body, kind, cookie)
         return _response(404, f"no such page {path}; the page is /, the status /status\n".encode(),
                          "text/plain; charset=utf-8")
@@ -202,7 +215,12 @@ class WebServer:
         self._pages[ws] = source
         log.info("web page %s connected (%d open)", source, len(self._pages))
         try:
-            await ws.send(json.dumps({"hello": self._hello()}, default=str))
+            try:
+                hello = json.dumps({"hello": self._hello()}, default=str)
+            except Exception as err:  # noqa: BLE001 - the page is told, and may reconnect
+                log.exception("web page %s: no hello", source)
+                hello = json.dumps({"error": f"the engine could not describe itself: {err}", "reason": "handler_error"})
+            await ws.send(hello)
             async for text in ws:
                 reply = self._on_message(ws, source, text)
                 if reply is not None:
@@ -225,7 +243,11 @@ class WebServer:
         if isinstance(message, messages.LearnMessage):
             if self._learn is None:
                 return {"learn": message.path, "state": "MIDI learn is off"}
-            problem = self._learn(message.path, on_done=lambda result, error: self._learned(message.path, result, error))
+            try:
+                problem = self._learn(message.path, on_done=lambda result, error: self._learned(message.path, result, error))
+            except Exception as err:  # noqa: BLE001 - learn failing must not end the page's connection
+                log.exception("web page %s: learn %s failed", source, message.path)
+                problem = f"failed: {err}"
             return {"learn": message.path, "state": problem or "armed"}
         try:  # checked as the OSC route checks it, so the page hears why (the route checks again: cached)
             osc_space.to_event(message.address, message.args, source=source)

@@ -170,7 +170,7 @@ def test_beyond_loopback_the_page_needs_its_token_and_the_socket_its_origin(jack
         assert any(port == service.control.osc.address[1] for _, _, port, _ in oscs), oscs
         web = service.web
         token, port = web.token, web.address[1]
-        assert token and f"?token={token}" in web.url
+        assert token and f"?token={token}" in web.url and "0.0.0.0" not in web.url  # a link a phone can open
         base = f"http://127.0.0.1:{port}"
         for url in (f"{base}/", f"{base}/?token=wrong", f"{base}/status", f"{base}/app.js"):
             with pytest.raises(urllib.error.HTTPError) as info:
@@ -179,7 +179,7 @@ def test_beyond_loopback_the_page_needs_its_token_and_the_socket_its_origin(jack
         with urllib.request.urlopen(f"{base}/?token={token}", timeout=2) as reply:
             cookie = reply.headers["Set-Cookie"]
             assert reply.status == 200 and b"<title>backline</title>" in reply.read()
-        assert cookie.startswith(f"backline_token={token};") and "HttpOnly" in cookie
+        assert cookie.startswith(f"backline_token_{port}={token};") and "HttpOnly" in cookie
         jar = cookie.split(";")[0]
         with urllib.request.urlopen(urllib.request.Request(f"{base}/app.js", headers={"Cookie": jar}), timeout=2) as reply:
             assert reply.status == 200
@@ -233,3 +233,21 @@ def test_on_loopback_without_a_token_a_rebound_host_is_refused(stage: Stage):
         conn.close()
     with urllib.request.urlopen(f"http://localhost:{port}/status", timeout=2) as reply:
         assert reply.status == 200
+
+
+def test_idle_connections_are_closed_after_the_open_timeout_and_pages_connect_meanwhile(stage: Stage):
+    """A hostile client opens connections and says nothing: a page still connects beside
+    them, and the server closes each idle one once its open timeout passes."""
+    from engine.web.server import OPEN_TIMEOUT_S
+
+    port = stage.service.web.address[1]
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=OPEN_TIMEOUT_S + 5) for _ in range(64)]
+    try:
+        with Page(stage.ws_url) as page:
+            assert wait_for(lambda: page.got and "hello" in page.got[0], 5)
+        started = time.monotonic()
+        assert all(s.recv(1) == b"" for s in idle)  # closed by the server (recv returns at EOF)
+        assert time.monotonic() - started < OPEN_TIMEOUT_S + 3
+    finally:
+        for s in idle:
+            s.close()

@@ -109,7 +109,7 @@ function buildStyle() {
     slot.className = "slot";
     const prompt = document.createElement("div");
     prompt.className = "prompt";
-    prompt.innerHTML = `<input type="text" data-text="style.${i}.text" enterkeyhint="send" aria-label="prompt ${i + 1}">` +
+    prompt.innerHTML = `<input type="text" data-text="style.${i}.text" maxlength="1000" enterkeyhint="send" aria-label="prompt ${i + 1}">` +
       `<button data-set="style.${i}.text">Set</button>`;
     const text = $("input", prompt);
     text.value = state.values[`style.${i}.text`] || "";
@@ -167,6 +167,11 @@ function onHello(hello) {
 }
 
 function onStatus(s) {
+  // the toggles follow the engine, whoever moved them (a page's own change is never echoed to it)
+  state.values["safety.freeze"] = !!s.frozen;
+  $("#freeze").classList.toggle("on", !!s.frozen);
+  $('[data-action="transport.play"]').classList.toggle("on", !!s.playing);
+  $('[data-action="transport.stop"]').classList.toggle("on", !s.playing);
   $("#position").textContent = `${s.bar}.${Math.floor(s.beat)}`;
   $("#tempo-now").textContent = `${Number(s.tempo).toFixed(1)} BPM`;
   const clock = s.clock || {};
@@ -233,7 +238,11 @@ document.addEventListener("click", (e) => {
   const b = e.target.closest("button");
   if (!b || state.learning) return;
   if (b.dataset.action) send({ path: b.dataset.action });
-  if (b.dataset.toggle) send({ path: b.dataset.toggle, value: !state.values[b.dataset.toggle] });
+  if (b.dataset.toggle) {
+    const value = !state.values[b.dataset.toggle];
+    state.values[b.dataset.toggle] = value;  // pressed again before the status says so: the other way
+    send({ path: b.dataset.toggle, value });
+  }
 }, true);
 
 $("#learn").addEventListener("click", () => {
@@ -250,7 +259,8 @@ document.addEventListener("pointerdown", (e) => {
   e.stopPropagation();
   const path = el.dataset.path || el.dataset.action || el.dataset.toggle || el.dataset.learnPath || el.dataset.set;
   state.learning = false;
-  state.swallow = true;
+  state.swallow = true;  // the click this touch makes, if it makes one (a scroll makes none)
+  setTimeout(() => { state.swallow = false; }, 700);
   document.body.classList.remove("learning");
   send({ learn: path });
   $("#learn-state").textContent = `${path}: move a MIDI control`;
