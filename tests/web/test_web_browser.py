@@ -181,3 +181,17 @@ def test_the_page_warns_when_the_generator_fell_back(jack, tmp_path: Path, brows
         assert "remote connecting" in browser.execute_script("return document.querySelector('#health').textContent")
         assert service.engine.status()["fallback_frames"] > 0
     assert severe(browser) == []
+
+
+def test_freeze_pressed_twice_on_the_page_freezes_then_releases(stage: Stage, browser):
+    """The page's own change is not echoed to it, so its toggle follows the engine's status:
+    a second press releases what the first froze, and the button shows the state."""
+    open_page(browser, stage)
+    freeze = element(browser, "#freeze")
+    freeze.click()
+    assert wait_for(lambda: stage.service.engine.status()["frozen"] is True, 5)
+    assert wait_for(lambda: "on" in freeze.get_attribute("class"), 3)
+    freeze.click()
+    assert wait_for(lambda: stage.service.engine.status()["frozen"] is False, 5)
+    assert wait_for(lambda: "on" not in freeze.get_attribute("class").split(), 3)
+    assert severe(browser) == []
