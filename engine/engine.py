@@ -189,7 +189,7 @@ class Engine:
             "meter": timeline.beats_in_bar(bar),
             "patch": sched.patch.name,
             "fit": sched.fitter.mode,
-            "lookahead_ms": round((self.ring.written - playhead) * 1000 / SAMPLE_RATE, 1),
+            "lookahead_ms": self._lookahead_ms(playhead),
             "margin_ms": round(sched.margin.samples * 1000 / SAMPLE_RATE, 1) if sched.rollback else None,
             "rollbacks": sched.rollbacks,
             "rollbacks_missed": sched.rollbacks_missed,
@@ -212,6 +212,10 @@ class Engine:
             "clock": self.timing.health(tempo=float(timeline.tempo_at(playhead))),
             "playhead": playhead,
         }
+
+    def _lookahead_ms(self, playhead: int | None = None) -> float:
+        """Audio written ahead of the playhead, in ms (any thread)."""
+        return round((self.ring.written - (self.sink.playhead if playhead is None else playhead)) * 1000 / SAMPLE_RATE, 1)
 
     def snapshot_state(self) -> dict[str, object]:
         """What crash recovery needs to resume with the same sound: the patch and the show state
@@ -285,8 +289,7 @@ class Engine:
                     self.on_tick()
                 if time.monotonic() >= next_heard:
                     next_heard = time.monotonic() + HEARD_EVERY_S
-                    self.scheduler.generator.heard(underruns=self.ring.underruns, lookahead_ms=round(
-                        (self.ring.written - self.sink.playhead) * 1000 / SAMPLE_RATE, 1))
+                    self.scheduler.generator.heard(underruns=self.ring.underruns, lookahead_ms=self._lookahead_ms())
                     self._embed_stand_ins_again()
                 if end_at is not None and self.sink.playhead >= end_at:
                     break

@@ -143,20 +143,27 @@ class Dispatcher:
         self._learn = hook
 
     # --- input ----------------------------------------------------------------------
-    def handle(self, message: object, source: str) -> None:
-        """Dispatch one message. Runs on the input's thread (rtmidi callback, OSC server thread)."""
+    def handle(self, message: object, source: str) -> tuple[str, str] | None:
+        """Dispatch one message. Runs on the input's thread (rtmidi callback, OSC server thread,
+        the web page's). Returns (reason, detail) when an OSC message was refused (counted
+        already), so a surface that can answer says why; None otherwise."""
         self.received += 1
         try:
             if isinstance(message, mido.Message):
                 self._handle_midi(message, source)
             elif hasattr(message, "address"):
                 args = tuple(getattr(message, "args", None) or getattr(message, "params", ()))
-                self._handle_osc(message.address, args, source)
+                return self._handle_osc(message.address, args, source)
             else:
-                self.rejects.reject("unknown_message", f"{type(message).__name__}", source)
+                return self._refuse("unknown_message", f"{type(message).__name__}", source)
         except Exception as err:  # a bad message must never kill an input thread
             log.exception("control handler failed on %r from %s", message, source)
-            self.rejects.reject("handler_error", f"{type(err).__name__}: {err}", source)
+            return self._refuse("handler_error", f"{type(err).__name__}: {err}", source)
+        return None
+
+    def _refuse(self, reason: str, detail: str, source: str) -> tuple[str, str]:
+        self.rejects.reject(reason, detail, source)
+        return reason, detail
 
     def handle_bytes(self, data: bytes | list[int], source: str) -> None:
         """Raw MIDI bytes (for inputs that deliver bytes); malformed data is counted.
@@ -232,24 +239,23 @@ class Dispatcher:
         value = (velocity / 127.0 if rule.options.velocity else 1.0) if velocity else 0.0
         self._queue_event(ControlEvent(f"note.{pitch}", value, f"midi:{port}", rule.options.quantize))
 
-    def _handle_osc(self, address: str, args: tuple[object, ...], source: str) -> None:
+    def _handle_osc(self, address: str, args: tuple[object, ...], source: str) -> tuple[str, str] | None:
         rules = self._mappings.osc_rules(address)
         if rules:
             x = args[0] if len(args) == 1 else None
             if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
-                self.rejects.reject("wrong_type", f"{address} (mapped) needs one number 0..1, got {args!r}", source)
-                return
+                return self._refuse("wrong_type", f"{address} (mapped) needs one number 0..1, got {args!r}", source)
             for rule in rules:
                 self._apply(rule, min(1.0, max(0.0, float(x))), source)
-            return
+            return None
         try:
             event, clamped = osc_space.to_event(address, args, source=source)
         except osc_space.OscReject as err:
-            self.rejects.reject(err.reason, str(err), source)
-            return
+            return self._refuse(err.reason, str(err), source)
         if clamped:
             self.rejects.reject("clamped", f"{address} {args!r} clamped to {event.value}", source)
         self._submit_later(event, continuous=osc_space.continuous(event.target))
+        return None
 
     # --- shaping --------------------------------------------------------------------
     def _state(self, rule: Rule) -> _RuleState:

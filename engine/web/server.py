@@ -249,17 +249,9 @@ class WebServer:
                 log.exception("web page %s: learn %s failed", source, message.path)
                 problem = f"failed: {err}"
             return {"learn": message.path, "state": problem or "armed"}
-        try:  # checked as the OSC route checks it, so the page hears why (the route checks again: cached)
-            osc_space.to_event(message.address, message.args, source=source)
-        except osc_space.OscReject as err:
-            self.rejects.reject(err.reason, str(err), source)
-            return {"error": str(err), "reason": err.reason}
-        try:
-            self.dispatcher.handle(OscInput(message.address, message.args), source)
-        except Exception as err:  # noqa: BLE001 - a bad message must never end the page's connection
-            log.exception("web message %s from %s failed", message.address, source)
-            self.rejects.reject("handler_error", f"{type(err).__name__}: {err}", source)
-            return {"error": f"{message.address}: {err}", "reason": "handler_error"}
+        refused = self.dispatcher.handle(OscInput(message.address, message.args), source)  # the OSC route
+        if refused is not None:
+            return {"error": refused[1], "reason": refused[0]}
         self.handled += 1
         return None
 
