@@ -28,19 +28,27 @@ BPM = 127.0
 PATCH = f"name: grid\ntempo: {BPM:g}\nseed: 1\nstyle: [{{text: test groove}}]\nsampling: {{temperature: 0.0}}\n"
 
 
-def hit_errors_ms(audio: np.ndarray, recorded: np.ndarray, beats: list[int], what: str) -> np.ndarray:
+def hit_errors_ms(audio: np.ndarray, recorded: np.ndarray, beats: list[int], what: str,
+                  xruns: int) -> np.ndarray:
     """Each beat's hit (the onset nearest it, within half a beat) in the recording, in ms from
-    `beats` (recording samples). A beat whose own 10 ms either side JACK skipped the recorder
-    for is left out, and so is an onset right after such a hole (the hole's end reads as one)."""
-    found, half = onsets(audio), round(SR * 30 / BPM)
+    `beats` (recording samples). A beat is left out where JACK skipped the recorder within 30 ms
+    of it (the resample fitter's hits lie up to 20 ms off their beat), and so is an onset right
+    after such a hole (the hole's end reads as one). A hit may be missing only where the server
+    reported an xrun (the engine's own cycle skipped: its output that cycle never reached the
+    recorder), at most one a reported xrun, and never most of them."""
+    found, half, guard = onsets(audio), round(SR * 30 / BPM), 30 * SR // 1000
     found = np.array([f for f in found if f >= 480 and recorded[f - 480 : f + 1].all()])
-    errors = []
+    errors, missing = [], []
     for line in beats:
-        if line < half or not recorded[line - 480 : line + 480].all():
+        if line < half or not recorded[line - guard : line + guard].all():
             continue
         near = found[np.abs(found - line) < half] if len(found) else found
-        assert len(near), f"no hit within half a beat of sample {line} ({what})"
+        if not len(near):
+            missing.append(line)
+            continue
         errors.append((near[np.argmin(np.abs(near - line))] - line) / SR * 1e3)
+    assert len(missing) <= min(xruns, len(errors) // 4), \
+        f"no hit within half a beat of samples {missing} ({what}; the server reported {xruns} xruns)"
     return np.array(errors)
 
 
@@ -57,11 +65,13 @@ def beat_errors_ms(jack: str, tmp_path: Path, fit: str, seconds: float = 12.0) -
         audio = rx.audio[: rx.audio_pos, 0].copy()
         recorded = rx.recorded[: rx.audio_pos].copy()
         first_frame = rx.audio_first_frame
+        xruns = rx.xruns
     assert returncode == 0, stderr
     assert first_frame is not None
     start = next(f for f, m in items if m.type == "start") - first_frame  # bar 0's first sample, in the recording
     beat = SR * 60 / BPM
-    errors = hit_errors_ms(audio, recorded, [start + round(k * beat) for k in range(int((len(audio) - start) / beat) - 1)], fit)
+    errors = hit_errors_ms(audio, recorded, [start + round(k * beat) for k in range(int((len(audio) - start) / beat) - 1)], fit,
+                            xruns)
     assert len(errors) >= 8, f"only {len(errors)} beats recorded whole"
     return errors
 
@@ -91,12 +101,13 @@ def test_every_hit_lands_on_the_beat_of_a_followed_clock(jack: str, tmp_path: Pa
         audio = rx.audio[: rx.audio_pos, 0].copy()
         recorded = rx.recorded[: rx.audio_pos].copy()
         first_frame = rx.audio_first_frame
+        xruns = rx.xruns
     assert returncode == 0, stderr
     assert first_frame is not None
     audible = int(np.flatnonzero(np.abs(audio) > 1e-4)[0])
     beats = [int(round(ticks[k] - first_frame)) for k in range(0, max(ticks) + 1, 24) if k in ticks]
     beats = [b for b in beats if audible - 480 <= b < len(audio) - SR]  # from the first bar the engine plays
-    errors = hit_errors_ms(audio, recorded, beats, "followed")
+    errors = hit_errors_ms(audio, recorded, beats, "followed", xruns)
     irregular = sum(("tick(s) missing" in line or "repeats tick" in line) for line in stderr.splitlines())
     print(f"\nfollowing jack_midi_clock at {BPM:g} BPM: {len(errors)} beats, hit vs the clock's beat p50 "
           f"{np.median(np.abs(errors)):.2f} ms, max {np.abs(errors).max():.2f} ms; {irregular} lost or repeated ticks logged")
