@@ -17,6 +17,8 @@ class ClockStream:
 
     events: list[tuple[float, mido.Message]]
     tick_times: np.ndarray
+    arrivals: np.ndarray | None = None
+    """Arrival time of every song tick's clock as a receiver records it (NaN: dropped)."""
 
     def beat_time(self, beat: int) -> float:
         return float(self.tick_times[beat * PPQN])
@@ -32,6 +34,9 @@ def clock_stream(
     preroll_ticks: int = 0,
     dropout: tuple[int, int] | None = None,
     wander: float = 0.0,
+    late: tuple[float, float] | None = None,
+    frame_rate: int | None = None,
+    start_lead: float | None = None,
 ) -> ClockStream:
     """A Start message, then `ticks` clocks (song tick 0 first) at `bpm` (constant or per tick).
 
@@ -39,7 +44,10 @@ def clock_stream(
     each interval up to +/- that fraction longer or shorter, the sender's time error adding up
     (a random walk, as jack_midi_clock -J sends); `preroll_ticks` clocks arrive before Start (as
     a stopped sequencer sends them); `dropout=(first, last)` leaves out song ticks
-    first..last-1, the sender keeping time meanwhile.
+    first..last-1, the sender keeping time meanwhile. `late=(seconds, probability)` delays
+    that share of ticks by that much (a USB host's late poll); `frame_rate` rounds each
+    sender time to a frame (a JACK sender); `start_lead` is how long before tick 0 Start
+    comes (default half a period).
     """
     tempo = bpm if callable(bpm) else (lambda _k, _b=float(bpm): _b)
     total = preroll_ticks + ticks
@@ -48,17 +56,59 @@ def clock_stream(
     if wander:
         periods *= 1.0 + rng.uniform(-wander, wander, size=total)
     times = t0 + np.concatenate(([0.0], np.cumsum(periods[:-1])))
-    arrivals = times + rng.uniform(-jitter, jitter, size=total) if jitter else times
+    if frame_rate:
+        times = np.rint(times * frame_rate) / frame_rate
+    arrivals = times + rng.uniform(-jitter, jitter, size=total) if jitter else times.copy()
+    if late:
+        arrivals += np.where(rng.random(size=total) < late[1], late[0], 0.0)
     events: list[tuple[float, mido.Message]] = []
     for i in range(total):
         song = i - preroll_ticks
         if song == 0:
-            events.append((float(arrivals[i] - periods[i] / 2), mido.Message("start")))
+            lead = periods[i] / 2 if start_lead is None else start_lead
+            events.append((float(arrivals[i] - lead), mido.Message("start")))
         if dropout is not None and dropout[0] <= song < dropout[1]:
+            arrivals[i] = np.nan
             continue
         events.append((float(arrivals[i]), mido.Message("clock")))
     events.sort(key=lambda e: e[0])
-    return ClockStream(events=events, tick_times=times[preroll_ticks:])
+    return ClockStream(events=events, tick_times=times[preroll_ticks:], arrivals=arrivals[preroll_ticks:])
+
+
+JACK_RATE = 48_000
+JACK_PERIOD = 256
+
+
+def jack_midi_clock(*, bpm: float | Callable[[int], float], ticks: int, jitter_percent: float, seed: int = 0,
+                    **kw: object) -> ClockStream:
+    """What x42's `jack_midi_clock -b BPM -J PERCENT` sends on a JACK server at 48 kHz.
+
+    Modelled on its source (jack_midi_clock.c, `process`): each tick is due one interval
+    after the last one's unrounded due time plus `randf() * jitter_level * interval`,
+    `randf()` uniform in -1..1 (Park-Miller); it is written at the nearest frame. So -J
+    makes the intervals vary by up to J %, the deviations adding up: a random walk of the
+    phase around the nominal tempo, not white jitter. Start comes one cycle (256 frames)
+    before the first tick (the transport goes Starting, then Rolling). Frames are exact
+    seconds here (the engine converts JACK frames with `FrameTimebase`).
+    """
+    return clock_stream(bpm=bpm, ticks=ticks, seed=seed, wander=jitter_percent / 100.0, frame_rate=JACK_RATE,
+                        start_lead=JACK_PERIOD / JACK_RATE, **kw)  # type: ignore[arg-type]
+
+
+def usb_midi_clock(*, bpm: float | Callable[[int], float], ticks: int, seed: int = 0, **kw: object) -> ClockStream:
+    """A clock through a USB MIDI interface: each tick +/- 1 ms (uniform) around its time,
+    and 1 tick in 200 (about one every 2 s at 133 BPM) 5 ms late on top."""
+    return clock_stream(bpm=bpm, ticks=ticks, seed=seed, jitter=0.001, late=(0.005, 1 / 200), **kw)  # type: ignore[arg-type]
+
+
+def reference_tempo(arrivals: np.ndarray, upto: int, *, window: int = 8 * PPQN) -> float:
+    """The issue's reference: BPM of the least-squares line through the recorded ticks
+    `upto - window + 1 .. upto` (2 bars of 4/4 by default), dropped ticks (NaN) left out."""
+    k = np.arange(max(0, upto - window + 1), upto + 1)
+    t = arrivals[k]
+    keep = ~np.isnan(t)
+    slope = np.polyfit(k[keep].astype(np.float64), t[keep], 1)[0]
+    return 60.0 / (slope * PPQN)
 
 
 def ramp(start_bpm: float, end_bpm: float, *, over_ticks: int, after: int = 0) -> Callable[[int], float]:
