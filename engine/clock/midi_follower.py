@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 _OUTLIER_SIGMAS = 5.0  # a tick this many standard deviations off its prediction is held back
 _LEAST_SIGMA = 50e-6  # s: a frame-exact clock's innovations are a frame or two (21 us at 48 kHz)
+_NOISE_SETTLE = 96  # ticks of noise measurements before a small sigma is believed
 _CUSUM_DRIFT = 1.0  # standard deviations of innovation the change detector forgives per tick
 _CUSUM_ALARM = 12.0  # ...and the sum that means the tempo changed: 3 held-back ticks in a row (3 x (5 - 1))
 _RAMP_TICKS = 48  # 2 beats: the ramp tangent is taken from these newest ticks
@@ -137,10 +138,12 @@ class _TimingNoise:
         self._decay = 1.0 - 1.0 / memory
         self._sums = np.zeros(3)  # weight, var(e), lag-1 covariance of e
         self.last = (0.0, 0.0)  # (jitter, wander) after the latest update
+        self.updates = 0
 
     def update(self, residual: np.ndarray) -> tuple[float, float]:
         """Add one window's residuals; return (jitter, wander)."""
         e = np.diff(residual)
+        self.updates += 1
         self._sums *= self._decay
         self._sums += (1.0, float(e @ e) / len(e), float(e[1:] @ e[:-1]) / (len(e) - 1))
         g0, g1 = self._sums[1:] / self._sums[0]
@@ -169,6 +172,8 @@ class MidiClockFollower:
         self._noise = _TimingNoise(memory=_NOISE_MEMORY_WINDOWS * self._window.maxlen)
         self._fit: tuple[float, float, int] | None = None  # (phase: time of raw tick k0, period, k0)
         self._offset = 0.0  # the phase tracker's time at the newest tick, minus the line's
+        self._seen = 0.0  # mean square of the innovations of the ticks taken (s²), over about a window
+        self._seen_n = 0
         self._cusum = [0.0, 0.0]  # change detector: evidence the ticks come late (0) or early (1)
         self._since: list[int | None] = [None, None]  # raw tick where that evidence began
         self._raw = -1  # raw index of the last clock (counts every clock, playing or not)
@@ -262,9 +267,11 @@ class MidiClockFollower:
 
     def _sigma(self) -> float:
         """Standard deviation of a tick's time around its prediction: the clock's measured jitter
-        and wander (`_TimingNoise.phase_tracker`), at least `_LEAST_SIGMA`."""
+        and wander (`_TimingNoise.phase_tracker`), at least `_LEAST_SIGMA`; until that noise has
+        been measured over `_NOISE_SETTLE` ticks, at least a fifth of `jump_threshold`."""
         _, innovation = self._noise.phase_tracker()
-        return max(float(np.sqrt(innovation)), _LEAST_SIGMA)
+        least = _LEAST_SIGMA if self._noise.updates >= _NOISE_SETTLE else self.config.jump_threshold / _OUTLIER_SIGMAS
+        return max(float(np.sqrt(max(innovation, self._seen))), least)
 
     def _outlier_bound(self) -> float:
         """Seconds off the prediction beyond which a tick is held back: 5 sigma, at least `jump_threshold`."""
@@ -308,6 +315,8 @@ class MidiClockFollower:
             self._refit()
             return
         if abs(innovation) <= self._outlier_bound():
+            self._seen_n = min(self._seen_n + 1, self._window.maxlen)
+            self._seen += (innovation * innovation - self._seen) / self._seen_n
             if self._pending:
                 self.counters["rejected"] += len(self._pending)
                 self._pending.clear()
