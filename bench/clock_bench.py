@@ -12,7 +12,7 @@ import numpy as np
 
 from bench import Row
 from engine.clock import MidiClockFollower
-from engine.clock.synthetic import clock_stream, jump, ramp
+from engine.clock.synthetic import clock_stream, jack_midi_clock, jump, ramp, reference_tempo, usb_midi_clock
 
 
 def run(stream, *, ahead: int, every: int, from_beat: int):  # type: ignore[no-untyped-def]
@@ -58,13 +58,68 @@ def measure(kw: dict, runs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  
     return np.array(tempo), np.array(phase), np.array(locks)
 
 
+JITTER_MODELS = {
+    "usb": lambda seed, ticks: usb_midi_clock(bpm=133.0, ticks=ticks, seed=seed),
+    **{f"J{j}": (lambda seed, ticks, j=j: jack_midi_clock(bpm=133.0, ticks=ticks, jitter_percent=j, seed=seed)) for j in (1, 5, 10)},
+}
+TWO_BARS = 2 * 4 * 24
+
+
+def against_reference(stream) -> tuple[list[float], list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """Issue #19's figures for one stream: the follower's tempo error against the reference
+    (the clock's own ticks regressed over the last 2 bars) at every tick from 2 bars after
+    Start, and bar-phase errors (ms) of the follower and of that plain least-squares line
+    through the ticks received, each bar line predicted one bar ahead, against the clock's tick."""
+    follower = MidiClockFollower()
+    sent, received = stream.tick_times, stream.arrivals
+    tempo, phase, plain = [], [], []
+    tick = -1
+    for t, msg in stream.events:
+        follower.feed(msg, t)
+        if msg.type != "clock":
+            continue
+        tick += 1
+        if tick < TWO_BARS - 1:
+            continue
+        est = follower.estimate(t)
+        tempo.append(abs(est.tempo_bpm - reference_tempo(sent, tick)))
+        if tick % 96 == 0 and tick + 96 < len(sent):
+            phase.append(abs(est.tick_time(tick + 96) - sent[tick + 96]) * 1e3)
+            k = np.arange(tick - TWO_BARS + 1, tick + 1)
+            slope, at = np.polyfit(k - tick, received[k], 1)
+            plain.append(abs(at + 96 * slope - sent[tick + 96]) * 1e3)
+    return tempo, phase, plain
+
+
+def jitter_rows(runs: int) -> list[Row]:
+    out = []
+    for name, model in JITTER_MODELS.items():
+        tempo, phase, plain = [], [], []
+        for seed in range(runs):
+            te, pe, le = against_reference(model(seed, 24 * 4 * 24))
+            tempo += te
+            phase += pe
+            plain += le
+        where = (f"133 BPM, {runs} seeds x 24 bars, "
+                 + ("+/-1 ms per tick and 1 in 200 ticks 5 ms late" if name == "usb" else f"jack_midi_clock -J {name[1:]} as modelled"))
+        for label, values, unit, note in (
+            ("tempo_error", tempo, "BPM", "vs the clock's ticks regressed over the last 2 bars, every tick from 2 bars on "
+             "(the plain least-squares fit is the reference: 0 by definition)"),
+            ("phase_error", phase, "ms", "bar line predicted one bar ahead vs the clock's tick"),
+            ("ls_phase_error", plain, "ms", "the same for the plain least-squares line through the last 2 bars of ticks received"),
+        ):
+            for q in (50, 99):
+                out.append(Row(f"clock.{label}_p{q}@{name}", round(float(np.percentile(values, q)), 4), unit, f"{where}; {note}"))
+    return out
+
+
 def rows(quick: bool) -> list[Row]:
     """Tempo and next-bar phase error under +/-2 ms jitter and under 1 % wander, and the time to lock after Start."""
     runs = 3 if quick else 8
     t, p, lk = measure(CASES["steady 133, +/-2 ms jitter"], runs)
     where = f"synthetic 133 BPM, +/-2 ms jitter, {runs} seeds"
     _, wander_phase, _ = measure(CASES["steady 133, 1 % wander (jack_midi_clock -J 1)"], runs)
-    return [
+    return jitter_rows(2 if quick else 6) + [
         Row("clock.tempo_error_p95@jitter2ms", round(float(np.percentile(t, 95)), 4), "BPM", where),
         Row("clock.phase_error_p95@jitter2ms", round(float(np.percentile(p, 95)), 3), "ms", where + "; bar line predicted one bar ahead"),
         Row("clock.lock_after_start_p50", round(float(np.nanmedian(lk)), 2), "beats", where + "; within 0.1 BPM and 2 ms"),
