@@ -8,13 +8,16 @@
 3. control -> sound, through the real engine: `backline serve`'s runner in its own process
    on a dummy JACK server (tests/jackserver.py), PortAudio/JACK sink, default patch at
    120 BPM, at a stated look-ahead. The generator does the synth's work (and keeps the
-   synth's snapshots, so rollback works) but outputs a constant level, so a
-   `/backline/master/gain` change shows on the exact sample where it starts. A JACK client
-   of ours records the engine's output; latency = JACK frame time of the first changed
-   sample - JACK frame time when the message was sent (the device's own output latency,
-   one period, comes on top). Look-ahead 100, 200 and 400 ms, each with rollback on and
-   off, interleaved in one run (#14's target with rollback: p99 <= one frame + one period
-   + a chunk's compute, about 60 ms, at every look-ahead).
+   synth's snapshots, so rollback works) but outputs a 1 kHz tone of a known level, halved
+   in a frame whose top-k is below 20. A JACK client of ours records the engine's output;
+   latency = JACK frame time of the sample where the tone's level passes halfway to the new
+   one - JACK frame time when the message was sent (the device's own output latency, one
+   period, comes on top). `/backline/master/gain` shapes the output after the fitter;
+   `/backline/sampling/top_k` reaches the generator's frames, so through the stretcher's
+   window with `fit: stretch` (`control.sound_latency_*@top_k.stretch|resample`, both
+   fitters interleaved in one run). Look-ahead 100, 200 and 400 ms, each with rollback on
+   and off, interleaved in one run (#14's target with rollback: p99 <= one frame + one period
+   + a chunk's compute, about 60 ms, at every look-ahead; #15's stretcher adds its 26.5 ms window).
 4. flood through the engine: spans of 30 s (quick: 5 s) alternate, idle then 5,000 OSC
    messages/s, several times on one running engine; for each span: PortAudio xruns, JACK
    server xruns (seen by our client), ring underruns, engine CPU, control -> sound latency
@@ -62,10 +65,11 @@ from engine.generator.base import Generator
 from engine.generator.synth import SynthGenerator
 from engine.jack import leave_jack
 from engine.params import ControlEvent
-from engine.units import SAMPLE_RATE
+from engine.units import FIT_MODES, FRAME_SAMPLES, SAMPLE_RATE
 
 REPO = Path(__file__).resolve().parents[1]
 LEVEL = 0.5
+TONE_HZ = 1000  # 48 samples a period
 FLOOD_RATE = 5000
 FLOOD_ADDRESSES = ("/backline/style/0/weight", "/backline/style/1/weight", "/backline/mean/weight",
                    "/backline/sampling/temperature", "/backline/style/ramp_beats", "/backline/sampling/cfg_style",
@@ -213,26 +217,38 @@ def run_flood(rate: int, seconds: float) -> dict[str, float]:
 
 
 class LevelGenerator(Generator):
-    """Does the synth's work, then outputs a constant level: a gain change starts on an exact sample."""
+    """Does the synth's work, then outputs a 1 kHz sine of a known level: a change shows on
+    the sample where it starts (a tone, not a constant: a stretcher's phase vocoder does not
+    hold a constant level through steps, a tone's it does)."""
 
     name = "synth-level"
 
     def __init__(self) -> None:
         self._synth = SynthGenerator()
+        self._pos = 0  # samples generated: the tone's phase, kept in snapshots
 
     def reset(self, seed: int) -> None:
         self._synth.reset(seed)
+        self._pos = 0
 
     def generate(self, conditioning: Sequence[FrameConditioning]) -> np.ndarray:
+        """Amplitude LEVEL, or half of it in a frame generated with top-k below 20: a sampling
+        change shows where the frame it reached starts to play, through the fitter (the
+        flood moves other sampling settings, never top-k)."""
         out = self._synth.generate(conditioning)
-        out[:] = LEVEL
+        n = len(out)
+        tone = np.sin(2 * np.pi * TONE_HZ * (self._pos + np.arange(n)) / SAMPLE_RATE)
+        amplitude = np.repeat([LEVEL if f.sampling.top_k >= 20 else LEVEL / 2 for f in conditioning], FRAME_SAMPLES)[:n]
+        out[:] = (amplitude * tone)[:, None]
+        self._pos += n
         return out
 
     def snapshot(self) -> object:
-        return self._synth.snapshot()
+        return self._synth.snapshot(), self._pos
 
     def restore(self, snapshot: object) -> None:
-        self._synth.restore(snapshot)  # type: ignore[arg-type]
+        synth, self._pos = snapshot  # type: ignore[misc]
+        self._synth.restore(synth)
 
 
 def engine_main(config: str) -> None:
@@ -290,17 +306,19 @@ class Engine:
 
 
 @contextmanager
-def running_engine(lookahead_ms: float, *, rollback: bool = True) -> Iterator[Engine]:
+def running_engine(lookahead_ms: float, *, rollback: bool = True, fit: str | None = None) -> Iterator[Engine]:
     """The runner in its own process on the current JACK server (JACK_DEFAULT_SERVER); stopped with SIGTERM.
 
-    `rollback=False` writes `rollback: false` into its config (the engine's default is on)."""
+    `rollback=False` writes `rollback: false` into its config (the engine's default is on);
+    `fit` writes `fit:` (default: the engine's, stretch)."""
     osc_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
         config.write_text(
             f"output: jack\npatch: {REPO / 'patches/default.yaml'}\nstate_file: null\nlookahead_ms: {lookahead_ms}\n"
             f"fade_s: 0.05\nosc: {{port: {osc_port}}}\nmidi: {{enabled: false}}\nstatus_http: {{port: {http_port}}}\n"
-            f"learn_file: {Path(tmp) / 'learned.yaml'}\n" + ("" if rollback else "rollback: false\n"))
+            f"learn_file: {Path(tmp) / 'learned.yaml'}\n" + ("" if rollback else "rollback: false\n")
+            + (f"fit: {fit}\n" if fit else ""))
         proc = mp.get_context("spawn").Process(target=engine_main, args=(str(config),), name="engine")
         proc.start()
         engine = Engine(proc, osc_port, http_port)
@@ -322,16 +340,26 @@ def stop_engine(proc: mp.Process, timeout: float = 15.0) -> None:
 
 
 class Probe:
-    """Our JACK client: records the engine's left output and notices the first changed sample."""
+    """Our JACK client: records the engine's left output (LevelGenerator's tone) and notices
+    where its level crosses halfway to the one asked for.
+
+    Rising: the first sample above halfway. Falling: the sample after the last one above
+    halfway, once a whole period of the tone has stayed below. A stretched step is smeared
+    over the stretcher's window, so halfway is the point taken as heard; the gain
+    envelope's step is a short ramp."""
+
+    PERIOD = SAMPLE_RATE // TONE_HZ
 
     def __init__(self) -> None:
         import jack
 
         self.client = jack.Client("bench-probe", no_start_server=True)
         self.port = self.client.inports.register("in")
-        self.last = float("nan")
-        self.level = float("nan")
+        self.last = float("nan")  # the tone's level over the latest block
+        self.halfway = float("nan")
+        self.falling = True
         self.found: int | None = None
+        self._above: int | None = None  # frame of the latest sample above halfway (falling)
         self.armed = False
         self.xruns = 0
         self.client.set_process_callback(self._process)
@@ -340,14 +368,24 @@ class Probe:
         source = self.client.get_ports("backline:", is_output=True, is_audio=True)[0]
         self.client.connect(source, self.port)
 
+    def arm(self, steady: float, target: float) -> None:
+        self.halfway, self.falling, self.found, self._above = (steady + target) / 2, target < steady, None, None
+        self.armed = True
+
     def _process(self, frames: int) -> None:
-        """JACK's process thread: find the first sample that differs from the steady level."""
-        buf = self.port.get_array()
+        """JACK's process thread: follow the tone's level past halfway (test code: it allocates)."""
+        buf = np.abs(self.port.get_array())
+        base = self.client.last_frame_time
         if self.armed and self.found is None:
-            changed = np.flatnonzero(buf != self.level)
-            if len(changed):
-                self.found = self.client.last_frame_time + int(changed[0])
-        self.last = float(buf[-1])
+            above = np.flatnonzero(buf > self.halfway)
+            if not self.falling and len(above):
+                self.found = base + int(above[0])
+            elif self.falling:
+                if len(above):
+                    self._above = base + int(above[-1])
+                elif self._above is not None and base + frames - self._above > self.PERIOD:
+                    self.found = self._above + 1
+        self.last = float(buf.max())
 
     def _xrun(self, delay_usecs: float) -> None:
         """JACK's notification thread: count the server's xruns."""
@@ -357,19 +395,27 @@ class Probe:
         leave_jack(self.client)
 
 
-def sound_latencies(engine: Engine, probe: Probe) -> Iterator[float | None]:
-    """Toggle master gain between 1.0 and 0.5; each time: JACK frame time at send -> first
-    changed output sample (ms), or None if no change showed within 5 s. Endless: the caller stops."""
+PROBES: dict[str, tuple[str, float, float]] = {
+    "gain": ("/backline/master/gain", 1.0, 0.5),  # applied after the generator and fitter (the gain envelope)
+    "top_k": ("/backline/sampling/top_k", 40, 5),  # reaches the generator's frames (LevelGenerator)
+}
+"""A probe's OSC address and the values that give LEVEL and LEVEL / 2."""
+
+
+def sound_latencies(engine: Engine, probe: Probe, control: str = "gain") -> Iterator[float | None]:
+    """Toggle `control` (PROBES) between full and half level; each time: JACK frame time at
+    send -> the output sample where the tone's level passes halfway (ms), or None if no change showed within 5 s.
+    Endless: the caller stops."""
+    address, full, half = PROBES[control]
     wait = threading.Event()
     for i in itertools.count():
         deadline = time.monotonic() + 5
-        while probe.last not in (LEVEL, LEVEL * 0.5) and time.monotonic() < deadline:
+        while not any(abs(probe.last - x) < 0.05 * LEVEL for x in (LEVEL, LEVEL / 2)) and time.monotonic() < deadline:
             wait.wait(0.002)
-        steady = probe.last
-        probe.level, probe.found = steady, None
-        probe.armed = True
+        steady = LEVEL if abs(probe.last - LEVEL) < abs(probe.last - LEVEL / 2) else LEVEL / 2
+        probe.arm(steady, LEVEL / 2 if steady == LEVEL else LEVEL)
         sent = probe.client.frame_time
-        engine.osc.send_message("/backline/master/gain", 0.5 if steady == LEVEL else 1.0)
+        engine.osc.send_message(address, half if steady == LEVEL else full)
         deadline = time.monotonic() + 5
         while probe.found is None and time.monotonic() < deadline:
             wait.wait(0.001)
@@ -446,6 +492,7 @@ def engine_rows(quick: bool) -> list[Row]:
     with jack_server():
         if not quick:
             rows += rollback_rows(where)
+        rows += fit_rows(where, rounds=1 if quick else 3)
         with running_engine(200) as engine:
             probe = Probe()
             try:
@@ -459,6 +506,35 @@ def engine_rows(quick: bool) -> list[Row]:
 
 ROLLBACK_LOOKAHEADS_MS = (100, 200, 400)
 ROLLBACK_PROBES = 60
+
+
+def fit_rows(where: str, *, rounds: int) -> list[Row]:
+    """Control -> sound with rollback at 200 ms look-ahead through each fitter, interleaved in
+    `rounds`: master gain (after the fitter) and top-k (through the generator's frames,
+    so through the stretcher's window: issue #15's added latency, measured live)."""
+    got: dict[tuple[str, str], list[float]] = {}
+    lost: dict[tuple[str, str], int] = {}
+    for _ in range(rounds):
+        for fit in FIT_MODES:
+            with running_engine(200, fit=fit) as engine:
+                probe = Probe()
+                try:
+                    for control in PROBES:
+                        values = list(itertools.islice(sound_latencies(engine, probe, control), ROLLBACK_PROBES))
+                        got.setdefault((control, fit), []).extend(x for x in values if x is not None)
+                        lost[control, fit] = lost.get((control, fit), 0) + values.count(None)
+                        address, full, _ = PROBES[control]
+                        engine.osc.send_message(address, full)  # back to full level for the next probe
+                        time.sleep(0.5)
+                finally:
+                    probe.close()
+    out = []
+    for (control, fit), lat in got.items():
+        note = (f"n={len(lat)} ({lost[control, fit]} never showed) over {rounds} interleaved rounds, look-ahead 200 ms, "
+                f"rollback on, fit {fit}, {control} toggled (heard: where the tone passes halfway); {where}")
+        out += [Row(f"control.sound_latency_p50@{control}.{fit}", pct(lat, 50), "ms", note),
+                Row(f"control.sound_latency_p99@{control}.{fit}", pct(lat, 99), "ms", note)]
+    return out
 
 
 def rollback_rows(where: str) -> list[Row]:

@@ -33,16 +33,22 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+import soundfile
 from scipy import signal
 
 from bench import Row
+from bench.onsets import onsets
 from engine.conditioning import NOTE_HELD, FrameConditioning, masked_notes
 from engine.errors import BacklineError
 from engine.generator.synth import SynthGenerator
+from engine.patch import parse_patch
+from engine.render import render
 from engine.schedule.fit import make_fitter
 from engine.style.embedder import HashEmbedder
 from engine.timeline import Timeline
@@ -199,6 +205,22 @@ def fitter_cpu_ms_per_s(fit: str, audio: np.ndarray, runs: int) -> float:
     return statistics.median(times)
 
 
+def onset_errors_ms(bpm: float, fit: str, bars: int) -> np.ndarray:
+    """Each synth hit's distance (ms) from its exact beat in a render of `bars` 4/4 bars
+    (temperature 0: a hit on every beat), by the project's onset check (bench/onsets.py)."""
+    patch = parse_patch({"tempo": bpm, "meter": 4, "seed": 1, "style": [{"text": "test groove"}],
+                         "sampling": {"temperature": 0.0}})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "grid.wav"
+        render(patch, bars=bars, output=out, generator=SynthGenerator(), fit=fit)
+        audio, _ = soundfile.read(out, dtype="float32")
+    timeline = Timeline.start(f"{bpm:g}", 4)
+    beats = np.array([timeline.beat_start(b) for b in range(bars * 4)])
+    found = onsets(audio[:, 0])
+    nearest = found[np.abs(found[:, None] - beats[None, :]).argmin(axis=0)]
+    return (nearest - beats) / SAMPLE_RATE * 1e3
+
+
 def rows(quick: bool) -> list[Row]:
     try:
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
@@ -235,6 +257,13 @@ def rows(quick: bool) -> list[Row]:
             Row(f"stretch.lsd@{name}", lsd(source[skip:], stretched[skip:]), "dB",
                 f"sustained synth chord vs its stretch at {factor:.4f} (the plan's largest, {100 * (worst - 1):.1f}%)"),
         ]
+    bars = 4 if quick else 8
+    for bpm in TEMPOS:  # where a drummer hears it: each hit against its beat, both fitters in the same run
+        for fit in FIT_MODES:
+            error = np.abs(onset_errors_ms(bpm, fit, bars))
+            where = f"synth render, {bars} bars of 4/4, a hit a beat, {fit} fitter"
+            out += [Row(f"stretch.onset_p50@{bpm:g}@{fit}", round(float(np.median(error)), 2), "ms", where),
+                    Row(f"stretch.onset_max@{bpm:g}@{fit}", round(float(error.max()), 2), "ms", where)]
     for fit in FIT_MODES:  # the fitter itself, side by side: what `fit: stretch` costs over the fallback
         out.append(Row(f"stretch.fitter_cpu@{fit}", fitter_cpu_ms_per_s(fit, source, 2 if quick else 5), "ms CPU / s out",
                        f"the {fit} fitter at 127 BPM, a generator call a push, median of {2 if quick else 5} runs, one core"))

@@ -11,17 +11,13 @@ not whole frames), recorded by a JACK client with a MIDI clock, both stamped in 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.onsets import onsets
 from jack_rx import receiver, run_engine, run_following_jack_midi_clock, wait_for
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "core"))
-from test_render import onsets  # noqa: E402
 
 SR = 48_000
 BPM = 127.0

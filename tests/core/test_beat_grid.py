@@ -22,7 +22,7 @@ from engine.render import render
 from engine.schedule.stretch_fit import StretchFitter, frames_per_beat
 from engine.timeline import Timeline
 from engine.units import FRAME_SAMPLES
-from test_render import onsets
+from bench.onsets import onsets
 
 SR = 48_000
 TEMPOS = ["91.3", "120", "127", "133.33", "174"]

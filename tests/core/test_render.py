@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from bench.onsets import onsets
 from engine.automation import load_automation
 from engine.generator.synth import SynthGenerator
 from engine.patch import load_patch, parse_patch
@@ -31,20 +32,6 @@ def do_render(tmp_path, p, bars, automation_yaml=None, name="out.wav"):
     audio, rate = soundfile.read(tmp_path / name, dtype="float32")
     assert rate == 48000
     return result, audio
-
-
-def onsets(mono: np.ndarray) -> np.ndarray:
-    """Sample indices where the level rises from quiet to loud (1 ms hops, 5 ms memory, 150 ms apart)."""
-    hop = 48
-    env = np.concatenate([[0.0] * 5, np.abs(mono[: len(mono) // hop * hop]).reshape(-1, hop).max(axis=1)])
-    hits: list[int] = []
-    for f in range(5, len(env)):
-        quiet = env[f - 5 : f].min()
-        if env[f] > 0.25 and env[f] > 3 * quiet + 0.05 and (not hits or (f - 5) * hop - hits[-1] > 7200):
-            start = (f - 5 - 4) * hop
-            region = np.abs(mono[max(start, 0) : (f - 4) * hop])
-            hits.append(max(start, 0) + int(np.argmax(region > quiet + 0.02)))
-    return np.array(hits)
 
 
 @pytest.mark.parametrize("tempo", ["120", "91.3", "133.33"])
