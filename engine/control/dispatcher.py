@@ -23,7 +23,7 @@ from engine.units import FRAME_SAMPLES, SAMPLE_RATE
 from engine.control import osc_space
 from engine.control.feedback import FEED_LIMIT
 from engine.control.mapping import MappingError, MappingSet, Rule
-from engine.control.rejects import Rejects
+from engine.control.rejects import Reject, Rejects
 from engine.control.shaping import (
     Cc14Assembler,
     NrpnAssembler,
@@ -250,7 +250,7 @@ class Dispatcher:
             return None
         try:
             event, clamped = osc_space.to_event(address, args, source=source)
-        except osc_space.OscReject as err:
+        except Reject as err:
             return self._refuse(err.reason, str(err), source)
         if clamped:
             self.rejects.reject("clamped", f"{address} {args!r} clamped to {event.value}", source)

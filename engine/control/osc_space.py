@@ -12,17 +12,10 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from engine.control.rejects import Reject
 from engine.params import PARAMETERS, QUANTIZE_VALUES, ControlEvent, ParameterSpec, lookup
 
 PREFIX = "/backline/"
-
-
-class OscReject(ValueError):
-    """A message that cannot become a ControlEvent; `reason` is the counter name."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +80,13 @@ def _spec(address: str) -> tuple[ParameterSpec, str]:
 def to_event(address: str, args: tuple[object, ...], *, source: str) -> tuple[ControlEvent, bool]:
     """Turn one `/backline/<path>` message into an event; returns (event, was_clamped).
 
-    Raises OscReject with reason `unknown_address`, `wrong_count`, `wrong_type`, `not_finite`
+    Raises Reject with reason `unknown_address`, `wrong_count`, `wrong_type`, `not_finite`
     or `bad_value`. Numbers out of range are clamped to the range (and reported as clamped).
     """
     try:
         spec, path = _spec(address)
     except ValueError as err:
-        raise OscReject("unknown_address", f"{address}: {err}") from err
+        raise Reject("unknown_address", f"{address}: {err}") from err
     quantize = None
     if args and isinstance(args[-1], str) and args[-1] in QUANTIZE_VALUES and not (spec.kind == "text" and len(args) == 1):
         quantize, args = args[-1], args[:-1]
@@ -101,7 +94,7 @@ def to_event(address: str, args: tuple[object, ...], *, source: str) -> tuple[Co
     try:
         return ControlEvent(path, value, source, quantize), clamped
     except ValueError as err:
-        raise OscReject("bad_value", f"{address}: {err}") from err
+        raise Reject("bad_value", f"{address}: {err}") from err
 
 
 @lru_cache(maxsize=1024)
@@ -115,26 +108,26 @@ def continuous(path: str) -> bool:
 def _value(spec: ParameterSpec, address: str, args: tuple[object, ...]) -> tuple[object, bool]:
     if spec.kind == "action":
         if len(args) > 1:
-            raise OscReject("wrong_count", f"{address} takes at most 1 argument, got {len(args)}")
+            raise Reject("wrong_count", f"{address} takes at most 1 argument, got {len(args)}")
         if spec.pattern == "patch.load" and (not args or isinstance(args[0], bool)
                                              or not isinstance(args[0], (str, int, float))):
-            raise OscReject("wrong_type", f"{address} needs a patch name (s) or index (i, or a whole f), got {args!r}")
+            raise Reject("wrong_type", f"{address} needs a patch name (s) or index (i, or a whole f), got {args!r}")
         if args and isinstance(args[0], float) and not math.isfinite(args[0]):
-            raise OscReject("not_finite", f"{address} needs a finite number, got {args[0]}")
+            raise Reject("not_finite", f"{address} needs a finite number, got {args[0]}")
         return (args[0] if args else None), False
     if len(args) != 1:
-        raise OscReject("wrong_count", f"{address} takes 1 argument ({_ARGS[spec.kind]}), got {len(args)}")
+        raise Reject("wrong_count", f"{address} takes 1 argument ({_ARGS[spec.kind]}), got {len(args)}")
     arg = args[0]
     if spec.kind == "text":
         if not isinstance(arg, str):
-            raise OscReject("wrong_type", f"{address} needs a string, got {type(arg).__name__}")
+            raise Reject("wrong_type", f"{address} needs a string, got {type(arg).__name__}")
         return arg, False
     if spec.kind == "bool" and isinstance(arg, bool):
         return arg, False
     if isinstance(arg, bool) or not isinstance(arg, (int, float)):
-        raise OscReject("wrong_type", f"{address} needs a number, got {type(arg).__name__}")
+        raise Reject("wrong_type", f"{address} needs a number, got {type(arg).__name__}")
     if not math.isfinite(arg):
-        raise OscReject("not_finite", f"{address} needs a finite number, got {arg}")
+        raise Reject("not_finite", f"{address} needs a finite number, got {arg}")
     if spec.low is not None and not spec.low <= arg <= spec.high:
         return min(spec.high, max(spec.low, arg)), True
     return arg, False

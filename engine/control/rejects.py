@@ -16,6 +16,15 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
+class Reject(ValueError):
+    """A control surface's message (an OSC datagram, a web page's JSON) refused; `reason` is
+    the name it is counted under (`Rejects`), the message says what was wrong and where."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 class Rejects:
     """Thread-safe reject counter with a rate-limited log line per reason."""
 

@@ -15,18 +15,11 @@ import json
 import math
 from dataclasses import dataclass
 
+from engine.control.rejects import Reject
 from engine.control.osc_space import STATUS_FIELDS, address_of
 from engine.params import PARAMETERS, QUANTIZE_VALUES
 
 MAX_MESSAGE = 4096  # bytes: a prompt fits; anything larger is refused by the WebSocket library
-
-
-class WebReject(ValueError):
-    """A message that is not one of ours; `reason` is the reject counter's name."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,32 +36,32 @@ class LearnMessage:
 
 
 def parse(text: str | bytes) -> ParameterMessage | LearnMessage:
-    """One page message; WebReject (`malformed`, `wrong_type`, `not_finite`) if it is not one.
+    """One page message; Reject (`malformed`, `wrong_type`, `not_finite`) if it is not one.
     Ranges and paths are checked on the OSC route, as for any surface."""
     if isinstance(text, bytes):
-        raise WebReject("malformed", "binary message: the page speaks JSON text")
+        raise Reject("malformed", "binary message: the page speaks JSON text")
     try:
         data = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as err:
-        raise WebReject("malformed", f"not JSON: {err}") from None
+        raise Reject("malformed", f"not JSON: {err}") from None
     if not isinstance(data, dict):
-        raise WebReject("malformed", f"a message is a JSON object, got {type(data).__name__}")
+        raise Reject("malformed", f"a message is a JSON object, got {type(data).__name__}")
     if set(data) == {"learn"}:
         if not isinstance(data["learn"], str):
-            raise WebReject("wrong_type", "learn takes a parameter path (a string)")
+            raise Reject("wrong_type", "learn takes a parameter path (a string)")
         return LearnMessage(data["learn"])
     unknown = set(data) - {"path", "value", "quantize"}
     if unknown or not isinstance(data.get("path"), str) or not data["path"]:
-        raise WebReject("malformed", "a message is {\"path\": P, \"value\": V} (value and quantize optional) "
+        raise Reject("malformed", "a message is {\"path\": P, \"value\": V} (value and quantize optional) "
                         "or {\"learn\": P}" + (f"; unknown keys {sorted(unknown)}" if unknown else ""))
     value = data.get("value")
     if value is not None and not isinstance(value, (bool, int, float, str)):
-        raise WebReject("wrong_type", f"{data['path']}: a value is a number, a boolean or a string")
+        raise Reject("wrong_type", f"{data['path']}: a value is a number, a boolean or a string")
     if isinstance(value, float) and not math.isfinite(value):
-        raise WebReject("not_finite", f"{data['path']}: needs a finite number")
+        raise Reject("not_finite", f"{data['path']}: needs a finite number")
     quantize = data.get("quantize")
     if quantize is not None and quantize not in QUANTIZE_VALUES:
-        raise WebReject("bad_value", f"{data['path']}: quantize is one of {', '.join(QUANTIZE_VALUES)}")
+        raise Reject("bad_value", f"{data['path']}: quantize is one of {', '.join(QUANTIZE_VALUES)}")
     args = (() if value is None else (value,)) + (() if quantize is None else (quantize,))
     return ParameterMessage(address_of(data["path"]), args)
 

@@ -40,6 +40,7 @@ from websockets.http11 import Request, Response
 from engine.control.dispatcher import Dispatcher, OscInput
 from engine.control.feedback import Feed
 from engine.control import osc_space
+from engine.control.rejects import Reject
 from engine.errors import BacklineError
 from engine.web import messages
 
@@ -237,7 +238,7 @@ class WebServer:
         self.received += 1
         try:
             message = messages.parse(text)
-        except messages.WebReject as err:
+        except Reject as err:
             self.rejects.reject(err.reason, str(err), source)
             return {"error": str(err), "reason": err.reason}
         if isinstance(message, messages.LearnMessage):

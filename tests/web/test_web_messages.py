@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.web.messages import LearnMessage, ParameterMessage, WebReject, describe_web, parse
+from engine.control.rejects import Reject
+from engine.web.messages import LearnMessage, ParameterMessage, describe_web, parse
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +31,7 @@ def test_a_message_becomes_the_osc_message_of_its_path() -> None:
     ('{"learn": 3}', "wrong_type"), ("[" * 100000, "malformed"),
 ])
 def test_what_is_not_a_message_is_refused_with_a_reason(text, reason) -> None:
-    with pytest.raises(WebReject) as info:
+    with pytest.raises(Reject) as info:
         parse(text)
     assert info.value.reason == reason
 
