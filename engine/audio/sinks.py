@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -225,6 +226,13 @@ class DeviceSink(LiveSink):
     def frame_origin(self) -> int | None:
         """JACK frame (32 bits) where playhead 0 plays, once the JACK stream runs frame-locked."""
         return self.out.origin
+
+    @property
+    def frame_clock(self) -> Callable[[], int] | None:
+        """JACK's current frame (32 bits, interpolated within the cycle: `jack_frame_time`), for a
+        clock source converted onto JACK's frames; None off JACK. Any thread."""
+        monitor = self._monitor
+        return None if monitor is None else (lambda: monitor.frame_time)
 
     def start(self) -> None:
         try:

@@ -80,17 +80,20 @@ class ClockCoupling:
     def follow(self, playhead: int, sink: _Sink, scheduler: _Scheduler) -> None:
         """Update the sink's sample clock, then the timeline from the clock source.
 
-        A clock stamped in JACK frames with the sink locked to them is followed on JACK's
-        frame clock (sample p plays at origin + p exactly); any other pairing through the
+        A clock stamped in JACK frames (a JACK MIDI clock) or converted onto them (Link) with the
+        sink locked to them is followed on JACK's frame clock (sample p plays at origin + p
+        exactly); any other pairing through the
         monotonic clock and the tracker's estimate of when the sink plays what.
         """
         now = time.monotonic()
         clock = self.sample_clock.observe(playhead, now, block=sink.blocksize)
-        if self.frame_time is None and self.driver.jack_frames is not None:
+        if self.frame_time is None and self.driver.external:
             origin = getattr(sink, "frame_origin", None)
             if origin is not None:
-                self.frame_time = self.driver.use_frames(origin=origin, rate=SAMPLE_RATE)
-                log.info("clock %s and the %s sink run on JACK's frame clock", self.driver.source, sink.name)
+                self.frame_time = self.driver.use_frames(origin=origin, rate=SAMPLE_RATE,
+                                                         frame_clock=getattr(sink, "frame_clock", None))
+                if self.frame_time is not None:
+                    log.info("clock %s and the %s sink run on JACK's frame clock", self.driver.source, sink.name)
         if self.frame_time is not None:
             now, clock = self.frame_time.now(), SampleClock(sample=0, time=0.0)
         if clock is None:
@@ -169,7 +172,7 @@ class ClockCoupling:
         if not self.driver.external:
             return False
         if self.driver.link is not None:
-            self.driver.link.propose_tempo(bpm, time.monotonic())
+            self.driver.link.propose_tempo(bpm, self.frame_time.now() if self.frame_time else time.monotonic())
             log.info("tempo %.2f BPM from %s proposed to the Link session", bpm, source)
         else:
             self._log.warn("tempo", "tempo %.2f BPM from %s ignored: the tempo follows clock %s", bpm, source,

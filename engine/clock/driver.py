@@ -13,6 +13,7 @@ back the next re-fit puts the bar lines back on it. A MIDI Stop is reported as
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from engine.clock.estimate import ClockEstimate
@@ -76,12 +77,24 @@ class ClockDriver:
         """The JACK clock input when the clock is stamped in JACK frames, else None."""
         return self.midi_input if isinstance(self.midi_input, JackClockInput) else None
 
-    def use_frames(self, *, origin: int, rate: int) -> FrameTimebase:
-        """From now on, clock times are JACK frame seconds with frame `origin` (the sink's playhead 0) at 0 s."""
+    def use_frames(self, *, origin: int, rate: int, frame_clock: Callable[[], int] | None) -> FrameTimebase | None:
+        """From now on, clock times are JACK frame seconds with frame `origin` (the sink's playhead 0)
+        at 0 s, where the source can be read on JACK's frames; else None (the monotonic clock stays).
+
+        A MIDI clock read on a JACK port is stamped in frames already. A Link session's times are
+        converted through `frame_clock` (JACK's current frame, which JACK interpolates within its
+        cycle from its own delay-locked loop), sampled beside Link's clock on every estimate, so
+        its beats land on the sample that plays at their JACK frame.
+        """
         frames = self.jack_frames
-        assert frames is not None
-        frames.timebase = FrameTimebase(origin=origin, rate=rate, frame_time=frames.frame_time)
-        return frames.timebase
+        if frames is not None:
+            frames.timebase = FrameTimebase(origin=origin, rate=rate, frame_time=frames.frame_time)
+            return frames.timebase
+        if self.link is not None and frame_clock is not None:
+            timebase = FrameTimebase(origin=origin, rate=rate, frame_time=frame_clock)
+            self.link.now = timebase.now
+            return timebase
+        return None
 
     @property
     def external(self) -> bool:

@@ -10,8 +10,9 @@ therefore not a hard dependency.
 Beat numbering: song beat j is Link beat j with quantum = beats per bar, so our bar lines
 fall on Link phase 0. With start/stop sync, starting requests beat 0 at the start time,
 which Link moves to the next bar line of the session when other peers are playing.
-Link's clock is CLOCK_MONOTONIC_RAW on Linux; times are converted to `time.monotonic()`
-by sampling both clocks back to back on every call.
+Link's clock is CLOCK_MONOTONIC_RAW on Linux; times are converted to the engine's clock
+(`now`: `time.monotonic()`, or JACK's frame clock in seconds once the engine follows Link on
+JACK, `ClockDriver.use_frames`) by sampling both clocks back to back on every call.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from engine.clock.estimate import PPQN, ClockEstimate, ClockState
@@ -55,6 +57,8 @@ class LinkClock:
         self._sync = start_stop_sync
         self._epoch = 0
         self._was_playing = False
+        self.now: Callable[[], float] = time.monotonic
+        """The engine's clock every time `t` here is on (set on the scheduler thread, before use)."""
 
     def enable(self) -> None:
         """Join the network session (multicast discovery starts here, not before)."""
@@ -69,17 +73,17 @@ class LinkClock:
         return int(self._link.numPeers())
 
     def _offset(self) -> float:
-        """Link clock minus monotonic clock, in seconds, sampled now."""
-        before = time.monotonic()
+        """Link clock minus the engine's clock (`now`), in seconds, sampled now."""
+        before = self.now()
         micros = self._clock.micros()
-        after = time.monotonic()
+        after = self.now()
         return micros / 1e6 - (before + after) / 2
 
     def _micros(self, t: float) -> int:
         return round((t + self._offset()) * 1e6)
 
     def estimate(self, t: float) -> ClockEstimate:
-        """Session tempo and phase at monotonic time `t`. Runs on the scheduler thread."""
+        """Session tempo and phase at time `t` (the engine's clock, `now`). Runs on the scheduler thread."""
         state = self._link.captureAppSessionState()
         playing = state.isPlaying() if self._sync else True
         if playing and not self._was_playing:
@@ -103,7 +107,7 @@ class LinkClock:
         )
 
     def propose_tempo(self, bpm: float, t: float) -> None:
-        """Ask the session for a new tempo from monotonic time `t` (peers follow)."""
+        """Ask the session for a new tempo from time `t` (the engine's clock) on (peers follow)."""
         state = self._link.captureAppSessionState()
         state.setTempo(float(as_bpm(bpm)), self._micros(t))
         self._link.commitAppSessionState(state)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,3 +53,26 @@ def test_engine_takes_the_session_tempo_and_bar_lines_sit_on_its_phase(netns: st
     assert max(abs(e) for e in errors) < 5.0
     assert result["after_peer_stop"]["state"] == "stopped"  # start/stop sync
     assert result["after_peer_stop"]["peers"] == 1
+
+
+@pytest.mark.jack
+def test_link_bar_lines_land_to_the_sample_on_jack(netns: str, tmp_path: Path) -> None:
+    """`--clock link --output jack`: the engine follows the session on JACK's frame clock, so
+    every hit of the synth (temperature 0: one a beat) lands on the peer's beat, by the
+    recording placed in JACK frames (#19 item 4). On the monotonic tracker it was ms off."""
+    if shutil.which("jackd") is None:
+        pytest.skip("jackd is not installed")
+    run = subprocess.run(["ip", "netns", "exec", netns, sys.executable, str(REPO / "tests/clock/link_jack_session.py"),
+                          str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    errors = np.array(result["errors_ms"])
+    later = errors[len(errors) // 3 :]  # from a few bars in: the engine joined and re-gridded first
+    print(f"\nLink on JACK: session {result['tempo']:.2f} BPM; {len(errors)} hits, the first {len(errors) - len(later)} "
+          f"while joining; after: p50 {np.median(np.abs(later)):.3f} ms, max {np.abs(later).max():.3f} ms from the peer's "
+          "beats; " + "; ".join(result["clock_log"]))
+    assert result["returncode"] == 0, result["clock_log"]
+    assert result["peers_seen"]
+    assert any("JACK's frame clock" in line for line in result["clock_log"]), result["clock_log"]
+    assert len(later) >= 8, errors
+    assert np.abs(later).max() <= 1.0, later.round(3)

@@ -1,0 +1,81 @@
+"""Run inside a network namespace by test_link_peers: Link bar lines to the sample on JACK.
+
+A Link peer of the binding plays a session; `backline run --clock link --output jack` (the
+synth at temperature 0: a hit on every beat) joins it on a dummy JACK server of this
+script's own; a JACK client here records the engine's audio, placed by JACK frame. The
+peer's beats are put on JACK's frames by sampling JACK's current frame (`jack_frame_time`)
+and the peer's Link clock back to back through the run and fitting a line. Prints one JSON
+line: each recorded hit's distance (ms) from the peer's nearest beat, the session tempo, the
+engine's log lines about its clock.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import link
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "clock")]
+from bench.onsets import onsets  # noqa: E402
+from jack_rx import receiver  # noqa: E402
+from jackserver import jack_server  # noqa: E402
+
+SR = 48_000
+BPM = 127.0  # beats of 22,677.17 samples: not whole frames, not whole periods
+QUANTUM = 4.0
+SECONDS = 12.0
+PATCH = "name: grid\ntempo: 120\nseed: 1\nstyle: [{text: test groove}]\nsampling: {temperature: 0.0}\n"
+
+
+def main(tmp: Path) -> None:
+    patch = tmp / "grid.yaml"
+    patch.write_text(PATCH)
+    peer = link.Link(BPM)
+    peer.startStopSyncEnabled = True
+    peer.enabled = True
+    state = peer.captureAppSessionState()
+    state.setIsPlayingAndRequestBeatAtTime(True, peer.clock().micros(), 0.0, QUANTUM)
+    peer.commitAppSessionState(state)
+    pairs: list[tuple[int, int]] = []
+    with jack_server() as server, receiver(server, audio_seconds=SECONDS + 10) as rx:
+        engine = subprocess.Popen([sys.executable, "-m", "engine", "run", "--patch", str(patch), "--clock", "link",
+                                   "--output", "jack", "--connect", "bl-rx:in_1,bl-rx:in_2", "--no-midi", "--no-osc",
+                                   "--duration", str(SECONDS)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        joined = False
+        while engine.poll() is None:
+            if not joined and peer.numPeers() >= 1:  # whichever session survived, it plays BPM from here
+                joined, state = True, peer.captureAppSessionState()
+                state.setTempo(BPM, peer.clock().micros())
+                peer.commitAppSessionState(state)
+            pairs.append((rx.client.frame_time, peer.clock().micros()))
+            time.sleep(0.1)
+        stderr = engine.stderr.read() if engine.stderr else ""
+        audio = rx.audio[: rx.audio_pos, 0].copy()
+        recorded = rx.recorded[: rx.audio_pos].copy()
+        first_frame = rx.audio_first_frame
+    state = peer.captureAppSessionState()
+    frames, micros = np.array(pairs, dtype=np.float64).T
+    frames = first_frame + (frames - first_frame + 2**31) % 2**32 - 2**31  # 32-bit frames unwrapped near the recording's start
+    slope, intercept = np.polyfit(micros, frames, 1)  # JACK frames per Link microsecond, and where they meet
+    errors = []
+    for onset in onsets(audio):
+        if onset < 480 or not recorded[onset - 480 : onset + 480].all():
+            continue  # JACK skipped the recorder around it: its onset is a hole's edge
+        at = (onset + first_frame - intercept) / slope  # Link micros of the recorded hit
+        beat = state.beatAtTime(round(at), QUANTUM)
+        nearest = state.timeAtBeat(float(round(beat)), QUANTUM)
+        errors.append((at - nearest) / 1e3)
+    print(json.dumps({"returncode": engine.returncode, "errors_ms": errors, "tempo": state.tempo(),
+                      "peers_seen": joined, "frames_per_us": slope,
+                      "clock_log": [line for line in stderr.splitlines() if "clock" in line.lower()],
+                      "stderr_tail": stderr[-2000:]}))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
