@@ -14,7 +14,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from engine.clock.estimate import ClockEstimate
-from engine.timeline import Segment, Timeline
+from engine.timeline import BEATS_PER_BAR_RANGE, BPM_RANGE, Segment, Timeline
 from engine.units import FRAME_SAMPLES
 
 logger = logging.getLogger(__name__)
@@ -89,21 +89,33 @@ class TimelineFollower:
         # Segments starting at or after this bar are not planned yet: drop and re-plan them.
         kept = tuple(s for s in timeline.segments if s.origin_bar < bar) or timeline.segments[:1]
         logger.debug("re-fit from bar %d: phase %.2f ms, tempo %.3f BPM off", bar, phase_off * 1e3, tempo_off)
-        return Timeline(kept).with_change(at_bar=bar, bpm=bpm, origin=predicted)
+        # the meter the bar had (not the kept segment's: a bridging bar has its own count of beats)
+        return Timeline(kept).with_change(at_bar=bar, bpm=bpm, origin=predicted, beats_per_bar=timeline.beats_in_bar(bar))
 
 
 def bridge(song: Timeline, *, from_sample: int, min_bar: int) -> Timeline:
     """`song` from its first bar at least `min_bar` after `from_sample`, led in by one bar from `from_sample`.
 
-    The bridging bar keeps the song's bar and beat numbers (it is the song bar before),
-    so the grid after it is the clock's and later estimates compare beat for beat.
+    The bridging bar keeps the song's bar and beat numbers (it is the song bar before, its
+    beats the song's last ones before that bar line), so the grid after it is the clock's and
+    later estimates compare beat for beat. It is whole beats, as many as fit nearest, at the
+    tempo that fills it exactly: at the song's tempo it would end in a piece of a beat, which
+    the fitter cannot play as a beat (a beat line 9 ms, or half a beat, before the song's bar
+    line), and the bar line after it was heard that far off (measured live after a Continue).
     """
     bar = song.bar_at(from_sample + min_bar)
     if song.bar_start(bar) < from_sample + min_bar:
         bar += 1
     first = song.segments[0]
-    lead = Segment(origin=from_sample, origin_bar=bar - 1, origin_beat=song.bar_first_beat(bar - 1),
-                   bpm=first.bpm, beats_per_bar=first.beats_per_bar, sample_rate=first.sample_rate)
+    length = song.bar_start(bar) - from_sample
+    beats = min(max(1, round(length / first.beat_length)), BEATS_PER_BAR_RANGE[1])
+    while beats > 1 and 60 * first.sample_rate * beats / length > BPM_RANGE[1]:
+        beats -= 1
+    while beats < BEATS_PER_BAR_RANGE[1] and 60 * first.sample_rate * beats / length < BPM_RANGE[0]:
+        beats += 1
+    lead = Segment(origin=from_sample, origin_bar=bar - 1, origin_beat=song.bar_first_beat(bar) - beats,
+                   bpm=Fraction(60 * first.sample_rate * beats, length), beats_per_bar=beats,
+                   sample_rate=first.sample_rate)
     start = Segment(origin=song.bar_start(bar), origin_bar=bar, origin_beat=song.bar_first_beat(bar),
                     bpm=first.bpm, beats_per_bar=first.beats_per_bar, sample_rate=first.sample_rate)
     return Timeline((lead, start))

@@ -177,9 +177,6 @@ def irregular(song: Recording) -> int:
 
 
 @pytest.mark.jack
-@pytest.mark.xfail(strict=True, reason="the bridging bar ends in a piece of a beat (timeline_follow.bridge): the bar line "
-                   "after it is heard 95 ms late (pointer) / 9.4 ms early (plain Continue) though the grid has it right; "
-                   "a bridge of whole beats fixes it (issue #19)")
 @pytest.mark.parametrize("case", [1, 2], ids=["pointer-then-continue", "plain-continue"])
 def test_beats_after_continue_land_on_the_senders_song_position(song: Recording, case: int) -> None:
     """Every beat's hit from the first bar line after Continue on is on the sender's beat (the
