@@ -1,0 +1,115 @@
+"""A clock that stops mid-show and comes back, live (issue #19, item 5): `backline run --clock
+midi:bl-clk --midi-api jack --output jack` follows the tests' own JACK MIDI clock sender
+(`clock_sender.py`, 120 BPM: a tick is 1,000 frames), which sends Start and 8 bars, then
+nothing for 5 s (a cable pulled: no Stop), then ticks again where its own clock has got to,
+8.3 ms (0.4 tick) later than the old line predicts, as a sender whose crystal drifted.
+
+Checked where a musician notices it: the synth's hit on every beat (temperature 0) goes on
+through the silence of the clock, a beat apart at the last tempo; the web page's `/status`
+says coasting, then held (the clock lost) while the engine keeps its tempo, then running;
+and once the ticks are back the hits land on the sender's new beats again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.onsets import onsets
+from clock_sender import START, STOP, clock_sender, ticks
+from engine.service.health import StatusUnavailable, query_http
+from jack_rx import connections, receiver, run_engine, wait_for
+from test_song_position_live import BEAT, PATCH, SR, TICK, Recording, Run, free_tcp_port, hit_errors, label
+
+LEAD = 0.5 * SR
+GAP_TICKS = 240  # 5 s without a clock
+SHIFT = 400  # frames: the clock comes back 0.4 tick later than its old line
+
+
+@pytest.fixture(scope="module")
+def song(jack: str, tmp_path_factory: pytest.TempPathFactory) -> Recording:
+    patch = Path(tmp_path_factory.mktemp("clockloss")) / "loss.yaml"
+    patch.write_text(PATCH)
+    port, done, seconds = free_tcp_port(), threading.Event(), 34.0
+    polls: list[tuple[float, dict]] = []
+    with receiver(jack, audio_seconds=seconds + 10) as rx, clock_sender(jack) as sender:
+        sender.client.connect("bl-clk:out", "bl-rx:in")
+        runs: list[Run] = []
+
+        def roll() -> None:
+            wait_for(lambda: len(connections(rx.client, "bl-clk:out")) >= 2 and bool(connections(rx.client, "bl-rx:in_1")),
+                     what="backline's ports")
+            start = int(sender.client.frame_time + LEAD)
+            back = start + (768 + GAP_TICKS) * TICK + SHIFT
+            runs.extend([Run(0, start, 768), Run(768 + GAP_TICKS, round(back), 480)])
+            sender.schedule([(start, START), *ticks(start, TICK, 768), *ticks(back, TICK, 480),
+                             (round(back + 479.5 * TICK), STOP)])
+
+        def poll() -> None:
+            while not done.wait(0.1):
+                try:
+                    status = query_http(f"http://127.0.0.1:{port}/status", timeout_s=0.5)
+                except StatusUnavailable:
+                    continue
+                replied = time.monotonic()
+                if rx.cycle is not None:
+                    frame, at = rx.cycle
+                    polls.append((frame + (replied - at) * SR, status))
+
+        threads = [threading.Thread(target=roll, daemon=True), threading.Thread(target=poll, daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            returncode, stderr = run_engine(["--patch", str(patch), "--web-port", str(port), "--output", "jack",
+                                             "--connect", "bl-rx:in_1,bl-rx:in_2", "--clock", "midi:bl-clk",
+                                             "--midi-api", "jack", "--start-on", "bar"], seconds=seconds)
+        finally:
+            done.set()
+            for t in threads:
+                t.join(timeout=35)
+        assert runs, "the engine never connected to the sender"
+        assert sender.pending == 0, f"the engine ended before the song did ({sender.pending} events left; {stderr[-2000:]})"
+        assert rx.audio_first_frame is not None
+        return Recording(runs, rx.audio[: rx.audio_pos, 0].copy(), rx.recorded[: rx.audio_pos].copy(),
+                         rx.audio_first_frame, polls, list(rx.raw), rx.xruns, sender.late, returncode, stderr)
+
+
+@pytest.mark.jack
+def test_the_music_plays_on_at_the_last_tempo_and_the_status_says_the_clock_is_lost(song: Recording) -> None:
+    assert song.returncode == 0, song.stderr
+    before, after = song.runs
+    lost_at = before.tick_frame(before.first + before.count - 1)  # the last tick before the silence
+    states = [(frame - lost_at, status["clock"]["state"], status["clock"]["tempo_bpm"]) for frame, status in song.polls
+              if isinstance(status.get("clock"), dict) and lost_at < frame < after.frame]
+    seen = [s for _, s, _ in states]
+    print(f"\nclock silent {GAP_TICKS / 48:g} s: status " + " ".join(f"{t / SR:.1f}s:{s}" for t, s, _ in states[::5]))
+    assert "coasting" in seen and "held" in seen, seen
+    assert seen.index("held") > seen.index("coasting")  # coasting for the grace period, then held
+    assert all(abs(float(bpm) - 120.0) < 0.05 for _, _, bpm in states if bpm is not None)  # the last tempo kept
+    back = [status["clock"]["state"] for frame, status in song.polls
+            if after.frame + SR < frame < after.tick_frame(after.first + after.count - 1)]
+    assert len(back) >= 10 and set(back) == {"running"}, back  # re-locked (until the Stop at the end)
+    # Through the silence the hits go on, one a beat at the last tempo (nothing to re-time them by).
+    found = onsets(song.audio) + song.first_frame
+    gap = np.sort(found[(found > lost_at + BEAT / 2) & (found < after.frame - BEAT / 2)])
+    spacing = np.diff(gap) / SR * 1e3
+    print(f"{len(gap)} hits while the clock was silent, spaced {spacing.min():.2f}..{spacing.max():.2f} ms")
+    assert len(gap) >= 8
+    assert np.abs(spacing - BEAT / SR * 1e3).max() < 1.0, spacing
+
+
+@pytest.mark.jack
+def test_the_beats_lock_onto_the_clock_again_when_it_returns(song: Recording) -> None:
+    assert song.returncode == 0, song.stderr
+    after = song.runs[1]
+    errors = hit_errors(song, after)
+    print("\nafter the clock returned (0.4 tick later than its old line): hits vs the sender's beats, ms: "
+          + " ".join(f"{label(b)}:{'-' if e is None else f'{e:+.1f}'}" for b, e in errors) + f"; {song.xruns} xruns")
+    from_beat = (-(-after.first // 96) + 2) * 4  # two bar lines on: a bar and its look-ahead were planned already
+    tail = np.array([e for b, e in errors if b >= from_beat and e is not None])
+    assert len(tail) >= 8, errors
+    assert np.abs(tail).max() <= 3.0, tail
