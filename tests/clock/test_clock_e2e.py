@@ -27,7 +27,7 @@ import pytest
 import soundfile as sf
 
 from engine.service.health import StatusUnavailable, query_http
-from jack_rx import JITTER, receiver, run_following_jack_midi_clock, unforeseeable_ms
+from jack_rx import receiver, run_following_jack_midi_clock, unforeseeable_ms
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ def render_reference(tmp_path: Path, bars: int) -> tuple[np.ndarray, float]:
 
 
 @pytest.mark.jack
-@JITTER
+@pytest.mark.parametrize("jitter", [0, 1, 5, 10])  # issue #19: -J 1 within 5 ms; -J 5 and -J 10 reported (printed)
 def test_run_follows_jack_midi_clock_bar_lines_on_its_beats(jack: str, tmp_path: Path, jitter: int) -> None:
     """Bar lines within 5 ms of the clock's, plus what the clock itself could not foresee.
 
@@ -131,6 +131,10 @@ def test_run_follows_jack_midi_clock_bar_lines_on_its_beats(jack: str, tmp_path:
     # --start-on bar: silence until a bar line of the clock, then the music starts on it.
     assert first_bar >= 1
     assert len(errors_ms) >= 4
+    if jitter >= 5:  # issue #19 asks these reported: the clock's own wander there is 10-50 ms
+        print(f"-J {jitter}: bar-phase error p50 {np.median(np.abs(errors_ms)):.2f} ms, max {np.abs(errors_ms).max():.2f} "
+              f"ms over {len(errors_ms)} bars (reported, not bounded)")
+        return
     # Whole ticks apart: the engine's clock input and this receiver are two JACK clients, and
     # on this loaded dummy server each loses the events of the cycles JACK skips for it alone,
     # so their tick counts can differ by one from there on (seen in CI: +19 ms from bar 7 at
