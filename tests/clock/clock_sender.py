@@ -12,12 +12,19 @@ cycle the sender gets, late, as a hardware sender's overdue message would, and i
 
 from __future__ import annotations
 
+import socket
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from engine.jack import leave_jack
+from engine.service.health import StatusUnavailable, query_http
 
 CLOCK, START, CONTINUE, STOP = b"\xf8", b"\xfa", b"\xfb", b"\xfc"
 
@@ -88,3 +95,74 @@ def clock_sender(jack_server: str, *, name: str = "bl-clk") -> Iterator[ClockSen
         yield sender
     finally:
         leave_jack(client)
+
+
+@dataclass
+class Recording:
+    """What a `backline run` following the sender put out: audio by JACK frame, /status replies, the run's end."""
+
+    runs: Any  # what the test's plan returned (the segments it scheduled)
+    audio: np.ndarray
+    recorded: np.ndarray
+    first_frame: int
+    polls: list[tuple[float, dict]]  # (JACK frame of the reply, status)
+    received: list[tuple[int, bytes]]
+    xruns: int
+    late: int
+    returncode: int
+    stderr: str
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def follow_sender(jack_server: str, patch: Path, plan: Callable[[ClockSender, int], Any], *, seconds: float,
+                  lead: float = 0.5 * 48_000) -> Recording:
+    """`backline run --clock midi:bl-clk --midi-api jack --output jack --start-on bar` for `seconds`
+    against a sender of ours, recorded by `jack_rx.receiver` and its web page's `/status` polled
+    10 times a second (each reply placed in JACK frames by the recorder's latest cycle). Once
+    backline's ports are connected, `plan(sender, first_frame)` schedules the song `lead`
+    frames on and returns what the test wants to keep (`Recording.runs`)."""
+    from jack_rx import connections, receiver, run_engine, wait_for
+
+    port, done = free_tcp_port(), threading.Event()
+    polls: list[tuple[float, dict]] = []
+    planned: list[Any] = []
+    with receiver(jack_server, audio_seconds=seconds + 10) as rx, clock_sender(jack_server) as sender:
+        sender.client.connect("bl-clk:out", "bl-rx:in")
+
+        def roll() -> None:
+            wait_for(lambda: len(connections(rx.client, "bl-clk:out")) >= 2 and bool(connections(rx.client, "bl-rx:in_1")),
+                     what="backline's ports")
+            planned.append(plan(sender, int(sender.client.frame_time + lead)))
+
+        def poll() -> None:
+            while not done.wait(0.1):
+                try:
+                    status = query_http(f"http://127.0.0.1:{port}/status", timeout_s=0.5)
+                except StatusUnavailable:
+                    continue
+                replied = time.monotonic()
+                if rx.cycle is not None:
+                    frame, at = rx.cycle
+                    polls.append((frame + (replied - at) * 48_000, status))
+
+        threads = [threading.Thread(target=roll, daemon=True), threading.Thread(target=poll, daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            returncode, stderr = run_engine(["--patch", str(patch), "--web-port", str(port), "--output", "jack",
+                                             "--connect", "bl-rx:in_1,bl-rx:in_2", "--clock", "midi:bl-clk",
+                                             "--midi-api", "jack", "--start-on", "bar"], seconds=seconds)
+        finally:
+            done.set()
+            for t in threads:
+                t.join(timeout=35)
+        assert planned, "the engine never connected to the sender"
+        assert sender.pending == 0, f"the engine ended before the song did ({sender.pending} events left; {stderr[-2000:]})"
+        assert rx.audio_first_frame is not None
+        return Recording(planned[0], rx.audio[: rx.audio_pos, 0].copy(), rx.recorded[: rx.audio_pos].copy(),
+                         rx.audio_first_frame, polls, list(rx.raw), rx.xruns, sender.late, returncode, stderr)

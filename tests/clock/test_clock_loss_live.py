@@ -12,70 +12,31 @@ and once the ticks are back the hits land on the sender's new beats again.
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench.onsets import onsets
-from clock_sender import START, STOP, clock_sender, ticks
-from engine.service.health import StatusUnavailable, query_http
-from jack_rx import connections, receiver, run_engine, wait_for
-from test_song_position_live import BEAT, PATCH, SR, TICK, Recording, Run, free_tcp_port, hit_errors, label
+from clock_sender import START, STOP, ClockSender, Recording, follow_sender, ticks
+from test_song_position_live import BEAT, PATCH, SR, TICK, Run, hit_errors, label
 
-LEAD = 0.5 * SR
 GAP_TICKS = 240  # 5 s without a clock
 SHIFT = 400  # frames: the clock comes back 0.4 tick later than its old line
+
+
+def plan(sender: ClockSender, start: int) -> list[Run]:
+    """Start and 8 bars; 5 s of nothing; 5 bars from where the sender's clock has got to, SHIFT late; Stop."""
+    back = start + (768 + GAP_TICKS) * TICK + SHIFT
+    sender.schedule([(start, START), *ticks(start, TICK, 768), *ticks(back, TICK, 480), (round(back + 479.5 * TICK), STOP)])
+    return [Run(0, start, 768), Run(768 + GAP_TICKS, round(back), 480)]
 
 
 @pytest.fixture(scope="module")
 def song(jack: str, tmp_path_factory: pytest.TempPathFactory) -> Recording:
     patch = Path(tmp_path_factory.mktemp("clockloss")) / "loss.yaml"
     patch.write_text(PATCH)
-    port, done, seconds = free_tcp_port(), threading.Event(), 34.0
-    polls: list[tuple[float, dict]] = []
-    with receiver(jack, audio_seconds=seconds + 10) as rx, clock_sender(jack) as sender:
-        sender.client.connect("bl-clk:out", "bl-rx:in")
-        runs: list[Run] = []
-
-        def roll() -> None:
-            wait_for(lambda: len(connections(rx.client, "bl-clk:out")) >= 2 and bool(connections(rx.client, "bl-rx:in_1")),
-                     what="backline's ports")
-            start = int(sender.client.frame_time + LEAD)
-            back = start + (768 + GAP_TICKS) * TICK + SHIFT
-            runs.extend([Run(0, start, 768), Run(768 + GAP_TICKS, round(back), 480)])
-            sender.schedule([(start, START), *ticks(start, TICK, 768), *ticks(back, TICK, 480),
-                             (round(back + 479.5 * TICK), STOP)])
-
-        def poll() -> None:
-            while not done.wait(0.1):
-                try:
-                    status = query_http(f"http://127.0.0.1:{port}/status", timeout_s=0.5)
-                except StatusUnavailable:
-                    continue
-                replied = time.monotonic()
-                if rx.cycle is not None:
-                    frame, at = rx.cycle
-                    polls.append((frame + (replied - at) * SR, status))
-
-        threads = [threading.Thread(target=roll, daemon=True), threading.Thread(target=poll, daemon=True)]
-        for t in threads:
-            t.start()
-        try:
-            returncode, stderr = run_engine(["--patch", str(patch), "--web-port", str(port), "--output", "jack",
-                                             "--connect", "bl-rx:in_1,bl-rx:in_2", "--clock", "midi:bl-clk",
-                                             "--midi-api", "jack", "--start-on", "bar"], seconds=seconds)
-        finally:
-            done.set()
-            for t in threads:
-                t.join(timeout=35)
-        assert runs, "the engine never connected to the sender"
-        assert sender.pending == 0, f"the engine ended before the song did ({sender.pending} events left; {stderr[-2000:]})"
-        assert rx.audio_first_frame is not None
-        return Recording(runs, rx.audio[: rx.audio_pos, 0].copy(), rx.recorded[: rx.audio_pos].copy(),
-                         rx.audio_first_frame, polls, list(rx.raw), rx.xruns, sender.late, returncode, stderr)
+    return follow_sender(jack, patch, plan, seconds=34.0)
 
 
 @pytest.mark.jack

@@ -23,9 +23,6 @@ song stopped (the tick after the last one sent) when no pointer came.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +30,7 @@ import numpy as np
 import pytest
 
 from bench.onsets import onsets
-from clock_sender import CONTINUE, START, STOP, ClockSender, clock_sender, song_position, ticks
-from engine.service.health import StatusUnavailable, query_http
-from jack_rx import connections, receiver, run_engine, wait_for
+from clock_sender import CONTINUE, START, STOP, ClockSender, Recording, follow_sender, song_position, ticks
 
 SR = 48_000
 BPM = 120.0
@@ -44,12 +39,6 @@ BEAT, BAR = 24 * TICK, 96 * TICK
 PATCH = f"name: songpos\ntempo: {BPM:g}\nseed: 1\nstyle: [{{text: test groove}}]\nsampling: {{temperature: 0.0}}\n"
 LEAD = 0.5 * SR  # frames from the ports being connected to Start
 PAUSE = 72_000 + 950  # frames from Stop (half a tick after the last tick) to the next first tick: 0.45 tick off the old line
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 PLANNED = """Why from the second bar line after Continue: the engine plans whole bars, a bar and its
@@ -94,63 +83,11 @@ def schedule(sender: ClockSender, start: int) -> list[Run]:
     return runs
 
 
-@dataclass
-class Recording:
-    runs: list[Run]
-    audio: np.ndarray
-    recorded: np.ndarray
-    first_frame: int
-    polls: list[tuple[float, dict]]  # (JACK frame of the reply, status)
-    received: list[tuple[int, bytes]]
-    xruns: int
-    late: int
-    returncode: int
-    stderr: str
-
-
 @pytest.fixture(scope="module")
 def song(jack: str, tmp_path_factory: pytest.TempPathFactory) -> Recording:
     patch = Path(tmp_path_factory.mktemp("songpos")) / "songpos.yaml"
     patch.write_text(PATCH)
-    port, done, seconds = free_tcp_port(), threading.Event(), 40.0
-    polls: list[tuple[float, dict]] = []
-    with receiver(jack, audio_seconds=seconds + 10) as rx, clock_sender(jack) as sender:
-        sender.client.connect("bl-clk:out", "bl-rx:in")
-        runs: list[Run] = []
-
-        def roll() -> None:
-            wait_for(lambda: len(connections(rx.client, "bl-clk:out")) >= 2 and bool(connections(rx.client, "bl-rx:in_1")),
-                     what="backline's ports")
-            runs.extend(schedule(sender, int(sender.client.frame_time + LEAD)))
-
-        def poll() -> None:
-            while not done.wait(0.1):
-                try:
-                    status = query_http(f"http://127.0.0.1:{port}/status", timeout_s=0.5)
-                except StatusUnavailable:
-                    continue
-                replied = time.monotonic()
-                if rx.cycle is not None:
-                    frame, at = rx.cycle
-                    polls.append((frame + (replied - at) * SR, status))
-
-        threads = [threading.Thread(target=roll, daemon=True), threading.Thread(target=poll, daemon=True)]
-        for t in threads:
-            t.start()
-        try:
-            returncode, stderr = run_engine(["--patch", str(patch), "--fit", "stretch", "--web-port", str(port),
-                                             "--output", "jack", "--connect", "bl-rx:in_1,bl-rx:in_2",
-                                             "--clock", "midi:bl-clk", "--midi-api", "jack", "--start-on", "bar"],
-                                            seconds=seconds)
-        finally:
-            done.set()
-            for t in threads:
-                t.join(timeout=35)
-        assert runs, "the engine never connected to the sender"
-        assert sender.pending == 0, f"the engine ended before the song did ({sender.pending} events left; {stderr[-2000:]})"
-        assert rx.audio_first_frame is not None
-        return Recording(runs, rx.audio[: rx.audio_pos, 0].copy(), rx.recorded[: rx.audio_pos].copy(),
-                         rx.audio_first_frame, polls, list(rx.raw), rx.xruns, sender.late, returncode, stderr)
+    return follow_sender(jack, patch, schedule, seconds=40.0, lead=LEAD)
 
 
 def label(beat: float) -> str:

@@ -10,19 +10,14 @@ ramp overshoots by up to 0.56 BPM for a beat, measured).
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from clock_sender import CLOCK, START, STOP, clock_sender
-from engine.service.health import StatusUnavailable, query_http
-from jack_rx import connections, receiver, run_engine, wait_for
-from test_song_position_live import PATCH, SR, free_tcp_port
+from clock_sender import CLOCK, START, STOP, ClockSender, follow_sender
+from test_song_position_live import PATCH, SR
 
-LEAD = 0.5 * SR
 STEADY, STEP, RAMP, TAIL = 24 * 4 * 4, 24 * 4 * 4, 24 * 8, 24 * 4 * 3  # ticks: 4 bars, 4 bars, 8 beats, 3 bars
 
 
@@ -37,12 +32,13 @@ def tempo_of_tick(k: int) -> float:
     return 118.0
 
 
-def schedule(start: int) -> list[float]:
-    """Every tick's frame (summed intervals, each rounded when written)."""
+def plan(sender: ClockSender, start: int) -> list[float]:
+    """Start, then every tick (its frame summed from the intervals, rounded when written), then Stop."""
     frames, at = [], float(start)
     for k in range(STEADY + STEP + RAMP + TAIL):
         frames.append(at)
         at += SR * 60 / tempo_of_tick(k) / 24
+    sender.schedule([(start, START), *((round(f), CLOCK) for f in frames), (round(frames[-1]) + 500, STOP)])
     return frames
 
 
@@ -50,49 +46,14 @@ def schedule(start: int) -> list[float]:
 def test_a_step_and_a_ramp_are_followed_within_half_a_bpm_two_beats_after(jack: str, tmp_path: Path) -> None:
     patch = tmp_path / "tempo.yaml"
     patch.write_text(PATCH)
-    port, done, seconds = free_tcp_port(), threading.Event(), 30.0
-    polls: list[tuple[float, dict]] = []
-    frames: list[float] = []
-    with receiver(jack, audio_seconds=seconds + 10) as rx, clock_sender(jack) as sender:
-        sender.client.connect("bl-clk:out", "bl-rx:in")
-
-        def roll() -> None:
-            wait_for(lambda: len(connections(rx.client, "bl-clk:out")) >= 2 and bool(connections(rx.client, "bl-rx:in_1")),
-                     what="backline's ports")
-            start = int(sender.client.frame_time + LEAD)
-            frames.extend(schedule(start))
-            sender.schedule([(start, START), *((round(f), CLOCK) for f in frames), (round(frames[-1]) + 500, STOP)])
-
-        def poll() -> None:
-            while not done.wait(0.1):
-                try:
-                    status = query_http(f"http://127.0.0.1:{port}/status", timeout_s=0.5)
-                except StatusUnavailable:
-                    continue
-                replied = time.monotonic()
-                if rx.cycle is not None:
-                    frame, at = rx.cycle
-                    polls.append((frame + (replied - at) * SR, status))
-
-        threads = [threading.Thread(target=roll, daemon=True), threading.Thread(target=poll, daemon=True)]
-        for t in threads:
-            t.start()
-        try:
-            returncode, stderr = run_engine(["--patch", str(patch), "--web-port", str(port), "--output", "jack",
-                                             "--connect", "bl-rx:in_1,bl-rx:in_2", "--clock", "midi:bl-clk",
-                                             "--midi-api", "jack", "--start-on", "bar"], seconds=seconds)
-        finally:
-            done.set()
-            for t in threads:
-                t.join(timeout=35)
-        assert frames, "the engine never connected to the sender"
-        assert sender.pending == 0, f"the engine ended before the clock did ({sender.pending} events left)"
-    assert returncode == 0, stderr
+    song = follow_sender(jack, patch, plan, seconds=30.0)
+    frames: list[float] = song.runs
+    assert song.returncode == 0, song.stderr
     tick_frames = np.array(frames)
     step_at, ramp_at, ramp_end = tick_frames[STEADY], tick_frames[STEADY + STEP], tick_frames[STEADY + STEP + RAMP]
     two_beats = 2 * SR * 60 / 125
     rows = []
-    for frame, status in polls:
+    for frame, status in song.polls:
         clock = status.get("clock")
         if not isinstance(clock, dict) or clock.get("state") != "running" or not tick_frames[0] + 2 * 96 * 1000 < frame < tick_frames[-1]:
             continue
