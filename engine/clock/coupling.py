@@ -50,6 +50,16 @@ class _Scheduler(Protocol):
     def retime(self, timeline: Timeline, *, at: int | None = None) -> None: ...
 
 
+class _Frozen:
+    """JACK's frame clock as last read before the engine's JACK clients closed (`ClockCoupling.close`)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    def now(self) -> float:
+        return self._seconds
+
+
 class ClockCoupling:
     """Follows `driver` onto the scheduler's timeline and sends MIDI clock to `clock_out`."""
 
@@ -59,7 +69,8 @@ class ClockCoupling:
         self.driver = driver
         self.start_on: StartOn = start_on
         self.sample_clock = SampleClockTracker()
-        self.frame_time: FrameTimebase | None = None  # set when the clock and the sink share JACK's frames
+        self.frame_time: FrameTimebase | _Frozen | None = None  # set when the clock and the sink share JACK's frames
+        self._frames_asked = False
         self.waiting_for_bar = False  # --start-on bar: silence until the external clock's next bar line
         self._out_port = clock_out
         self._sender: MidiClockSender | JackClockSender | None = None
@@ -87,9 +98,10 @@ class ClockCoupling:
         """
         now = time.monotonic()
         clock = self.sample_clock.observe(playhead, now, block=sink.blocksize)
-        if self.frame_time is None and self.driver.external:
+        if self.frame_time is None and self.driver.external and not self._frames_asked:
             origin = getattr(sink, "frame_origin", None)
             if origin is not None:
+                self._frames_asked = True  # asked once: the source either can be read on JACK's frames or not
                 self.frame_time = self.driver.use_frames(origin=origin, rate=SAMPLE_RATE,
                                                          frame_clock=getattr(sink, "frame_clock", None))
                 if self.frame_time is not None:
@@ -151,9 +163,15 @@ class ClockCoupling:
         return self.driver.health(self.frame_time.now() if self.frame_time else time.monotonic(), tempo=tempo)
 
     def close(self) -> None:
-        """The loop ended: our MIDI clock sends Stop."""
+        """The loop ended: our MIDI clock sends Stop. JACK's frame clock is read one last time and
+        kept: the sink closes its JACK clients next, and the last status is read after that."""
         if self._sender is not None:
             self._sender.close()
+        if self.frame_time is not None:
+            final = self.frame_time.now()
+            self.frame_time = _Frozen(final)
+            if self.driver.link is not None:
+                self.driver.link.now = lambda: final
 
     # -- any control thread ------------------------------------------------------------------
     def tap(self, at_s: float | None = None) -> float | None:

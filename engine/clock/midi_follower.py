@@ -20,9 +20,10 @@ against it at -J 1 / 5 / 10: a second-order DLL 0.07 / 0.38 / 0.80 BPM at its be
 bandwidth (0.1 Hz; 0.09 / 0.48 / 1.0 at 0.2 Hz), a phase+period Kalman filter 0.11 /
 0.55 / 1.11; any estimator that averages the intervals with other weights than the
 regression's is that far off, and only the regression itself is within 0.2 BPM (this
-follower: 0.000 / 0.000 / 0.000, max 0.05). The Kalman filter does predict the phase
+follower's tempo is that regression, so its error is 0 by construction: the figure says the
+reference is met, not that the line beats the others). The Kalman filter does predict the phase
 better (one bar ahead, p99 28.8 ms at -J 10 vs 36.7 for the plain line), which is why the
-phase here comes from its local-level form on top of the line (32.8 ms). The old
+phase here comes from its local-level form on top of the line (30.5 ms; `python -m bench --only clock`). The old
 follower (1-beat line, a tick 3 ms off the line three times in a row = a tempo jump) took
 wander for jumps: p99 3.2 BPM at -J 5, 8.8 at -J 10. Lost ticks (a whole period early on
 the prediction), repeated ones (a period late) and delayed ones (beyond 5 sigma, then back)

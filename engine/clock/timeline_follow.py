@@ -104,9 +104,9 @@ def bridge(song: Timeline, *, from_sample: int, min_bar: int) -> Timeline:
     line), and the bar line after it was heard that far off (measured live after a Continue).
     """
     bar = song.bar_at(from_sample + min_bar)
-    if song.bar_start(bar) < from_sample + min_bar:
-        bar += 1
     first = song.segments[0]
+    while song.bar_start(bar) < from_sample + min_bar or song.bar_start(bar) - from_sample < 0.75 * first.beat_length:
+        bar += 1  # at least three quarters of a beat: whole beats then stay within 4/3 of the song's tempo
     length = song.bar_start(bar) - from_sample
     beats = min(max(1, round(length / first.beat_length)), BEATS_PER_BAR_RANGE[1])
     while beats > 1 and 60 * first.sample_rate * beats / length > BPM_RANGE[1]:

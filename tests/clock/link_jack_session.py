@@ -44,9 +44,10 @@ def main(tmp: Path) -> None:
     peer.commitAppSessionState(state)
     pairs: list[tuple[int, int]] = []
     with jack_server() as server, receiver(server, audio_seconds=SECONDS + 10) as rx:
+        log = open(tmp / "engine.log", "w+")  # a file, not a pipe: nothing to drain while it runs
         engine = subprocess.Popen([sys.executable, "-m", "engine", "run", "--patch", str(patch), "--clock", "link",
                                    "--output", "jack", "--connect", "bl-rx:in_1,bl-rx:in_2", "--no-midi", "--no-osc",
-                                   "--duration", str(SECONDS)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+                                   "--duration", str(SECONDS)], cwd=REPO, stderr=log, text=True)
         joined = False
         while engine.poll() is None:
             if not joined and peer.numPeers() >= 1:  # whichever session survived, it plays BPM from here
@@ -55,7 +56,9 @@ def main(tmp: Path) -> None:
                 peer.commitAppSessionState(state)
             pairs.append((rx.client.frame_time, peer.clock().micros()))
             time.sleep(0.1)
-        stderr = engine.stderr.read() if engine.stderr else ""
+        log.seek(0)
+        stderr = log.read()
+        log.close()
         audio = rx.audio[: rx.audio_pos, 0].copy()
         recorded = rx.recorded[: rx.audio_pos].copy()
         first_frame = rx.audio_first_frame

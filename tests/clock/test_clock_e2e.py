@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import pytest
 import soundfile as sf
 
 from engine.service.health import StatusUnavailable, query_http
+from clock_sender import free_tcp_port
 from jack_rx import receiver, run_following_jack_midi_clock, unforeseeable_ms
 
 
@@ -48,12 +48,6 @@ def bar_start_in(recording: np.ndarray, recorded: np.ndarray, expected: int, ref
     win_energy = np.convolve(win**2, np.ones(MATCH), mode="valid")
     seg_energy = np.correlate(recorded[lo:hi].astype(np.float64), seg**2, mode="valid")  # seg where recorded
     return lo + int(np.argmax(corr / np.sqrt(win_energy * seg_energy + 1e-24)))
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def render_reference(tmp_path: Path, bars: int) -> tuple[np.ndarray, float]:
@@ -133,7 +127,8 @@ def test_run_follows_jack_midi_clock_bar_lines_on_its_beats(jack: str, tmp_path:
     assert len(errors_ms) >= 4
     if jitter >= 5:  # issue #19 asks these reported: the clock's own wander there is 10-50 ms
         print(f"-J {jitter}: bar-phase error p50 {np.median(np.abs(errors_ms)):.2f} ms, max {np.abs(errors_ms).max():.2f} "
-              f"ms over {len(errors_ms)} bars (reported, not bounded)")
+              f"ms over {len(errors_ms)} bars (reported; bounded only by the clock's own wander there + 20 ms)")
+        assert np.all(np.abs(errors_ms) < grants_ms + 20.0), (errors_ms, grants_ms)
         return
     # Whole ticks apart: the engine's clock input and this receiver are two JACK clients, and
     # on this loaded dummy server each loses the events of the cycles JACK skips for it alone,

@@ -56,10 +56,11 @@ def test_engine_takes_the_session_tempo_and_bar_lines_sit_on_its_phase(netns: st
 
 
 @pytest.mark.jack
-def test_link_bar_lines_land_to_the_sample_on_jack(netns: str, tmp_path: Path) -> None:
+def test_link_beats_land_to_the_sample_on_jack(netns: str, tmp_path: Path) -> None:
     """`--clock link --output jack`: the engine follows the session on JACK's frame clock, so
     every hit of the synth (temperature 0: one a beat) lands on the peer's beat, by the
-    recording placed in JACK frames (#19 item 4). On the monotonic tracker it was ms off."""
+    recording placed in JACK frames (#19 item 4). A hit a beat cannot tell beat 1 from beat 3:
+    that the bar lines sit on the session's phase 0 is the test above's (planned bar lines)."""
     if shutil.which("jackd") is None:
         pytest.skip("jackd is not installed")
     run = subprocess.run(["ip", "netns", "exec", netns, sys.executable, str(REPO / "tests/clock/link_jack_session.py"),

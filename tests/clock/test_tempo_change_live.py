@@ -51,14 +51,13 @@ def test_a_step_and_a_ramp_are_followed_within_half_a_bpm_two_beats_after(jack: 
     assert song.returncode == 0, song.stderr
     tick_frames = np.array(frames)
     step_at, ramp_at, ramp_end = tick_frames[STEADY], tick_frames[STEADY + STEP], tick_frames[STEADY + STEP + RAMP]
-    two_beats = 2 * SR * 60 / 125
     rows = []
     for frame, status in song.polls:
         clock = status.get("clock")
         if not isinstance(clock, dict) or clock.get("state") != "running" or not tick_frames[0] + 2 * 96 * 1000 < frame < tick_frames[-1]:
             continue
         k = int(np.searchsorted(tick_frames, frame)) - 1  # the newest tick sent by then
-        if any(at <= frame < at + two_beats for at in (step_at, ramp_at, ramp_end)):
+        if any(at <= frame < at + 2 * SR * 60 / tempo_of_tick(k) for at in (step_at, ramp_at, ramp_end)):
             continue  # within two beats of a change (the step, the ramp's start and its end): not yet judged
         rows.append((frame, float(clock["tempo_bpm"]) - tempo_of_tick(k), tempo_of_tick(k)))
     errors = np.array([e for _, e, _ in rows])

@@ -8,6 +8,7 @@ from engine.clock import ClockEstimate, MidiClockFollower, SampleClock, Timeline
 from engine.clock.synthetic import clock_stream, jump
 from engine.clock.timeline_follow import bridge
 from engine.timeline import Timeline
+from engine.units import FRAME_SAMPLES
 
 SR = 48_000
 SINK = SampleClock(sample=0, time=10.0)  # sample 0 of the output plays at monotonic 10.0 s
@@ -65,16 +66,17 @@ def test_following_a_tempo_jump_keeps_bar_lines_on_the_clock() -> None:
         assert abs(err) < 0.005, f"bar {bar} off by {err * 1e3:.2f} ms"
 
 
-@pytest.mark.parametrize("from_sample", [1_000, 30_000, 61_000])
+@pytest.mark.parametrize("from_sample", [1_000, 30_000, 61_000, 66_000, 80_000, 95_900])
 def test_the_bridging_bar_is_whole_beats_ending_on_the_songs_bar_line(from_sample: int) -> None:
     """A relocation's bridging bar (from a bar line of the old grid to the song's next bar line)
     is whole beats, so no piece of a beat is left for the fitter to play (it cannot: the bar line
     after it was heard 9.4 ms early or 95 ms late, tests/clock/test_song_position_live.py); its
     beats are the song's last ones before that line."""
     song = Timeline.start(120, 4)  # bars of 96,000 samples
-    bridged = bridge(song, from_sample=from_sample, min_bar=48_000)
+    bridged = bridge(song, from_sample=from_sample, min_bar=FRAME_SAMPLES)  # the engine's margin
     lead, start = bridged.segments
     assert lead.origin == from_sample and start.origin == song.bar_start(start.origin_bar)
     assert bridged.bar_start(lead.origin_bar + 1) == start.origin  # the bar ends on the song's line...
     assert lead.beats_per_bar * lead.beat_length == start.origin - from_sample  # ...in whole beats
     assert lead.origin_beat + lead.beats_per_bar == song.bar_first_beat(start.origin_bar)
+    assert 120 / 1.5 <= float(lead.bpm) <= 120 * 4 / 3  # near the song's tempo (a lead just before a line takes the next bar)
