@@ -50,16 +50,6 @@ class _Scheduler(Protocol):
     def retime(self, timeline: Timeline, *, at: int | None = None) -> None: ...
 
 
-class _Frozen:
-    """JACK's frame clock as last read before the engine's JACK clients closed (`ClockCoupling.close`)."""
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-
-    def now(self) -> float:
-        return self._seconds
-
-
 class ClockCoupling:
     """Follows `driver` onto the scheduler's timeline and sends MIDI clock to `clock_out`."""
 
@@ -69,7 +59,7 @@ class ClockCoupling:
         self.driver = driver
         self.start_on: StartOn = start_on
         self.sample_clock = SampleClockTracker()
-        self.frame_time: FrameTimebase | _Frozen | None = None  # set when the clock and the sink share JACK's frames
+        self.frame_time: FrameTimebase | None = None  # set when the clock and the sink share JACK's frames
         self._frames_asked = False
         self.waiting_for_bar = False  # --start-on bar: silence until the external clock's next bar line
         self._out_port = clock_out
@@ -107,7 +97,7 @@ class ClockCoupling:
                 if self.frame_time is not None:
                     log.info("clock %s and the %s sink run on JACK's frame clock", self.driver.source, sink.name)
         if self.frame_time is not None:
-            now, clock = self.frame_time.now(), SampleClock(sample=0, time=0.0)
+            now, clock = self._now(), SampleClock(sample=0, time=0.0)
         if clock is None:
             return
         if self._out_port is not None and self._sender is None and self.sample_clock.clock is not None:
@@ -160,7 +150,7 @@ class ClockCoupling:
 
     def health(self, *, tempo: float) -> dict[str, object]:
         """The followed clock's health now (on JACK's frame clock where the sink runs on it)."""
-        return self.driver.health(self.frame_time.now() if self.frame_time else time.monotonic(), tempo=tempo)
+        return self.driver.health(self._now(), tempo=tempo)
 
     def close(self) -> None:
         """The loop ended: our MIDI clock sends Stop. JACK's frame clock is read one last time and
@@ -168,10 +158,12 @@ class ClockCoupling:
         if self._sender is not None:
             self._sender.close()
         if self.frame_time is not None:
-            final = self.frame_time.now()
-            self.frame_time = _Frozen(final)
-            if self.driver.link is not None:
-                self.driver.link.now = lambda: final
+            self.frame_time.freeze()
+
+    def _now(self) -> float:
+        """The time every clock estimate here is on: JACK's frame clock in seconds once the source
+        and the sink share it, else the monotonic clock."""
+        return self.frame_time.now() if self.frame_time is not None else time.monotonic()
 
     # -- any control thread ------------------------------------------------------------------
     def tap(self, at_s: float | None = None) -> float | None:
@@ -190,7 +182,7 @@ class ClockCoupling:
         if not self.driver.external:
             return False
         if self.driver.link is not None:
-            self.driver.link.propose_tempo(bpm, self.frame_time.now() if self.frame_time else time.monotonic())
+            self.driver.link.propose_tempo(bpm, self._now())
             log.info("tempo %.2f BPM from %s proposed to the Link session", bpm, source)
         else:
             self._log.warn("tempo", "tempo %.2f BPM from %s ignored: the tempo follows clock %s", bpm, source,

@@ -42,6 +42,7 @@ class FrameTimebase:
         self.rate = rate
         self._frame_time = frame_time
         self._last = (origin & FRAME_MASK, 0)  # (32-bit frame, frames since origin)
+        self._frozen: float | None = None  # `now` once the JACK client behind `frame_time` is closing
 
     def frames(self, raw: int) -> int:
         """Frames since the origin for a 32-bit JACK frame time near the last one seen."""
@@ -55,7 +56,13 @@ class FrameTimebase:
 
     def now(self) -> float:
         """JACK's current frame time (interpolated within the cycle) in seconds."""
-        return self.seconds(self._frame_time())
+        frozen = self._frozen
+        return self.seconds(self._frame_time()) if frozen is None else frozen
+
+    def freeze(self) -> None:
+        """Hold `now` at this moment's frame time from here on: the JACK client it reads is about to
+        close, and the last status is read after that (for every holder of this timebase)."""
+        self._frozen = self.now()
 
 
 class JackClockInput:
