@@ -59,17 +59,21 @@ def measure(kw: dict, runs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  
 
 
 JITTER_MODELS = {
-    "usb": lambda seed, ticks: usb_midi_clock(bpm=133.0, ticks=ticks, seed=seed),
-    **{f"J{j}": (lambda seed, ticks, j=j: jack_midi_clock(bpm=133.0, ticks=ticks, jitter_percent=j, seed=seed)) for j in (1, 5, 10)},
+    "usb": lambda seed, bpm=133.0, ticks=24 * 4 * 24: usb_midi_clock(bpm=bpm, ticks=ticks, seed=seed),
+    **{f"J{j}": (lambda seed, bpm=133.0, ticks=24 * 4 * 24, j=j: jack_midi_clock(bpm=bpm, ticks=ticks, jitter_percent=j,
+                                                                             seed=seed)) for j in (0, 1, 5, 10)},
 }
+"""Issue #19's clock models by name (`seed`, then `bpm` and `ticks`): a USB MIDI interface, and
+jack_midi_clock -J as its source does it (J0: exact frames). Shared with tests/clock."""
 TWO_BARS = 2 * 4 * 24
 
 
-def against_reference(stream) -> tuple[list[float], list[float], list[float]]:  # type: ignore[no-untyped-def]
+def against_reference(stream) -> tuple[list[float], list[float], list[float], MidiClockFollower]:  # type: ignore[no-untyped-def]
     """Issue #19's figures for one stream: the follower's tempo error against the reference
     (the clock's own ticks regressed over the last 2 bars) at every tick from 2 bars after
     Start, and bar-phase errors (ms) of the follower and of that plain least-squares line
-    through the ticks received, each bar line predicted one bar ahead, against the clock's tick."""
+    through the ticks received, each bar line predicted one bar ahead, against the clock's
+    tick; and the follower, for its counters."""
     follower = MidiClockFollower()
     sent, received = stream.tick_times, stream.arrivals
     tempo, phase, plain = [], [], []
@@ -82,21 +86,22 @@ def against_reference(stream) -> tuple[list[float], list[float], list[float]]:  
         if tick < TWO_BARS - 1:
             continue
         est = follower.estimate(t)
+        assert est is not None, f"no estimate at tick {tick}"
         tempo.append(abs(est.tempo_bpm - reference_tempo(sent, tick)))
         if tick % 96 == 0 and tick + 96 < len(sent):
             phase.append(abs(est.tick_time(tick + 96) - sent[tick + 96]) * 1e3)
             k = np.arange(tick - TWO_BARS + 1, tick + 1)
             slope, at = np.polyfit(k - tick, received[k], 1)
             plain.append(abs(at + 96 * slope - sent[tick + 96]) * 1e3)
-    return tempo, phase, plain
+    return tempo, phase, plain, follower
 
 
 def jitter_rows(runs: int) -> list[Row]:
     out = []
-    for name, model in JITTER_MODELS.items():
+    for name in ("usb", "J1", "J5", "J10"):
         tempo, phase, plain = [], [], []
         for seed in range(runs):
-            te, pe, le = against_reference(model(seed, 24 * 4 * 24))
+            te, pe, le, _ = against_reference(JITTER_MODELS[name](seed))
             tempo += te
             phase += pe
             plain += le

@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import link
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,10 +24,10 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "clock")]
 from bench.onsets import onsets  # noqa: E402
 from jack_rx import receiver  # noqa: E402
 from jackserver import jack_server  # noqa: E402
+from link_session import QUANTUM, playing_peer, set_session_tempo  # noqa: E402
 
 SR = 48_000
 BPM = 127.0  # beats of 22,677.17 samples: not whole frames, not whole periods
-QUANTUM = 4.0
 SECONDS = 12.0
 PATCH = "name: grid\ntempo: 120\nseed: 1\nstyle: [{text: test groove}]\nsampling: {temperature: 0.0}\n"
 
@@ -36,12 +35,7 @@ PATCH = "name: grid\ntempo: 120\nseed: 1\nstyle: [{text: test groove}]\nsampling
 def main(tmp: Path) -> None:
     patch = tmp / "grid.yaml"
     patch.write_text(PATCH)
-    peer = link.Link(BPM)
-    peer.startStopSyncEnabled = True
-    peer.enabled = True
-    state = peer.captureAppSessionState()
-    state.setIsPlayingAndRequestBeatAtTime(True, peer.clock().micros(), 0.0, QUANTUM)
-    peer.commitAppSessionState(state)
+    peer = playing_peer(BPM)
     pairs: list[tuple[int, int]] = []
     with jack_server() as server, receiver(server, audio_seconds=SECONDS + 10) as rx:
         log = open(tmp / "engine.log", "w+")  # a file, not a pipe: nothing to drain while it runs
@@ -51,9 +45,8 @@ def main(tmp: Path) -> None:
         joined = False
         while engine.poll() is None:
             if not joined and peer.numPeers() >= 1:  # whichever session survived, it plays BPM from here
-                joined, state = True, peer.captureAppSessionState()
-                state.setTempo(BPM, peer.clock().micros())
-                peer.commitAppSessionState(state)
+                joined = True
+                set_session_tempo(peer, BPM)
             pairs.append((rx.client.frame_time, peer.clock().micros()))
             time.sleep(0.1)
         log.seek(0)

@@ -44,13 +44,26 @@ def phase_error_ms(peer: link.Link, t: float) -> float:
     return beats * 60 / state.tempo() * 1e3
 
 
-def main(out: Path) -> None:
-    peer = link.Link(PEER_BPM)
+def playing_peer(bpm: float) -> link.Link:
+    """A Link peer of the binding with start/stop sync, its session playing from beat 0 now."""
+    peer = link.Link(bpm)
     peer.startStopSyncEnabled = True
     peer.enabled = True
     state = peer.captureAppSessionState()
     state.setIsPlayingAndRequestBeatAtTime(True, peer.clock().micros(), 0.0, QUANTUM)
     peer.commitAppSessionState(state)
+    return peer
+
+
+def set_session_tempo(peer: link.Link, bpm: float) -> None:
+    """Move the session the peer is in to `bpm` now (every peer follows)."""
+    state = peer.captureAppSessionState()
+    state.setTempo(bpm, peer.clock().micros())
+    peer.commitAppSessionState(state)
+
+
+def main(out: Path) -> None:
+    peer = playing_peer(PEER_BPM)
 
     patch = load_patch(REPO / "patches/default.yaml")  # 120 BPM: the session's 128 must win
     clock = ClockDriver.open(ClockSource("link"), bpm=float(patch.bpm), beats_per_bar=patch.beats_per_bar)
@@ -64,9 +77,7 @@ def main(out: Path) -> None:
     # Which session survives when two meet is Link's choice; a tempo change in the joined
     # session is what every peer must follow.
     time.sleep(0.5)
-    state = peer.captureAppSessionState()
-    state.setTempo(SESSION_BPM, peer.clock().micros())
-    peer.commitAppSessionState(state)
+    set_session_tempo(peer, SESSION_BPM)
     time.sleep(4.0)  # a few bars of following
     errors = []
     for _ in range(6):

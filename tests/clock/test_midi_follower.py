@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from engine.clock import FollowerConfig, MidiClockFollower
-from engine.clock.synthetic import ClockStream, clock_stream, jack_midi_clock, jump, ramp, reference_tempo, usb_midi_clock
+from bench.clock_bench import JITTER_MODELS, against_reference
+from engine.clock.synthetic import ClockStream, clock_stream, jump, ramp
 from jack_rx import unforeseeable_ms
 
 
@@ -298,37 +299,13 @@ def test_a_wandering_clock_is_not_taken_for_a_ramp() -> None:
     assert max(excess) < 5.0, np.round(excess, 2)
 
 
-# The issue's clock models (#19): jack_midi_clock -J as its source does it, and a USB MIDI interface.
-MODELS = {
-    "usb": lambda seed, bpm=133.0, ticks=24 * 4 * 24: usb_midi_clock(bpm=bpm, ticks=ticks, seed=seed),
-    **{f"J{j}": (lambda seed, bpm=133.0, ticks=24 * 4 * 24, j=j: jack_midi_clock(bpm=bpm, ticks=ticks, jitter_percent=j,
-                                                                             seed=seed)) for j in (0, 1, 5, 10)},
-}
-TWO_BARS = 2 * 4 * 24
-
-
 def follow(stream: ClockStream) -> tuple[np.ndarray, np.ndarray, MidiClockFollower]:
     """Tempo error (BPM) against the reference (the clock's own ticks regressed over the last
     2 bars) at every tick from two bars after Start on, and bar-phase error (ms): each bar
-    line as predicted one bar before it (as the engine plans bars) against the clock's tick."""
-    follower = MidiClockFollower()
-    sent = stream.tick_times
-    tempo, phase, predicted = [], [], {}
-    tick = -1
-    for t, msg in stream.events:
-        follower.feed(msg, t)
-        if msg.type != "clock":
-            continue
-        tick += 1
-        est = follower.estimate(t)
-        if tick < 2:
-            continue
-        assert est is not None
-        if tick >= TWO_BARS - 1:
-            tempo.append(abs(est.tempo_bpm - reference_tempo(sent, tick)))
-        if tick % 96 == 0 and tick >= TWO_BARS:
-            predicted[tick + 96] = est.tick_time(tick + 96)
-    phase = [abs(p - sent[k]) * 1e3 for k, p in predicted.items() if k < len(sent)]
+    line as predicted one bar before it (as the engine plans bars) against the clock's tick.
+    The bench's measure (`bench.clock_bench.against_reference`), so a test's bound and a figure
+    in bench/RESULTS.md are read the same way."""
+    tempo, phase, _, follower = against_reference(stream)
     return np.array(tempo), np.array(phase), follower
 
 
@@ -340,7 +317,7 @@ def test_tempo_is_within_a_fifth_of_a_bpm_of_the_clocks_own_two_bar_regression(m
     old follower: 3.2 BPM at -J 5, 8.8 at -J 10), and wander is never taken for a jump."""
     errors, jumps = [], 0
     for seed in range(3):
-        tempo, _, follower = follow(MODELS[model](seed))
+        tempo, _, follower = follow(JITTER_MODELS[model](seed))
         errors.append(tempo)
         jumps += follower.counters["jumps"]
     errors_bpm = np.concatenate(errors)
@@ -352,7 +329,7 @@ def test_tempo_is_within_a_fifth_of_a_bpm_of_the_clocks_own_two_bar_regression(m
 def test_bar_phase_one_bar_ahead_meets_the_issues_figure(model: str, p99_ms: float) -> None:
     """Bar lines predicted a bar ahead, against the clock's own ticks: p99 <= 2 ms for the
     USB-like clock, <= 5 ms at -J 1 (whose walk alone moves a bar line ~1 ms, 1 sd)."""
-    phase = np.concatenate([follow(MODELS[model](seed))[1] for seed in range(6)])
+    phase = np.concatenate([follow(JITTER_MODELS[model](seed))[1] for seed in range(6)])
     assert np.percentile(phase, 99) <= p99_ms, np.percentile(phase, [50, 99, 100])
 
 
@@ -364,7 +341,7 @@ STEPS += [("usb", 120.0, 121.0), ("J0", 120.0, 121.0)]  # at -J 1 a 1 BPM step t
 def test_a_tempo_step_is_followed_within_half_a_bpm_two_beats_after_it(model: str, before: float, after: float) -> None:
     at = 24 * 4 * 4
     for seed in range(3):
-        stream = MODELS[model](seed, bpm=jump(before, after, at=at), ticks=at + 24 * 12)
+        stream = JITTER_MODELS[model](seed, bpm=jump(before, after, at=at), ticks=at + 24 * 12)
         follower, tick = MidiClockFollower(), -1
         for t, msg in stream.events:
             follower.feed(msg, t)
@@ -381,7 +358,7 @@ def test_a_tempo_ramp_is_followed_within_half_a_bpm_two_beats_after_it_starts(st
     after = 24 * 4 * 4
     tempo = ramp(start, end, over_ticks=24 * beats, after=after)
     for seed in range(3):
-        stream = MODELS["J0"](seed, bpm=tempo, ticks=after + 24 * (beats + 8))
+        stream = JITTER_MODELS["J0"](seed, bpm=tempo, ticks=after + 24 * (beats + 8))
         follower, tick = MidiClockFollower(), -1
         for t, msg in stream.events:
             follower.feed(msg, t)
@@ -395,7 +372,7 @@ def test_a_tempo_ramp_is_followed_within_half_a_bpm_two_beats_after_it_starts(st
 def test_lost_repeated_and_late_ticks_under_jitter_are_not_tempo_changes(model: str) -> None:
     """Under wander or USB jitter, two ticks lost (a skipped JACK cycle), one repeated, and
     (USB) the late ones are counted as such: no jump, and the song position holds."""
-    stream = MODELS[model](7, ticks=24 * 4 * 12)
+    stream = JITTER_MODELS[model](7, ticks=24 * 4 * 12)
     clocks = [i for i, (_, m) in enumerate(stream.events) if m.type == "clock"]
     events = list(stream.events)
     events.insert(clocks[800] + 1, events[clocks[800]])  # tick 800 comes twice
