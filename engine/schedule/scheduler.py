@@ -845,7 +845,8 @@ class Scheduler:
     def _requeue_late(self, open_at: int, open_sample: int | None = None) -> None:
         """Changes not applied yet whose sample lies before `open_at`, the first frame they can
         still change, move there (a beat or bar change: to its next boundary from there; a
-        control's later moves keep their spacing from its first: a ramp's steps). The
+        control's later moves keep their spacing from its first: a ramp's steps; none passes a
+        move of its control received after it: `_never_past_later`). The
         ones applied before a rollback keep their sample: the frames before `open_at` are
         generated again exactly as they were heard. A gain or transport change asked for `now`
         moves to `open_sample` instead (the output takes it at any sample)."""
@@ -868,6 +869,7 @@ class Scheduler:
         self._pending = [e for e in self._pending if e[1] not in gone]
         self._journal = [e for e in self._journal if e[1] not in gone]
         heapq.heapify(self._pending)
+        moved = []
         for entry in late:
             was, seq, item = entry
             quantize = getattr(item, "quantize", "now")
@@ -875,8 +877,11 @@ class Scheduler:
                 at = self.timeline.next_boundary(open_at + (FRAME_SAMPLES // 2 if quantize == "beat" else 0), quantize)
             else:  # a smoothing ramp's steps stay a frame apart, not all in the first open frame
                 at = opens(entry) + (was - first[item.target] if isinstance(item, ControlEvent) and item.target in first else 0)
-                if isinstance(item, ControlEvent) and item.target in self._last_move:
-                    self._last_move[item.target] = (max(at, self._last_move[item.target][0]), self._last_move[item.target][1])
+            moved.append((at, seq, item))
+        stay = [e for e in self._pending if e[0] >= opens(e) and self._announced.get(e[1], open_at) >= open_at]
+        for at, seq, item in _never_past_later(moved, stay):
+            if isinstance(item, ControlEvent) and item.quantize == "now" and item.target in self._last_move:
+                self._last_move[item.target] = (max(at, self._last_move[item.target][0]), self._last_move[item.target][1])
             self._push(at, item, seq=seq)
 
     def _run_generator(self, conds: list[FrameConditioning], *, at_bar_line: bool) -> np.ndarray:
@@ -918,6 +923,34 @@ class Scheduler:
         if self.generate_seconds <= 0:
             return 0.0
         return self.frames_generated * FRAME_SAMPLES / SAMPLE_RATE / self.generate_seconds
+
+
+def _never_past_later(moved: list[_Entry], stay: list[_Entry]) -> list[_Entry]:
+    """`moved` (late changes at their new samples), none of a control's `now` moves past a later
+    one of it, moved or staying where it was (`stay`, changes still open): for one control the
+    move received last is the one in force once its frame is reached. Kept spacing from the
+    control's first late move, a late move could pass a later one that stays (a raw fader's,
+    under half a frame after the move before it, is not pushed on: `_pushed_on`); it moves only
+    as far as that one instead, and applies just before it (sequence numbers order a sample)."""
+
+    def control(item: _Item) -> str | None:
+        return item.target if isinstance(item, ControlEvent) and item.quantize == "now" else None
+
+    controls = {control(item) for _, _, item in moved} - {None}
+    if not controls:
+        return moved
+    moving = {seq for _, seq, _ in moved}
+    bound: dict[str, int] = {}  # control -> the earliest sample of its moves received after the one looked at
+    kept = []
+    others = [e for e in stay if control(e[2]) in controls]
+    for at, seq, item in sorted(moved + others, key=lambda e: e[1], reverse=True):  # the last received first
+        target = control(item)
+        if target is not None:
+            at = min(at, bound.get(target, at)) if seq in moving else at
+            bound[target] = min(at, bound.get(target, at))
+        if seq in moving:
+            kept.append((at, seq, item))
+    return kept
 
 
 def _values(state: ParameterState, timeline: Timeline, at: int) -> dict[str, object]:

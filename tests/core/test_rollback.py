@@ -416,3 +416,103 @@ def test_a_master_gain_move_inside_the_lookahead_starts_on_the_margin_sample_not
     assert result.rollbacks == 1
     assert first == arrived + MARGIN + 1, (first, arrived + MARGIN, first % FRAME_SAMPLES)  # the ramp leaves 1.0 there
     assert gain[-1] == pytest.approx(0.5)
+
+
+def _temperatures(gen: Recorder) -> list[float]:
+    """The temperature of every frame as it plays, from the first one a move changed."""
+    values = [frame.sampling.temperature for frame in gen.frames]
+    return [v for i, v in enumerate(values) if i >= next(j for j, w in enumerate(values) if w != values[0])]
+
+
+def _in_arrival_order(values: list[float], last: float) -> bool:
+    """Moves sent rising, then `last`: the frames follow them in the order they were sent."""
+    cut = values.index(last)
+    return all(a <= b for a, b in zip(values[:cut], values[1:cut])) and set(values[cut:]) == {last}
+
+
+@FITS
+def test_a_late_fader_move_never_lands_after_the_one_sent_after_it(fit) -> None:
+    """A rollback runs, and the next is held for a chunk of playback while a raw fader goes on
+    (moves 250-500 samples apart); by the time it runs, the playhead has passed some of them,
+    which move on keeping their spacing. They used to pass the fader's last move (0.05), left
+    where it was, and land after it: the engine stayed at 0.89-0.9, not where the fader was let go.
+    Now every frame follows the moves in the order they were sent, and 0.05 is in force from a
+    frame inside the look-ahead (it is not delayed by the moves before it)."""
+    from engine.audio.ring import PlaybackRing
+    from engine.schedule.scheduler import Scheduler
+    from engine.style.embedder import HashEmbedder
+
+    gen = Recorder()
+    sched = Scheduler.for_patch(two_styles(), gen, ring=PlaybackRing(), embedder=HashEmbedder(), lookahead_ms=200.0, fit=fit)
+    playhead = 0
+    sched.playhead_now = lambda: playhead
+
+    def play_to(sample: int) -> None:
+        nonlocal playhead
+        while playhead < sample:
+            sched.fill(playhead)
+            playhead = min(playhead + 64, sample)
+        sched.fill(playhead)
+
+    def move(value: float) -> None:
+        sched.submit(ControlEvent("sampling.temperature", value, quantize="now"))
+
+    chunk = 2 * FRAME_SAMPLES  # one rollback per chunk of playback
+    start = 30 * chunk
+    play_to(start)
+    move(0.5)
+    play_to(start)
+    assert sched.rollbacks == 1
+    move(0.6)
+    play_to(start + 64)
+    move(0.7)
+    play_to(start + 576)
+    for i, sample in enumerate(range(start + 1000, start + chunk, 250)):
+        move(0.8 + i / 100)
+        play_to(sample)
+    move(0.05)
+    sent = playhead
+    play_to(start + 10 * chunk)
+    sched.close()
+    assert sched.rollbacks == 2  # the held one ran in the next chunk
+    assert sched.state.sampling.temperature == 0.05
+    values = _temperatures(gen)
+    assert _in_arrival_order(values, 0.05), values
+    starts = frame_starts(fit, Timeline.start(120.0, 4), 4)
+    landed = starts[[frame.sampling.temperature for frame in gen.frames].index(0.05)]
+    assert landed < sent + 9600, (landed - sent)  # inside the 200 ms look-ahead from when it was sent
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5])  # each failed in both fits before the fix
+@FITS
+def test_after_a_flood_of_moves_with_rollbacks_the_last_move_is_in_force(fit, seed) -> None:
+    """A web page's or OSC flood at a scheduler: bursts of 0-5 moves of one control between turns
+    of the loop 1-21 ms apart, for about 3 s, then a last one. The frames follow the moves in the
+    order they were sent, and the last is in force (the frames used to go back to an earlier value)."""
+    import random
+
+    from engine.audio.ring import PlaybackRing
+    from engine.schedule.scheduler import Scheduler
+    from engine.style.embedder import HashEmbedder
+
+    rng = random.Random(seed)
+    gen = Recorder()
+    patch = parse_patch({"tempo": 240, "meter": 4, "seed": 1, "style": [{"text": "warm pad"}, {"text": "glass", "weight": 0.0}]})
+    sched = Scheduler.for_patch(patch, gen, ring=PlaybackRing(), embedder=HashEmbedder(), lookahead_ms=200.0, fit=fit)
+    playhead = 0
+    sched.playhead_now = lambda: playhead
+    sent = 0
+    while playhead < 3 * SAMPLE_RATE:
+        for _ in range(rng.choice([0, 0, 1, 1, 2, 5])):
+            sent += 1
+            sched.submit(ControlEvent("sampling.temperature", 0.1 + sent / 1000, quantize="now"))
+        sched.fill(playhead)
+        playhead += rng.choice([64, 256, 256, 512, 1024])
+    sched.submit(ControlEvent("sampling.temperature", 0.05, quantize="now"))
+    for _ in range(200):
+        sched.fill(playhead)
+        playhead += 256
+    sched.close()
+    assert sched.rollbacks > 20
+    assert sched.state.sampling.temperature == 0.05
+    assert _in_arrival_order(_temperatures(gen), 0.05)
