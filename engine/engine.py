@@ -374,9 +374,12 @@ def format_status(s: dict[str, object]) -> str:
 
 
 def _generator_health(generator: object) -> dict[str, object]:
-    """A child's or a remote server's state and its answer time per frame (a remote's includes
-    the network's round trip); an in-process generator is always ready."""
+    """A child's or a remote server's state, why it is not ready (a remote refused, say: "generator
+    server ws://... refused the token (the token file ...)"), and its answer time per frame (a
+    remote's includes the network's round trip); an in-process generator is always ready."""
     health = getattr(generator, "health", None)
     info = health() if callable(health) else {}
     ms = info.get("ms_per_frame")
-    return {"generator_state": info.get("state", "ready"), "generator_ms": None if ms is None else round(float(ms), 2)}
+    state = info.get("state", "ready")
+    return {"generator_state": state, "generator_error": None if state == "ready" else info.get("last_error"),
+            "generator_ms": None if ms is None else round(float(ms), 2)}

@@ -68,7 +68,9 @@ def render(
     if lookahead_ms * SAMPLE_RATE / 1000 < block:
         raise ValueError(f"look-ahead {lookahead_ms:g} ms is shorter than one {block}-sample block")
     if not generator.wait_ready(ready_timeout_s):
-        raise GeneratorError(f"generator {generator.name} was not ready after {ready_timeout_s:g} s")
+        # a generator server that refused the token gives up at once, with why: a file must not fall back
+        raise GeneratorError(getattr(generator, "refused", None)
+                             or f"generator {generator.name} was not ready after {ready_timeout_s:g} s")
     engine: Engine | None = None
 
     def end() -> int:

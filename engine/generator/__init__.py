@@ -103,8 +103,9 @@ def remote_settings(*, url: str | None = None, token_file: str | None = None, pc
 def _remote(*, seed: int = 0, deadline_s: float = 2.0, **options: Any) -> Generator:
     from engine.generator.remote import RemoteGenerator
 
-    url, token, pcm, ca = remote_settings(**options)
-    return RemoteGenerator(url, token=token, pcm=pcm, seed=seed, deadline_s=deadline_s, ca=ca)
+    url, token, pcm, ca = remote_settings(**options)  # the token file must be readable at start
+    token_file = Path(options["token_file"]) if options.get("token_file") else None  # and is read again at each retry
+    return RemoteGenerator(url, token=token, token_file=token_file, pcm=pcm, seed=seed, deadline_s=deadline_s, ca=ca)
 
 
 def read_token(path: Path) -> str:

@@ -8,6 +8,10 @@ child process's (`process.py`), so the scheduler treats a remote generator like 
   after `deadline_s` without an answer, so the scheduler's fallback (the synth) plays;
 - a connector thread ("remote-connect") reconnects with backoff; a new session has a fresh
   generator, reset to the seed, and none of the old session's snapshots;
+- a server that refuses the token is a fault of the link too, not of the show: the state is
+  `refused`, the fallback plays, and each retry reads the token file again, so a token
+  fixed or rotated on the stage box is taken up with no restart. `wait_ready()` gives up at
+  once on a refused token (waiting cannot mend it): an offline render fails with the reason;
 - snapshots stay on the server, named by frame index: `snapshot()` only asks the next
   GENERATE to keep one (no round trip a chunk), `restore()` names that frame.
 
@@ -42,7 +46,30 @@ _MAX_BACKOFF_S = 10.0
 
 
 class Refused(GeneratorError):
-    """The server answered the hello with a refusal (a token, a full server): not a network fault."""
+    """The server answered the hello with a refusal (a token, a full server): not a network fault.
+    `token`: it was the token (wrong or missing), which waiting alone will not mend."""
+
+    def __init__(self, message: str, *, token: bool = False) -> None:
+        super().__init__(message)
+        self.token = token
+
+
+def token_source(token_file: Path | None, token: str | None) -> str:
+    """Where a token comes from, for a message: never the token itself."""
+    if token_file is not None:
+        return f"the token file {token_file}"
+    if token is None:
+        return "no token (--remote-token-file, options: {token_file: ...} or $BACKLINE_GENERATOR_TOKEN)"
+    return "$BACKLINE_GENERATOR_TOKEN" if os.environ.get("BACKLINE_GENERATOR_TOKEN") == token else "the token given"
+
+
+def _token_now(token_file: Path | None, token: str | None) -> str | None:
+    """The token for the next hello: the file read again (it may have been fixed since), else `token`."""
+    if token_file is None:
+        return token
+    from engine.generator import read_token
+
+    return read_token(token_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +93,9 @@ def tls_context(ca: Path | None, *, check_hostname: bool = True) -> Any:
 
 
 def _connect(url: str, *, token: str | None, pcm: str, role: str, timeout: float,
-             tls: Any = None) -> tuple[Any, dict[str, Any]]:
-    """Open a connection and say hello; (connection, welcome). OSError, GeneratorError on refusal."""
+             tls: Any = None, source: str = "the token given") -> tuple[Any, dict[str, Any]]:
+    """Open a connection and say hello; (connection, welcome). OSError; Refused on a refusal
+    (`source` says where the token came from, for its message)."""
     from websockets.sync.client import connect
 
     secure = {"ssl": tls if tls is not None else tls_context(None)} if url.startswith("wss://") else {}
@@ -77,7 +105,10 @@ def _connect(url: str, *, token: str | None, pcm: str, role: str, timeout: float
         ws.send(p.pack_json(p.HELLO, {"version": p.VERSION, "token": token or "", "pcm": pcm, "role": role}))
         answer = p.unpack(ws.recv(timeout=timeout))
         if answer.kind == p.ERROR:
-            raise Refused(f"generator server {url} refused: {answer.json().get('error')}")
+            body = answer.json()
+            if body.get("refused") == "token" or body.get("error") == "wrong or missing token":  # or an older server's
+                raise Refused(f"generator server {url} refused the token ({source}): {body.get('error')}", token=True)
+            raise Refused(f"generator server {url} refused: {body.get('error')}")
         if answer.kind != p.WELCOME:
             raise GeneratorError(f"generator server {url}: expected welcome, got {answer.name}")
         return ws, answer.json()
@@ -108,10 +139,11 @@ class RemoteGenerator(Generator):
     """Frames from the generator server at `url` (ws:// or wss://; `engine.generator.remote_settings`
     checks the options a user gives)."""
 
-    def __init__(self, url: str, *, token: str | None = None, pcm: str = "f32", seed: int = 0,
-                 deadline_s: float = 2.0, connect_timeout_s: float = 3.0, ca: Path | None = None) -> None:
+    def __init__(self, url: str, *, token: str | None = None, token_file: Path | None = None, pcm: str = "f32",
+                 seed: int = 0, deadline_s: float = 2.0, connect_timeout_s: float = 3.0, ca: Path | None = None) -> None:
         self.name = "remote"
-        self.url, self._token, self.pcm = url, token, pcm
+        self.url, self._token, self._token_file, self.pcm = url, token, token_file, pcm
+        self._source = token_source(token_file, token)
         self._tls = tls_context(ca) if url.startswith("wss://") else None  # a bad CA file fails here, at start
         self.deadline_s, self._connect_timeout = deadline_s, connect_timeout_s
         self._seed, self._seed_pending = seed, True
@@ -121,6 +153,8 @@ class RemoteGenerator(Generator):
         self._ws: Any = None
         self.state = "connecting"
         self.last_error: str | None = None
+        self.refused: str | None = None  # why, while the server refuses the token (state "refused")
+        self._refusal_told = False  # logged loudly once a refusal, when the fallback first plays for it
         self.reconnects = 0
         self.ms_per_frame: float | None = None  # round trip, server compute included
         self.remote_generator: str | None = None
@@ -137,29 +171,45 @@ class RemoteGenerator(Generator):
         while not self._closed.is_set():
             if self._ws is None:
                 try:
-                    ws, welcome = _connect(self.url, token=self._token, pcm=self.pcm, role="generate",
-                                           timeout=self._connect_timeout, tls=self._tls)
-                except (OSError, TimeoutError, GeneratorError, p.ProtocolError) as err:
+                    token = _token_now(self._token_file, self._token)  # read again: it may have been fixed
+                    ws, welcome = _connect(self.url, token=token, pcm=self.pcm, role="generate",
+                                           timeout=self._connect_timeout, tls=self._tls, source=self._source)
+                except Refused as err:
+                    if err.token:
+                        self._refuse(str(err))
+                    else:
+                        self._down(f"cannot reach {self.url}: {err}", quiet=self.last_error is not None)
+                except GeneratorError as err:  # the token file cannot be read (now)
+                    self._down(str(err), quiet=self.last_error is not None)
+                except (OSError, TimeoutError, p.ProtocolError) as err:
                     self._down(f"cannot reach {self.url}: {err}", quiet=self.last_error is not None)
-                    self._closed.wait(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
-                    continue
                 except Exception as err:  # noqa: BLE001 - websockets' handshake errors (InvalidURI, InvalidStatus)
                     self._down(f"cannot reach {self.url}: {type(err).__name__}: {err}", quiet=self.last_error is not None)
-                    self._closed.wait(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                else:
+                    with self._lock:
+                        self._ws, self._session = ws, self._session + 1
+                        self._seed_pending, self._frame, self._keep = True, 0, False
+                        self.audio_lead = int(welcome.get("audio_lead", 0))
+                        self.remote_generator = str(welcome.get("generator"))
+                        was_refused, self.refused, self._refusal_told = self.refused, None, False
+                        self.state = "ready"
+                    backoff = 0.2
+                    log.info("generator remote: session %d with %s (%s generator)%s", self._session, self.url,
+                             self.remote_generator, f"; it took the token from {self._source}" if was_refused else "")
                     continue
-                with self._lock:
-                    self._ws, self._session = ws, self._session + 1
-                    self._seed_pending, self._frame, self._keep = True, 0, False
-                    self.audio_lead = int(welcome.get("audio_lead", 0))
-                    self.remote_generator = str(welcome.get("generator"))
-                    self.state = "ready"
-                backoff = 0.2
-                log.info("generator remote: session %d with %s (%s generator)", self._session, self.url,
-                         self.remote_generator)
+                self._closed.wait(backoff)  # the same backoff, refused or unreachable: never a spin
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                continue
             self._wake.wait(1.0)
             self._wake.clear()
+
+    def _refuse(self, why: str) -> None:
+        """Connector: the server refused the token. The fallback plays; the next retry reads it again."""
+        with self._lock:
+            if self.state != "closed":
+                self.state = "refused"
+            self.refused = self.last_error = why
+        log.debug("generator remote: %s; retrying with backoff", why)
 
     def _down(self, why: str, *, quiet: bool = False) -> GeneratorUnavailable:
         """The link is gone: drop it, let the connector reconnect, return the error to raise."""
@@ -167,7 +217,7 @@ class RemoteGenerator(Generator):
             ws, self._ws = self._ws, None
             if self.state != "closed":  # connecting until a first session, then restarting
                 self.state = "restarting" if self._session else "connecting"
-            self.last_error = why
+            self.last_error, self.refused = why, None
         if ws is not None:
             self.reconnects += 1
             ws.close()
@@ -178,10 +228,14 @@ class RemoteGenerator(Generator):
 
     # -- the scheduling thread -----------------------------------------------------------------
     def wait_ready(self, timeout: float) -> bool:
-        """Connected, and the server's generator itself ready (a magenta child loads for a while)."""
+        """Connected, and the server's generator itself ready (a magenta child loads for a while).
+        False at once while the server refuses the token (`refused` says why): waiting cannot
+        mend it, so an offline render fails with that reason; live, the fallback plays."""
         deadline = time.monotonic() + timeout
         while not self._closed.is_set():
             left = deadline - time.monotonic()
+            if self.refused is not None:
+                return False
             if self.state == "ready":
                 wait_ms = int(max(0.0, min(left, 1.0)) * 1000)
                 try:
@@ -199,6 +253,11 @@ class RemoteGenerator(Generator):
         """Send one request and read its answer within the deadline (plus `wait_s` the server was asked to wait)."""
         ws = self._ws
         if ws is None:
+            if self.refused is not None and not self._refusal_told:  # once, as the fallback takes over for it
+                self._refusal_told = True
+                log.error("GENERATOR SERVER %s REFUSED THE TOKEN (%s): THE FALLBACK PLAYS until it takes one. "
+                          "A token file is read again at each retry (every %g s at most): fix it, no restart needed",
+                          self.url, self._source, _MAX_BACKOFF_S)
             raise GeneratorUnavailable(f"generator remote: {self.state} ({self.last_error or self.url})")
         try:
             if self._report is not None:
@@ -263,11 +322,12 @@ class RemoteGenerator(Generator):
         return audio
 
     def style_model(self, *, cache_dir: Path | None = None) -> Embedder:
-        return RemoteEmbedder(self.url, token=self._token, timeout=min(max(self.deadline_s, 2.0), 10.0), tls=self._tls,
+        return RemoteEmbedder(self.url, token=self._token, token_file=self._token_file,
+                              timeout=min(max(self.deadline_s, 2.0), 10.0), tls=self._tls,
                               cache_dir=cache_dir / "remote" if cache_dir else None)
 
     def health(self) -> dict[str, Any]:
-        return {"state": self.state, "restarts": self.reconnects, "last_error": self.last_error,
+        return {"state": self.state, "restarts": self.reconnects, "last_error": self.last_error, "refused": self.refused,
                 "ms_per_frame": self.ms_per_frame, "url": self.url, "remote_generator": self.remote_generator}
 
     def close(self) -> None:
@@ -284,16 +344,18 @@ class RemoteEmbedder:
     first use. An audio prompt's span is read here and its samples sent (no path crosses).
 
     The stage box must start, and keep playing, with the server down: every embedding the
-    server gave is kept on disk (`cache_dir`), and answers while it cannot be reached; a
-    prompt never embedded there gets the hash stand-in meanwhile, loudly logged (the fallback
-    synth plays until the server is back). A text prompt's stand-in is kept in
+    server gave is kept on disk (`cache_dir`), and answers while it cannot be reached or
+    refuses the token (read again from `token_file` at each connection); a prompt never
+    embedded there gets the hash stand-in meanwhile, loudly logged (the fallback synth plays
+    until the server is back). A text prompt's stand-in is kept in
     `take_stand_ins`, and the engine sends the prompt again once the server's session is up,
     so its model hears the real embedding (an audio prompt's stays until the patch loads
     again). The engine's embedding threads call it; one call at a time."""
 
     def __init__(self, url: str, *, token: str | None, timeout: float, tls: Any = None,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, token_file: Path | None = None) -> None:
         self._url, self._token, self._timeout, self._tls = url, token, timeout, tls
+        self._token_file, self._source = token_file, token_source(token_file, token)
         self._cache = cache_dir
         self._ws: Any = None
         self._lock = threading.Lock()
@@ -325,9 +387,7 @@ class RemoteEmbedder:
         cached = self._cache / f"{hashlib.sha256(key.encode()).hexdigest()}.npy" if self._cache else None
         try:
             vector = self._ask(message)
-        except Refused:
-            raise
-        except GeneratorError as err:
+        except GeneratorError as err:  # unreachable, or the token refused: the stage box plays on
             if cached is not None and cached.exists():
                 log.warning("generator remote: %s; prompt %s embedded from the cache of the server's answers", err, what)
                 return np.load(cached)
@@ -350,8 +410,9 @@ class RemoteEmbedder:
             for attempt in (1, 2):  # a dropped link is reopened once
                 try:
                     if self._ws is None:
-                        self._ws, welcome = _connect(self._url, token=self._token, pcm="f32", role="embed",
-                                                     timeout=self._timeout, tls=self._tls)
+                        self._ws, welcome = _connect(self._url, token=_token_now(self._token_file, self._token),
+                                                     pcm="f32", role="embed", timeout=self._timeout, tls=self._tls,
+                                                     source=self._source)
                         self.version = f"remote/{welcome.get('style_model')}"
                     self._ws.send(message)
                     answer = p.unpack(self._ws.recv(timeout=self._timeout))

@@ -2,7 +2,8 @@
 
 Every message is HEADER (magic, version, kind, flags, a frame index or seed, a count) then a
 body. A session starts with HELLO (JSON: version, token, PCM format) answered by WELCOME
-(JSON: the generator's name, audio lead, limits) or ERROR. After that the client asks and
+(JSON: the generator's name, audio lead, limits) or ERROR (JSON: `error`, the reason, and
+`refused: "token"` when the token was wrong or missing). After that the client asks and
 the server answers, one request at a time: a GENERATE of `count` frames is the client's
 credit, and the server never generates a frame it was not asked for (flow control: it
 cannot run ahead of the stage box's look-ahead).

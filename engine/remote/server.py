@@ -140,7 +140,7 @@ class GeneratorServer:
             data = hello.json()
             if self._token is not None and not hmac.compare_digest(str(data.get("token", "")).encode(),
                                                                    self._token.encode()):
-                self._refuse(ws, peer, "wrong or missing token")
+                self._refuse(ws, peer, "wrong or missing token", token=True)
                 return
             pcm = data.get("pcm", "f32")
             if pcm not in p.PCM_FORMATS:
@@ -197,11 +197,13 @@ class GeneratorServer:
                     f"of real time, one more would need {100 * (sum(shares) + max(shares)):.0f} %")
         return None
 
-    def _refuse(self, ws: Any, peer: str, why: str) -> None:
+    def _refuse(self, ws: Any, peer: str, why: str, *, token: bool = False) -> None:
+        """Answer a hello with ERROR and close; `token`: the token was wrong or missing (the stage
+        box then says so, and reads its token file again at each retry)."""
         with self._lock:
             self.refused += 1
         log.warning("generator server: refused %s: %s", peer, why)
-        _send_error(ws, why)
+        _send_error(ws, why, **({"refused": "token"} if token else {}))
 
     def _serve(self, ws: Any, session: Session) -> None:
         for data in ws:
@@ -276,9 +278,9 @@ class GeneratorServer:
             return self._embedder.embed_audio(Path(wav.name), start=0.0, duration=len(mono) / rate)
 
 
-def _send_error(ws: Any, why: str) -> None:
+def _send_error(ws: Any, why: str, **fields: str) -> None:
     try:
-        ws.send(p.pack_json(p.ERROR, {"error": why}))
+        ws.send(p.pack_json(p.ERROR, {"error": why, **fields}))
         ws.close()
     except Exception:  # noqa: BLE001 - the client may be gone already
         pass

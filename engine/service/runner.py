@@ -1,7 +1,9 @@
 """`backline serve`: one engine under a service manager, from start-up to a faded stop.
 
 Start-up reports each step as a `STATUS=` line and sends `READY=1` from the engine's
-`on_ready` (audio is flowing and the generator has filled the first look-ahead). The
+`on_ready` (audio is flowing and the generator has filled the first look-ahead), or once
+audio flows with the fallback while a generator server refuses the token (waiting for the
+generator would only get the box killed at the start timeout and restarted in a loop). The
 scheduling loop feeds the watchdog from `on_tick`. Every applied change marks the crash
 state dirty; after a restart the saved patch, parameters and tempo are restored.
 SIGHUP reloads what can change live; SIGTERM fades out and exits 0.
@@ -62,6 +64,7 @@ class Service:
         self._stop = threading.Event()
         self._digests: dict[Path, str] = {}
         self._next_status = 0.0
+        self._ready_sent = False
 
     # -- start-up (main thread) ---------------------------------------------------------------
     def start(self) -> Engine:
@@ -181,11 +184,18 @@ class Service:
         """Loop thread, once: audio flows and the first look-ahead was generated."""
         assert self.engine is not None
         status = self.engine.status()
+        self._ready_sent = True
         self.notifier.ready(f"playing {status['patch']} on {status['output']} at {status['tempo']:g} BPM")
 
     def _on_tick(self) -> None:
-        """Loop thread, every iteration: watchdog and a STATUS line every few seconds."""
+        """Loop thread, every iteration: watchdog, READY while the fallback covers a refused
+        token, and a STATUS line every few seconds."""
         self.notifier.watchdog_tick()
+        if not self._ready_sent and self.notifier.enabled and self.engine is not None and self.engine.sink.playhead > 0:
+            refused = getattr(self.engine.scheduler.generator, "refused", None)
+            if refused:  # the show plays (the fallback); `on_ready` says so again once the generator plays
+                self._ready_sent = True
+                self.notifier.ready(f"playing the fallback: {refused}")
         now = time.monotonic()
         if now >= self._next_status and self.engine is not None:
             self._next_status = now + STATUS_EVERY_S

@@ -22,6 +22,7 @@ import soundfile
 from engine.automation import TimedEvent
 from engine.errors import GeneratorError, GeneratorUnavailable
 from engine.generator import create_generator
+from engine.generator.remote import server_status
 from engine.generator.synth import SynthGenerator
 from engine.params import ControlEvent
 from engine.patch import load_patch
@@ -146,14 +147,94 @@ def test_a_wrong_token_is_refused_before_any_model_work(tmp_path: Path) -> None:
             ws.close()
         generator = create_generator("remote", url=url)  # the client's side: refused, its fallback plays
         try:
-            assert not generator.wait_ready(1.0)
-            assert "refused: wrong or missing token" in (generator.last_error or "")
-            with pytest.raises(GeneratorUnavailable):
+            t0 = time.monotonic()
+            assert not generator.wait_ready(10.0)
+            assert time.monotonic() - t0 < 5.0  # gives up on a refused token at once, not after the timeout
+            assert generator.state == "refused" and generator.refused == generator.last_error
+            assert f"generator server {url} refused the token (no token" in (generator.refused or "")
+            with pytest.raises(GeneratorUnavailable, match="refused the token"):
                 generator.generate(one_frame(2))
         finally:
             generator.close()
         _, audio = rendered(tmp_path, "ok", create_generator("remote", url=url, token_file=str(token)), bars=1)
         assert np.abs(audio).max() > 0.05
+
+
+def test_a_refused_token_file_is_read_again_at_each_retry(tmp_path: Path) -> None:
+    """A wrong token file at start: refused (the fallback would play), retried with backoff, not
+    spun; once the right token is written into the file, the next retry takes it, no restart."""
+    token, wrong = tmp_path / "token", tmp_path / "stage-token"
+    token.write_text("s3cret\n")
+    wrong.write_text("guess\n")
+    with server("--token-file", str(token)) as url:
+        generator = create_generator("remote", url=url, token_file=str(wrong))
+        try:
+            assert not generator.wait_ready(5.0)
+            assert generator.health()["state"] == "refused"
+            assert generator.refused == (f"generator server {url} refused the token (the token file {wrong}): "
+                                         "wrong or missing token")
+            time.sleep(2.0)
+            refusals = server_status(url, token="s3cret", timeout=5)["refused"]
+            assert 2 <= refusals <= 6, refusals  # retried with backoff (0.2, 0.4, 0.8 s...), never spun
+            wrong.write_text("s3cret\n")
+            t0 = time.monotonic()
+            while generator.state != "ready" and time.monotonic() - t0 < 15:
+                time.sleep(0.05)
+            print(f"\n{refusals} refusals in 2 s; the fixed token file was taken {time.monotonic() - t0:.1f} s after "
+                  "it was written")
+            assert generator.wait_ready(5.0), generator.last_error
+            assert generator.refused is None and generator.generate(one_frame(2)).shape == (2 * 1920, 2)
+        finally:
+            generator.close()
+
+
+def test_a_render_with_a_refused_token_fails_in_one_line(tmp_path: Path) -> None:
+    """Offline there is nothing to fall back for: `backline render` says the server refused the
+    token, naming the server and the token file (never the token), and exits 1 at once."""
+    token, wrong = tmp_path / "token", tmp_path / "stage-token"
+    token.write_text("s3cret\n")
+    wrong.write_text("n0t-the-t0ken\n")
+    with server("--token-file", str(token)) as url:
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "engine", "render", "--patch", "patches/default.yaml", "--bars", "2",
+                               "-o", str(tmp_path / "out.wav"), "--generator", "remote", "--remote", url,
+                               "--remote-token-file", str(wrong)],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - t0
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert proc.stderr.strip().splitlines() == [
+        f"error: generator server {url} refused the token (the token file {wrong}): wrong or missing token"], proc.stderr
+    assert "n0t-the-t0ken" not in proc.stderr and "s3cret" not in proc.stderr
+    assert not (tmp_path / "out.wav").exists() and took < 30, took
+
+
+def test_prompts_embedded_with_a_refused_token_answer_from_the_cache_or_the_stand_in(tmp_path: Path, caplog) -> None:
+    """The style model's connection refused the token: a prompt the server embedded before answers
+    from the cache, another gets the hash stand-in (kept to embed again), and nothing raises;
+    once the token file is right, the server embeds it."""
+    from engine.generator.remote import RemoteGenerator
+
+    token, stage = tmp_path / "token", tmp_path / "stage-token"
+    token.write_text("s3cret\n")
+    stage.write_text("s3cret\n")
+    with server("--token-file", str(token)) as url:
+        generator = RemoteGenerator(url, token_file=stage)
+        try:
+            first = generator.style_model(cache_dir=tmp_path).embed_text("dusty breakbeat")
+            stage.write_text("rotated\n")
+            embedder = generator.style_model(cache_dir=tmp_path)
+            np.testing.assert_array_equal(embedder.embed_text("dusty breakbeat"), first)
+            stand_in = embedder.embed_text("never seen")
+            np.testing.assert_array_equal(stand_in, HashEmbedder().embed_text("never seen"))
+            assert embedder.take_stand_ins() == {"never seen"} and len(list((tmp_path / "remote").glob("*.npy"))) == 1
+            stage.write_text("s3cret\n")
+            embedder.embed_text("never seen")
+        finally:
+            generator.close()
+    assert len(list((tmp_path / "remote").glob("*.npy"))) == 2  # the server's answer, kept
+    assert embedder.version.startswith("remote/")
+    assert f"refused the token (the token file {stage})" in caplog.text
+    assert "PROMPT 'never seen' GETS THE HASH STAND-IN" in caplog.text and "rotated" not in caplog.text
 
 
 def test_a_server_beyond_loopback_needs_a_token() -> None:
