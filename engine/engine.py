@@ -29,6 +29,7 @@ from engine.errors import BacklineError, PatchRefused
 from engine.generator.base import Generator
 from engine.params import ControlEvent, lookup
 from engine.patch import Patch, load_patch
+from engine.ratelog import RateLimitedLog
 from engine.schedule.margin import DEFAULT_MAX_MS, DEFAULT_MIN_MS, SpliceMargin
 from engine.schedule.scheduler import Scheduler
 from engine.style.bank import StyleBank
@@ -102,6 +103,7 @@ class Engine:
         self.realtime: Grant | None = None  # what the audio thread got, once it ran
         self.input_rejects: Callable[[], int] = lambda: 0  # the control surfaces' own rejects (the service wires them)
         self.refused = 0  # engine actions refused (a patch outside the set, a path from a surface)
+        self._refusals = RateLimitedLog(log)  # a hostile surface's refused patch loads: a line per 5 s, not each
         self.stall_s = 0.0  # test hook: make the loop stall (a stuck scheduler)
 
     # -- control (any thread) ----------------------------------------------------------
@@ -123,7 +125,7 @@ class Engine:
                 self.scheduler.submit(event)
         except BacklineError as err:
             self.refused += 1
-            log.error("%s from %s: %s", event.target, event.source, err)
+            self._refusals.warn(f"{event.target} {event.source}", "%s from %s: %s", event.target, event.source, err)
         self._wake.set()
 
     def add_listener(self, fn: Callable[[str, object, str], None]) -> None:
@@ -164,7 +166,7 @@ class Engine:
             self.load_patch(path, quantize=event.quantize or "bar", source=event.source)
         except BacklineError as err:
             self.refused += 1
-            log.error("%s from %s: %s", event.target, event.source, err)
+            self._refusals.warn(f"{event.target} {event.source}", "%s from %s: %s", event.target, event.source, err)
         except Exception:  # noqa: BLE001 - an executor would drop it silently; the playing patch stays
             self.refused += 1
             log.exception("%s from %s failed", event.target, event.source)
@@ -240,6 +242,8 @@ class Engine:
                                                origin=self.ring.origin), 0)
         # freeze loops the bar playing: only once the generator itself plays (not its fallback or silence)
         self._restore_freeze = next((e for e in events if e.spec.route == "safety" and e.value), None)
+        if self.clock.follower is not None and values.get("transport.playing", True):
+            self.clock.follower.join_running()  # the show was playing along a clock that runs on
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None, *, duration_s: float | None = None) -> None:
@@ -289,7 +293,9 @@ class Engine:
                     self.on_tick()
                 if time.monotonic() >= next_heard:
                     next_heard = time.monotonic() + HEARD_EVERY_S
-                    self.scheduler.generator.heard(underruns=self.ring.underruns, lookahead_ms=self._lookahead_ms())
+                    # A ring run dry has a negative look-ahead; the server's report takes ms >= 0 (a
+                    # negative one was refused as malformed and dropped the link: seen in the soak).
+                    self.scheduler.generator.heard(underruns=self.ring.underruns, lookahead_ms=max(0.0, self._lookahead_ms()))
                     self._embed_stand_ins_again()
                 if end_at is not None and self.sink.playhead >= end_at:
                     break

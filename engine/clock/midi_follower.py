@@ -218,6 +218,20 @@ class MidiClockFollower:
             self._log.warn("type", "MIDI clock: expected a mido.Message, got %r; ignored", type(message).__name__)
             self.counters["ignored"] += 1
 
+    def join_running(self) -> None:
+        """Take the next clock as a Continue from song tick 0 unless a Start, Continue or Song
+        Position Pointer comes first (main thread, before the loop; feed's thread reads it).
+
+        Crash recovery: an engine restarted mid-show (the runner restored a show that was
+        playing) hears a clock that is already running and will send no Start until the next
+        song; it would otherwise wait, silent, for the drummer's next Start (seen in the soak:
+        22 s of silence after a SIGKILL and restart). MIDI gives a slave that joins mid-song no
+        position, so its bar lines are its own, on the clock's ticks and tempo, until a Start or
+        a Song Position Pointer and Continue place them again.
+        """
+        if not self._playing and not self._armed:
+            self._resume_tick, self._armed = 0, True
+
     def _clock(self, t: float) -> None:
         self.counters["clocks"] += 1
         raw = self._raw + 1

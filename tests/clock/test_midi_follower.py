@@ -387,3 +387,25 @@ def test_lost_repeated_and_late_ticks_under_jitter_are_not_tempo_changes(model: 
     assert est is not None
     last = len(stream.tick_times) - 1
     assert round((stream.tick_times[last] - est.ref_time) / est.tick_period + est.ref_tick) == last
+
+
+def test_a_restarted_engine_joins_a_running_clock_without_waiting_for_start() -> None:
+    """Crash recovery: ticks with no Start are taken as a Continue from song tick 0 once the
+    runner restored a playing show (`join_running`); without it they mean a stopped sender."""
+    period = 60 / (120 * 24)
+    ticks = _steady_ticks(5.0, 24 * 4, period)  # mid-song: no Start ever comes
+    waiting, joined = MidiClockFollower(), MidiClockFollower()
+    joined.join_running()
+    for t, msg in ticks:
+        waiting.feed(msg, t)
+        joined.feed(msg, t)
+    end = ticks[-1][0]
+    assert waiting.estimate(end).state == "stopped"
+    est = joined.estimate(end)
+    assert est is not None and est.state == "running" and est.epoch == 1
+    assert abs(est.beat_time(0) - 5.0) < 1e-6  # its first tick is song beat 0: bar lines on the clock's ticks
+    assert abs(est.tempo_bpm - 120.0) < 0.01
+    joined.feed(mido.Message("stop"), end + period / 2)  # a Stop, then Start, places the song again
+    joined.feed(mido.Message("start"), end + period)
+    joined.feed(mido.Message("clock"), end + 2 * period)
+    assert abs(joined.estimate(end + 2 * period).beat_time(0) - (end + 2 * period)) < 1e-6
