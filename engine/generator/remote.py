@@ -155,6 +155,7 @@ class RemoteGenerator(Generator):
         self.last_error: str | None = None
         self.refused: str | None = None  # why, while the server refuses the token (state "refused")
         self._refusal_told = False  # logged loudly once a refusal, when the fallback first plays for it
+        self._failures = 0  # connections failed in a row since the last session (connector thread)
         self.reconnects = 0
         self.ms_per_frame: float | None = None  # round trip, server compute included
         self.remote_generator: str | None = None
@@ -192,16 +193,27 @@ class RemoteGenerator(Generator):
                         self.audio_lead = int(welcome.get("audio_lead", 0))
                         self.remote_generator = str(welcome.get("generator"))
                         was_refused, self.refused, self._refusal_told = self.refused, None, False
-                        self.state = "ready"
+                        self.state, self._failures = "ready", 0
                     backoff = 0.2
                     log.info("generator remote: session %d with %s (%s generator)%s", self._session, self.url,
                              self.remote_generator, f"; it took the token from {self._source}" if was_refused else "")
                     continue
+                self._failures += 1
                 self._closed.wait(backoff)  # the same backoff, refused or unreachable: never a spin
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
                 continue
             self._wake.wait(1.0)
             self._wake.clear()
+
+    @property
+    def outage(self) -> str | None:
+        """Why the fallback plays for this generator now, as far as the link can tell: the token
+        refused, or the last connection failed (a server down at start, or not back yet). None
+        while connected (a server's generator may still be loading) or before a first attempt
+        has failed. Any thread: `backline serve` sends READY on it once the fallback plays."""
+        if self.refused is not None:
+            return self.refused
+        return self.last_error if self._ws is None and self._failures else None
 
     def _refuse(self, why: str) -> None:
         """Connector: the server refused the token. The fallback plays; the next retry reads it again."""

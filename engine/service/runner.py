@@ -2,8 +2,9 @@
 
 Start-up reports each step as a `STATUS=` line and sends `READY=1` from the engine's
 `on_ready` (audio is flowing and the generator has filled the first look-ahead), or once
-audio flows with the fallback while a generator server refuses the token (waiting for the
-generator would only get the box killed at the start timeout and restarted in a loop). The
+audio flows with the fallback while a generator server refuses the token or cannot be
+reached (waiting for the generator would only get the box killed at the start timeout and
+restarted in a loop; `on_ready` sends READY again once the generator plays). The
 scheduling loop feeds the watchdog from `on_tick`. Every applied change marks the crash
 state dirty; after a restart the saved patch, parameters and tempo are restored.
 SIGHUP reloads what can change live; SIGTERM fades out and exits 0.
@@ -188,14 +189,14 @@ class Service:
         self.notifier.ready(f"playing {status['patch']} on {status['output']} at {status['tempo']:g} BPM")
 
     def _on_tick(self) -> None:
-        """Loop thread, every iteration: watchdog, READY while the fallback covers a refused
-        token, and a STATUS line every few seconds."""
+        """Loop thread, every iteration: watchdog, READY while the fallback covers a generator
+        server that refuses the token or cannot be reached, and a STATUS line every few seconds."""
         self.notifier.watchdog_tick()
         if not self._ready_sent and self.notifier.enabled and self.engine is not None and self.engine.sink.playhead > 0:
-            refused = getattr(self.engine.scheduler.generator, "refused", None)
-            if refused:  # the show plays (the fallback); `on_ready` says so again once the generator plays
+            outage = getattr(self.engine.scheduler.generator, "outage", None)
+            if outage:  # the show plays (the fallback); `on_ready` says so again once the generator plays
                 self._ready_sent = True
-                self.notifier.ready(f"playing the fallback: {refused}")
+                self.notifier.ready(f"playing the fallback: {outage}")
         now = time.monotonic()
         if now >= self._next_status and self.engine is not None:
             self._next_status = now + STATUS_EVERY_S

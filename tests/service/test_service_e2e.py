@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 from notify_fake import NotifySocket, notify_socket  # noqa: F401  (fixture)
@@ -404,6 +405,53 @@ def test_magenta_without_its_weights_plays_the_fallback_or_exits_with_one_line(t
     refused._reader.join(5)
     assert str(missing) in refused.log and "backline models fetch" in refused.log
     assert "Traceback" not in refused.log
+
+
+def test_an_unreachable_generator_server_at_start_is_ready_on_the_fallback_then_taken_over(tmp_path: Path, serve,
+                                                                                      notify_socket) -> None:
+    """`generator: remote` whose server is down at boot: READY once the fallback plays, its
+    STATUS saying why (else systemd's start timeout restarts a playing box in a loop); when a
+    real `backline generator-server` starts on that port, the remote generator takes over and
+    READY comes again with the usual status."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"ws://127.0.0.1:{port}"
+    process = serve(make_config(tmp_path, generator=f'{{name: remote, options: {{url: "{url}"}}}}', fallback="synth"))
+    t0 = time.monotonic()
+    ready, _ = until(notify_socket, "READY", timeout_s=20)
+    took = time.monotonic() - t0
+    assert ready["READY"] == "1" and ready["STATUS"].startswith(f"playing the fallback: cannot reach {url}"), ready
+    status = process.status()
+    assert status["generator"] == "remote" and status["generator_state"] == "connecting", status
+    assert url in str(status["generator_error"]) and status["fallback_frames"] > 0, status
+    server = subprocess.Popen([sys.executable, "-m", "engine", "generator-server", "--listen", f"127.0.0.1:{port}"],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t1 = time.monotonic()
+        again, _ = until(notify_socket, "READY", timeout_s=30)  # the connector retries at most 10 s apart
+        joined = time.monotonic() - t1
+        assert again["STATUS"].startswith("playing default on wav at 120 BPM"), again
+        status = process.status()
+        assert status["generator_state"] == "ready" and status["generator_error"] is None, status
+        deadline = time.monotonic() + 10
+        while True:  # the server's audio comes in on the next bar line (2 s at 120 BPM), then no more fallback
+            before = process.status()["fallback_frames"]
+            time.sleep(1.0)
+            if process.status()["fallback_frames"] == before:
+                break
+            assert time.monotonic() < deadline, "the fallback still plays 10 s after the server's session"
+        assert process.stop() == 0
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    audio, rate = soundfile.read(tmp_path / "out.wav")
+    assert np.sqrt(np.mean(audio[: 2 * rate] ** 2)) > 0.01, "the fallback plays from the start, not silence"
+    assert "Traceback" not in process.log, process.log
+    print(f"\nunreachable at start: READY after {took:.1f} s ({ready['STATUS']}); the server's session took "
+          f"over {joined:.1f} s after it started")
 
 
 def _fifo_allowed_here() -> str | None:
