@@ -57,7 +57,8 @@ def render(
     """Render `bars` bars of `patch` to a WAV file of exactly those bars' length.
 
     Waits up to `ready_timeout_s` for the generator to load (a generator in a child
-    process is not ready at once), so every frame of the file is the generator's own.
+    process is not ready at once), so every frame of the file is the generator's own; a
+    generator server that cannot be reached fails after a few tries (`wait_reachable`).
     `patch_set` is what `patch.load` in the automation picks from (default: `patch` alone).
     `rollback` and its fixed splice margin `margin_ms` work as live (a render must not
     depend on the machine's speed, so the margin does not adapt). `fit`: stretch or resample
@@ -67,6 +68,7 @@ def render(
         raise ValueError(f"bars must be >= 1, got {bars}")
     if lookahead_ms * SAMPLE_RATE / 1000 < block:
         raise ValueError(f"look-ahead {lookahead_ms:g} ms is shorter than one {block}-sample block")
+    generator.wait_reachable()  # a server that cannot be reached fails in seconds, not after ready_timeout_s
     if not generator.wait_ready(ready_timeout_s):
         # a generator server that refused the token gives up at once, with why: a file must not fall back
         raise GeneratorError(getattr(generator, "refused", None)

@@ -56,6 +56,12 @@ class Generator(ABC):
         """
         return True
 
+    def wait_reachable(self) -> None:
+        """Before an offline render: return once generate() can be asked at all, or raise
+        GeneratorUnavailable with why it cannot (a generator server that cannot be reached after
+        a few tries: a file has no fallback, and waiting out `wait_ready` would not mend it).
+        Local generators are always reachable; one that loads is waited for by `wait_ready`."""
+
     def heard(self, *, underruns: int, lookahead_ms: float) -> None:
         """How playback goes on the stage box, told about once a second by the scheduling loop
         (the thread that calls generate): a generator server lists it per session. Most

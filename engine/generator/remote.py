@@ -12,6 +12,8 @@ child process's (`process.py`), so the scheduler treats a remote generator like 
   `refused`, the fallback plays, and each retry reads the token file again, so a token
   fixed or rotated on the stage box is taken up with no restart. `wait_ready()` gives up at
   once on a refused token (waiting cannot mend it): an offline render fails with the reason;
+- a server that cannot be reached plays the fallback live (said once, as it first plays);
+  offline, `wait_reachable()` gives up after CONNECT_TRIES connections in a row, in seconds;
 - snapshots stay on the server, named by frame index: `snapshot()` only asks the next
   GENERATE to keep one (no round trip a chunk), `restore()` names that frame.
 
@@ -43,6 +45,7 @@ from engine.style.embedder import AUDIO_PROMPT_SECONDS, Embedder, HashEmbedder, 
 
 log = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 10.0
+CONNECT_TRIES = 4  # connections an offline render tries before it gives up on a server (`wait_reachable`)
 
 
 class Refused(GeneratorError):
@@ -156,11 +159,14 @@ class RemoteGenerator(Generator):
         self.refused: str | None = None  # why, while the server refuses the token (state "refused")
         self._refusal_told = False  # logged loudly once a refusal, when the fallback first plays for it
         self._failures = 0  # connections failed in a row since the last session (connector thread)
+        self._first_failure = 0.0  # when the first of them failed (time.monotonic)
+        self._unreachable_told = False  # the server unreachable logged once, when the fallback first plays for it
         self.reconnects = 0
         self.ms_per_frame: float | None = None  # round trip, server compute included
         self.remote_generator: str | None = None
         self._report: bytes | None = None  # how playback goes, sent before the next request
         self._lock = threading.Lock()  # the connection handed between connector and scheduler
+        self._tried = threading.Condition(self._lock)  # notified after each connection attempt
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._connector = threading.Thread(target=self._connect_loop, name="remote-connect", daemon=True)
@@ -175,17 +181,19 @@ class RemoteGenerator(Generator):
                     token = _token_now(self._token_file, self._token)  # read again: it may have been fixed
                     ws, welcome = _connect(self.url, token=token, pcm=self.pcm, role="generate",
                                            timeout=self._connect_timeout, tls=self._tls, source=self._source)
+                # logged at debug here: `_ask` says it once as the fallback first plays for it, and an
+                # offline render that gives up (`wait_reachable`) prints only its own one line
                 except Refused as err:
                     if err.token:
                         self._refuse(str(err))
                     else:
-                        self._down(f"cannot reach {self.url}: {err}", quiet=self.last_error is not None)
+                        self._down(f"cannot reach {self.url}: {err}", quiet=True)
                 except GeneratorError as err:  # the token file cannot be read (now)
-                    self._down(str(err), quiet=self.last_error is not None)
+                    self._down(str(err), quiet=True)
                 except (OSError, TimeoutError, p.ProtocolError) as err:
-                    self._down(f"cannot reach {self.url}: {err}", quiet=self.last_error is not None)
+                    self._down(f"cannot reach {self.url}: {err}", quiet=True)
                 except Exception as err:  # noqa: BLE001 - websockets' handshake errors (InvalidURI, InvalidStatus)
-                    self._down(f"cannot reach {self.url}: {type(err).__name__}: {err}", quiet=self.last_error is not None)
+                    self._down(f"cannot reach {self.url}: {type(err).__name__}: {err}", quiet=True)
                 else:
                     with self._lock:
                         self._ws, self._session = ws, self._session + 1
@@ -194,11 +202,16 @@ class RemoteGenerator(Generator):
                         self.remote_generator = str(welcome.get("generator"))
                         was_refused, self.refused, self._refusal_told = self.refused, None, False
                         self.state, self._failures = "ready", 0
+                        self._tried.notify_all()
                     backoff = 0.2
                     log.info("generator remote: session %d with %s (%s generator)%s", self._session, self.url,
                              self.remote_generator, f"; it took the token from {self._source}" if was_refused else "")
                     continue
-                self._failures += 1
+                with self._lock:
+                    if not self._failures:
+                        self._first_failure = time.monotonic()
+                    self._failures += 1
+                    self._tried.notify_all()
                 self._closed.wait(backoff)  # the same backoff, refused or unreachable: never a spin
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
                 continue
@@ -239,6 +252,23 @@ class RemoteGenerator(Generator):
         return GeneratorUnavailable(f"generator remote: {why}")
 
     # -- the scheduling thread -----------------------------------------------------------------
+    def wait_reachable(self, *, tries: int = CONNECT_TRIES) -> None:
+        """Return once a session is up, or the server refused the token (`wait_ready` then says
+        so); GeneratorUnavailable naming the server and why once `tries` connections in a row
+        have failed: about 1.4 s of backoff where the port is closed, `tries` x `connect_timeout_s`
+        more where the host drops packets. An offline render has no fallback, and a server that
+        cannot be reached will not come up by waiting out the ready timeout."""
+        with self._tried:
+            self._tried.wait_for(lambda: self._ws is not None or self.refused is not None
+                                 or self._failures >= tries or self._closed.is_set())
+            if self._ws is not None or self.refused is not None or self._failures < tries:
+                return
+            why = self.last_error or "no answer"
+            took = time.monotonic() - self._first_failure
+        if self.url not in why:
+            why = f"generator server {self.url}: {why}"
+        raise GeneratorUnavailable(f"{why} (gave up after {tries} tries in {took:.1f} s)")
+
     def wait_ready(self, timeout: float) -> bool:
         """Connected, and the server's generator itself ready (a magenta child loads for a while).
         False at once while the server refuses the token (`refused` says why): waiting cannot
@@ -270,6 +300,9 @@ class RemoteGenerator(Generator):
                 log.error("GENERATOR SERVER %s REFUSED THE TOKEN (%s): THE FALLBACK PLAYS until it takes one. "
                           "A token file is read again at each retry (every %g s at most): fix it, no restart needed",
                           self.url, self._source, _MAX_BACKOFF_S)
+            elif self._failures and not self._session and not self._unreachable_told:  # down at start: said once
+                self._unreachable_told = True
+                log.warning("generator remote: %s; the fallback plays until it is back", self.last_error)
             raise GeneratorUnavailable(f"generator remote: {self.state} ({self.last_error or self.url})")
         try:
             if self._report is not None:
@@ -347,6 +380,7 @@ class RemoteGenerator(Generator):
         self._wake.set()
         with self._lock:
             ws, self._ws, self.state = self._ws, None, "closed"
+            self._tried.notify_all()
         if ws is not None:
             ws.close()
 

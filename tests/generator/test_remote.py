@@ -208,6 +208,26 @@ def test_a_render_with_a_refused_token_fails_in_one_line(tmp_path: Path) -> None
     assert not (tmp_path / "out.wav").exists() and took < 30, took
 
 
+def test_a_render_against_an_unreachable_server_fails_in_one_line_within_seconds(tmp_path: Path) -> None:
+    """Nothing listens at the URL: `backline render` gives up after a few connection tries (it
+    used to wait out its 900 s ready timeout) and exits 1 with one line naming the server and why."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"ws://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "engine", "render", "--patch", "patches/default.yaml", "--bars", "2",
+                           "-o", str(tmp_path / "out.wav"), "--generator", "remote", "--remote", url],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - t0
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(rf"error: cannot reach {re.escape(url)}: .*Connection refused.* "
+                                            rf"\(gave up after 4 tries in \d+\.\d s\)", lines[0]), proc.stderr
+    assert not (tmp_path / "out.wav").exists() and took < 15, took
+    print(f"\nunreachable render: exit 1 after {took:.1f} s: {lines[0]}")
+
+
 def test_prompts_embedded_with_a_refused_token_answer_from_the_cache_or_the_stand_in(tmp_path: Path, caplog) -> None:
     """The style model's connection refused the token: a prompt the server embedded before answers
     from the cache, another gets the hash stand-in (kept to embed again), and nothing raises;

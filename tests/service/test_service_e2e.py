@@ -450,6 +450,7 @@ def test_an_unreachable_generator_server_at_start_is_ready_on_the_fallback_then_
     audio, rate = soundfile.read(tmp_path / "out.wav")
     assert np.sqrt(np.mean(audio[: 2 * rate] ** 2)) > 0.01, "the fallback plays from the start, not silence"
     assert "Traceback" not in process.log, process.log
+    assert sum("the fallback plays until it is back" in line for line in process.lines) == 1, process.log
     print(f"\nunreachable at start: READY after {took:.1f} s ({ready['STATUS']}); the server's session took "
           f"over {joined:.1f} s after it started")
 
