@@ -40,8 +40,11 @@ STATUS_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("late_splices", "i", "rollbacks the generator fell behind: changed audio written where it had played (glitches)"),
     ("memory", "s", "what is locked in RAM against page faults: all (mlockall), or the output ring and why not more"),
     ("fit", "s", "how frames meet the grid: stretch (every beat exact) or resample (bar lines exact)"),
-    ("generator_state", "s", "the generator: ready, starting or connecting, restarting (a child reloading, a server reconnected)"),
+    ("generator_state", "s", "the generator: ready, starting or connecting, restarting (a child reloading, a server "
+     "reconnected), refused (a server refused the token)"),
     ("generator_ms", "f", "its last answer per frame, ms: a child's compute, a remote's network round trip included"),
+    ("generator_error", "s", "why the generator is not ready, empty when it is (a server that cannot be reached, "
+     "or refused the token: which server, which token file)"),
 )
 
 

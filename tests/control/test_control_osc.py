@@ -19,6 +19,7 @@ from control_target import MemoryTarget
 from engine.control.dispatcher import Dispatcher
 from engine.control.mapping import MappingSet, load_file
 from engine.control.osc_server import OscServer
+from engine.control.osc_space import STATUS_FIELDS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +62,7 @@ def test_status_reply(rig):
         msg = OscMessage(s.recv(65536))
     assert msg.address == "/backline/status"
     assert msg.params == [12, 2.5, 121.0, "verse", 160.0, 3, 1.75, 1, 1, "midi:x", "lost", 0, "", 0.0, 0, 0.0, 0, 0, "", "",
-                          "", 0.0]
+                          "", 0.0, ""]
 
 
 def status_round_trip(sock: socket.socket, dest, tries: int = 5) -> bool:
@@ -84,7 +85,18 @@ def test_status_fills_missing_keys_with_typed_defaults():
     with OscServer(Dispatcher(target), port=0) as server, client_socket() as s:
         send(s, server.address, "/backline/status")
         assert OscMessage(s.recv(65536)).params == [3, 1.0, 90.0, "p", 80.0, 0, 2.5, 0, 0, "", "", 0, "", 0.0, 0, 0.0, 0, 0, "", "",
-                                                    "", 0.0]
+                                                    "", 0.0, ""]
+
+
+def test_status_says_why_the_generator_is_not_ready():
+    """A refused token: `generator_state` refused, `generator_error` which server and token file."""
+    why = ("generator server ws://gpu:9400 refused the token (the token file /etc/backline/generator-token): "
+           "wrong or missing token")
+    target = MemoryTarget({"bar": 1, "generator_state": "refused", "generator_error": why})
+    with OscServer(Dispatcher(target), port=0) as server, client_socket() as s:
+        send(s, server.address, "/backline/status")
+        reply = dict(zip((name for name, _, _ in STATUS_FIELDS), OscMessage(s.recv(65536)).params))
+    assert reply["generator_state"] == "refused" and reply["generator_error"] == why
 
 
 @pytest.mark.skipif(not LIBLO, reason="liblo-tools (oscsend, oscdump) not installed")

@@ -175,6 +175,7 @@ def test_a_refused_token_plays_the_fallback_and_a_fixed_token_file_takes_over_wi
             osc_status = query_osc("127.0.0.1", osc, timeout_s=3)
             http_status = status()
             assert osc_status["generator_state"] == "refused", osc_status  # what `backline status` prints
+            assert osc_status["generator_error"] == http_status["generator_error"], osc_status
             assert http_status["generator_state"] == "refused" and http_status["generator_error"] == (
                 f"generator server {url} refused the token (the token file {stage}): wrong or missing token"), http_status
             assert http_status["fallback_frames"] > 50, http_status

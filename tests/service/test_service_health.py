@@ -20,7 +20,8 @@ STATUS = {"bar": 17, "beat": 2.5, "tempo": 124.0, "patch": "night-drive", "looka
           "underruns": 2, "playing": True, "clock": {"source": "link", "state": "running"}, "rejected": 3,
           "realtime": "fifo 70", "margin_ms": 14.5, "rollbacks": 4, "work": 1.31,
           "rollbacks_missed": 1, "late_splices": 0, "memory": "all locked (mlockall)", "fit": "stretch",
-          "generator_state": "restarting", "generator_ms": 41.25}
+          "generator_state": "restarting", "generator_ms": 41.25,
+          "generator_error": "cannot reach ws://gpu-box.local:9400: [Errno 111] Connection refused"}
 
 
 @pytest.fixture
@@ -124,4 +125,6 @@ def test_backline_status_command_prints_the_reply(osc_engine: tuple[str, int], t
                                                "clock=link", "clock_state=running", "rejected=3", "realtime=fifo 70",
                                                "margin_ms=14.5", "rollbacks=4", "work=1.31",
                                                "rollbacks_missed=1", "late_splices=0", "memory=all locked (mlockall)", "fit=stretch",
-                                               "generator_state=restarting", "generator_ms=41.25"]
+                                               "generator_state=restarting", "generator_ms=41.25",
+                                               "generator_error=cannot reach ws://gpu-box.local:9400: [Errno 111] "
+                                               "Connection refused"]
