@@ -96,6 +96,7 @@ class Engine:
         self.stream_died = False  # the audio stream ended without being asked to (a service exits 1)
         self.clock = clock or ClockDriver(ClockSource("internal"), beats_per_bar=patch.beats_per_bar)
         self.timing = ClockCoupling(self.clock, start_on=start_on, clock_out=clock_out)
+        self.scheduler.tempo_led = self.clock.external
         self.scheduler.on_transport = lambda playing, at: self.timing.transport(playing, at, self.scheduler.timeline)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-loader")
         self.realtime_priority = realtime_priority

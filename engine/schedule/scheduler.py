@@ -158,6 +158,7 @@ class Scheduler:
         self.on_transport: Callable[[bool, int], None] | None = None
         self._inputs: list[Drain] = []
         self.rollback = rollback
+        self.tempo_led = False  # an external clock leads the tempo (set by the engine): a patch's tempo waits
         self.margin = margin or SpliceMargin(adaptive=False)
         self._snapshots: list[_Snapshot] = []
         self._journal: list[_Entry] = []  # every change scheduled since the oldest snapshot
@@ -583,7 +584,11 @@ class Scheduler:
         patch = change.patch
         before = _values(self.state, self.timeline, at)
         bar = self.timeline.bar_at(at)
-        self.timeline = self.timeline.with_change(at_bar=bar, bpm=patch.bpm, beats_per_bar=patch.beats_per_bar)
+        # Under an external clock the tempo is the clock's: a patch's own would play its bars at
+        # another tempo until the follower re-fits (seen in the soak: jungle's 174 BPM for two
+        # bars against a 120 BPM MIDI clock at every load). Its meter is ours to change.
+        bpm = self.timeline.segment_at(self.timeline.bar_start(bar)).bpm if self.tempo_led else patch.bpm
+        self.timeline = self.timeline.with_change(at_bar=bar, bpm=bpm, beats_per_bar=patch.beats_per_bar)
         self.patch, self.bank = patch, change.bank
         # freeze, transport and master gain belong to the performer, not the patch
         self.state = replace(patch.initial_state(), freeze=self.state.freeze, playing=self.state.playing, gain=self.state.gain)

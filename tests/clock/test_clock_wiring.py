@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +41,16 @@ def test_sample_clock_from_playhead_observations_finds_the_block_times() -> None
 
 
 def follow_offline(stream, *, seconds: float, lookahead: int = 9600, rollback: bool = True,  # type: ignore[no-untyped-def]
-                   fit: str | None = None):
+                   fit: str | None = None, at: tuple[float, Callable[[Scheduler], None]] | None = None):
     """Scheduler + synth + ClockDriver on a simulated sink (sample 0 plays at 10.0 s), 5 ms loop
-    steps, coupled as ClockCoupling.follow does (with rollback, from `replan_from`)."""
+    steps, coupled as ClockCoupling.follow does (with rollback, from `replan_from`); `at`: an
+    action on the scheduler at that clock time (s)."""
     patch = load_patch(REPO / "patches/default.yaml")
     embedder = HashEmbedder()
     ring = PlaybackRing()
     sched = Scheduler(generator=SynthGenerator(), patch=patch, bank=StyleBank.for_patch(patch, embedder),
                       embedder=embedder, ring=ring, lookahead=lookahead, rollback=rollback, fit=fit)
+    sched.tempo_led = True  # as the engine sets it under an external clock
     now = [0]
     sched.playhead_now = lambda: now[0]
     follower = MidiClockFollower()
@@ -63,6 +66,8 @@ def follow_offline(stream, *, seconds: float, lookahead: int = 9600, rollback: b
             pending = next(events, None)
         playhead = round((t - 10.0) * SR)
         now[0] = playhead  # what the coupling sees before this turn's fill
+        if at is not None and abs(t - at[0]) < 0.0025:
+            at[1](sched)
         replan = sched.replan_from
         new = driver.follow(sched.timeline, planned_until=replan, clock=sink, t=t)
         if new is not None:
@@ -92,6 +97,32 @@ def test_engine_timeline_follows_a_clock_that_starts_late_and_jumps_tempo() -> N
             assert abs(err) < 0.005, f"bar {k} off by {err * 1e3:.2f} ms"
             checked += 1
     assert checked >= 7
+
+
+def test_a_patch_load_keeps_the_clocks_tempo_and_takes_its_meter() -> None:
+    """jungle (174 BPM, 4/4) then waltz (3/4) loaded while a 120 BPM clock leads: every bar after
+    the loads stays on the clock's beats (before the fix, jungle's bars played at 174 BPM until
+    the follower re-fitted two bars later); waltz's bars are 3 of the clock's beats."""
+    stream = clock_stream(bpm=120.0, ticks=24 * 60 + 1, t0=11.0)
+    jungle, waltz = (load_patch(REPO / f"patches/{name}.yaml") for name in ("jungle", "waltz"))
+    embedder = HashEmbedder()
+
+    def load(sched: Scheduler) -> None:
+        sched.submit_patch(jungle, StyleBank.for_patch(jungle, embedder), quantize="bar", source="test")
+
+    sched, ring, bars = follow_offline(stream, seconds=24.0, at=(16.0, load))
+    assert ring.underruns == 0
+    assert sched.patch is jungle
+    tempos = {round(float(seg.bpm), 1) for seg in sched.timeline.segments if seg.origin >= bars[3]}
+    assert tempos == {120.0}, tempos
+    beats = [stream.beat_time(b) for b in range(0, 60)]
+    for start in bars[4:]:
+        t = start / SR + 10.0
+        assert min(abs(t - b) for b in beats) < 0.005, f"bar line at {t:.3f} s is off the clock's beats"
+    sched2, _, bars2 = follow_offline(stream, seconds=24.0, at=(16.0, lambda s: s.submit_patch(
+        waltz, StyleBank.for_patch(waltz, embedder), quantize="bar", source="test")))
+    last = sched2.timeline.segments[-1]
+    assert last.beats_per_bar == 3 and round(float(last.bpm), 1) == 120.0
 
 
 @pytest.mark.parametrize("fit", ["stretch", "resample"])
