@@ -38,7 +38,7 @@ def table(rows: Sequence[Row], *, fmt: Format) -> str:
     return "\n".join(lines)
 
 
-def run(names: Sequence[str], *, quick: bool) -> tuple[list[Row], int]:
+def run(names: Sequence[str], *, quick: bool, minutes: float | None = None) -> tuple[list[Row], int]:
     """Rows of every named module, and how many modules failed while running."""
     rows: list[Row] = []
     failed = 0
@@ -50,7 +50,7 @@ def run(names: Sequence[str], *, quick: bool) -> tuple[list[Row], int]:
             continue
         t0 = time.perf_counter()
         try:
-            rows.extend(module.rows(quick))
+            rows.extend(module.rows(quick, minutes=minutes) if name == "soak" else module.rows(quick))
         except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
             failed += 1
             print(f"bench.{name}_bench failed:\n{traceback.format_exc()}", file=sys.stderr)
@@ -63,11 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs (smoke test, not figures to quote)")
     parser.add_argument("--only", action="append", choices=MODULES, metavar="NAME",
                         help=f"run only this module (repeatable): {', '.join(MODULES)}")
+    parser.add_argument("--minutes", type=float, help="the soak's length (default 2)")
     parser.add_argument("--format", choices=("text", "markdown"), default="text", help="table format")
     args = parser.parse_args(argv)
     print(f"# python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
           f"{len(os.sched_getaffinity(0))} CPUs usable{', quick' if args.quick else ''}", flush=True)
-    rows, failed = run(args.only or MODULES, quick=args.quick)
+    if args.minutes is not None and "soak" not in (args.only or ()):
+        parser.error("--minutes is the soak's: add --only soak")
+    rows, failed = run(args.only or MODULES, quick=args.quick, minutes=args.minutes)
     print(table(rows, fmt=args.format))
     return 1 if failed else 0
 

@@ -27,6 +27,7 @@ class DelayProxy:
         self.stalls = 0
         self._random = random.Random(seed)
         self._next_stall = time.monotonic() + stall_every_s
+        self._held_until = 0.0  # `hold`: nothing is delivered before this monotonic time
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delay-proxy", daemon=True)
@@ -52,6 +53,11 @@ class DelayProxy:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def hold(self, seconds: float) -> None:
+        """Deliver nothing either way for `seconds` from now (any thread): a link that stalls on
+        demand, as a soak's fault schedule asks, beside the periodic stalls."""
+        self._held_until = time.monotonic() + seconds
+
     def __enter__(self) -> DelayProxy:
         return self.start()
 
@@ -73,7 +79,7 @@ class DelayProxy:
             self._next_stall = now + self.stall_every_s
             self.stalls += 1
             due += self.stall_s
-        return max(due, last)
+        return max(due, last, self._held_until)
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
@@ -91,7 +97,8 @@ class DelayProxy:
                 due, data = await queue.get()
                 if not data:
                     break
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                while (wait := max(due, self._held_until) - time.monotonic()) > 0:  # a hold may come meanwhile
+                    await asyncio.sleep(wait)
                 writer.write(data)
                 await writer.drain()
             writer.close()
