@@ -30,6 +30,12 @@ logger = logging.getLogger(__name__)
 SETTLE_BEATS = 1.0
 """A new song grid is taken only after this many beats of a (re)started clock: a tempo
 from a few ticks is too rough to place bar lines seconds ahead."""
+LINK_TEMPO_TOLERANCE = 0.005
+"""BPM a Link session's tempo may be off the timeline's before the upcoming bars are re-fit
+(a MIDI clock's, measured from jittery ticks, may be 0.05 off). The session's tempo is a number
+the peers share, so this is the timeline's rounding (0.001 BPM) and, on JACK's frames, the
+measured rate of JACK's clock moving by 40 ppm (0.3 ms over 16 beats); at 0.05 BPM (390 ppm)
+the beats drifted by the whole 2 ms phase tolerance before a re-fit."""
 
 
 class ClockDriver:
@@ -48,7 +54,8 @@ class ClockDriver:
         self.midi_input = midi_input
         self.follower = follower
         self.link = link
-        self.timeline_follower = TimelineFollower(beats_per_bar=beats_per_bar)
+        self.timeline_follower = (TimelineFollower(beats_per_bar=beats_per_bar) if link is None else
+                                  TimelineFollower(beats_per_bar=beats_per_bar, tempo_tolerance=LINK_TEMPO_TOLERANCE))
         self._last_state: str | None = None
 
     @classmethod
@@ -83,8 +90,9 @@ class ClockDriver:
 
         A MIDI clock read on a JACK port is stamped in frames already. A Link session's times are
         converted through `frame_clock` (JACK's current frame, which JACK interpolates within its
-        cycle from its own delay-locked loop), sampled beside Link's clock on every estimate, so
-        its beats land on the sample that plays at their JACK frame.
+        cycle from its own delay-locked loop), sampled beside Link's clock on every estimate, its
+        tempo by the rate of JACK's frames against Link's clock measured from those samples
+        (`ClockRate`), so its beats land on the sample that plays at their JACK frame.
         """
         frames = self.jack_frames
         if frames is not None:
@@ -92,7 +100,7 @@ class ClockDriver:
             return frames.timebase
         if self.link is not None and frame_clock is not None:
             timebase = FrameTimebase(origin=origin, rate=rate, frame_time=frame_clock)
-            self.link.now = timebase.now
+            self.link.use_clock(timebase.now)
             return timebase
         return None
 
@@ -151,7 +159,8 @@ class ClockDriver:
             return health(self.source, est, port=self.midi_input.bound if self.midi_input else None,
                           **self.follower.counters)
         if self.link is not None:
-            return health(self.source, self.link.estimate(t), peers=self.link.peers)
+            view = health(self.source, self.link.estimate(t), peers=self.link.peers)
+            return {**view, "tempo_bpm": round(self.link.session_tempo, 2)}  # the session's, not JACK's frames
         state = "unavailable" if self.source.wants_link else "running"
         return {"source": str(self.source), "state": state, "tempo_bpm": round(tempo, 2), "last_clock_age": None}
 

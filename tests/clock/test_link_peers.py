@@ -56,9 +56,6 @@ def test_engine_takes_the_session_tempo_and_bar_lines_sit_on_its_phase(netns: st
 
 
 @pytest.mark.jack
-@pytest.mark.xfail(strict=False, reason="known gap (#19 item 4): the session's tempo is not converted to JACK's frame "
-                   "rate, so where JACK's clock runs off the system clock (a loaded dummy server; a sound card's "
-                   "crystal) the beats drift between refits: CI saw 0.42 -> 2.48 ms over 16 beats, then a refit")
 def test_link_beats_land_to_the_sample_on_jack(netns: str, tmp_path: Path) -> None:
     """`--clock link --output jack`: the engine follows the session on JACK's frame clock, so
     every hit of the synth (temperature 0: one a beat) lands on the peer's beat, by the
@@ -71,12 +68,15 @@ def test_link_beats_land_to_the_sample_on_jack(netns: str, tmp_path: Path) -> No
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     errors = np.array(result["errors_ms"])
-    later = errors[len(errors) // 3 :]  # from a few bars in: the engine joined and re-gridded first
-    print(f"\nLink on JACK: session {result['tempo']:.2f} BPM; {len(errors)} hits, the first {len(errors) - len(later)} "
-          f"while joining; after: p50 {np.median(np.abs(later)):.3f} ms, max {np.abs(later).max():.3f} ms from the peer's "
-          "beats; " + "; ".join(result["clock_log"]))
-    assert result["returncode"] == 0, result["clock_log"]
     assert result["peers_seen"]
+    # Hits on the engine's own session's grid until it joined (Link took 2-5 s to join here); then at most a
+    # bridging bar (up to 5 beats) onto the session's grid, on the peer's beats from there on.
+    later = errors[result["moved"] + 5 :]
+    p50, worst = (np.median(np.abs(later)), np.abs(later).max()) if len(later) else (np.nan, np.nan)
+    print(f"\nLink on JACK: session {result['tempo']:.2f} BPM; {len(errors)} hits, the first {len(errors) - len(later)} "
+          f"while joining; after: p50 {p50:.3f} ms, max {worst:.3f} ms from the peer's "
+          f"beats; JACK's frames up to {result['off_line_ms']:.2f} ms off one line; " + "; ".join(result["clock_log"]))
+    assert result["returncode"] == 0, result["clock_log"]
     assert any("JACK's frame clock" in line for line in result["clock_log"]), result["clock_log"]
     assert len(later) >= 8, errors
-    assert np.abs(later).max() <= 1.0, later.round(3)
+    assert worst <= 1.0, later.round(3)
