@@ -759,8 +759,11 @@ class Soak:
         held = self.last_status(fault.started + 3.0) or {}
         self._start_clock()
         since = self._ended(fault)
-        fault.detail = f"status during: clock {(held.get('clock') or {}).get('state')}"
+        state = (held.get("clock") or {}).get("state")
+        fault.detail = f"status during: clock {state}"
         self._recover(fault, self._status_ok(since, lambda s: (s.get("clock") or {}).get("state") == "running"))
+        if state != "lost":  # a clock gone 5 s is past the grace period: the status must say so
+            fault.recovered_s, fault.detail = None, f"{fault.detail}, NOT REPORTED LOST"
 
     # -- the report --------------------------------------------------------------------------
     def _report(self, end: int) -> Report:

@@ -4,7 +4,7 @@
 Link peer) and, once per loop iteration, turns the source's estimate into Timeline
 changes for the scheduler. It runs on the engine loop thread only.
 
-Lost clock: the follower coasts for its grace period, then reports `held`; the timeline
+Lost clock: the follower coasts for its grace period, then reports `lost` (status: clock lost); the timeline
 keeps the last tempo and grid meanwhile (the audio plays on), and when the clock comes
 back the next re-fit puts the bar lines back on it. A MIDI Stop is reported as
 `stopped` the same way; Start (a new epoch) re-grids from the next bar.
@@ -167,10 +167,10 @@ class ClockDriver:
     def _report(self, est: ClockEstimate | None) -> None:
         state = est.state if est is not None else "waiting"
         if state != self._last_state:
-            level = logging.WARNING if state == "held" else logging.INFO
+            level = logging.WARNING if state == "lost" else logging.INFO
             logger.log(level, "clock %s: %s%s", self.source, state,
-                       f" at {est.tempo_bpm:.2f} BPM" if est is not None and state != "held" else
-                       " (lost past its grace period: holding the last tempo)" if state == "held" else "")
+                       f" at {est.tempo_bpm:.2f} BPM" if est is not None and state != "lost" else
+                       " (missing past its grace period: holding the last tempo until it returns)" if state == "lost" else "")
             self._last_state = state
 
     def close(self) -> None:

@@ -13,10 +13,10 @@ from typing import Literal
 PPQN = 24
 """MIDI clock ticks per quarter note; song positions are counted in these ticks."""
 
-ClockState = Literal["stopped", "running", "coasting", "held"]
+ClockState = Literal["stopped", "running", "coasting", "lost"]
 """stopped: transport not playing. running: clock arriving. coasting: clock missing for a
-moment, time kept from the last estimate. held: missing past the grace period; do not
-advance the song until it comes back."""
+moment, time kept from the last estimate. lost: missing past the grace period (status: `clock
+lost`); the last tempo is kept until it comes back."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -439,7 +439,7 @@ class MidiClockFollower:
         elif age <= self.config.grace:
             state = "coasting"
         else:
-            state = "held"
+            state = "lost"
         if self._playing:
             ref_tick = float(self._song_tick(self._raw))
             ref_time = self._predict(self._raw)

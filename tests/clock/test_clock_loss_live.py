@@ -48,8 +48,8 @@ def test_the_music_plays_on_at_the_last_tempo_and_the_status_says_the_clock_is_l
               if isinstance(status.get("clock"), dict) and lost_at < frame < after.frame]
     seen = [s for _, s, _ in states]
     print(f"\nclock silent {GAP_TICKS / 48:g} s: status " + " ".join(f"{t / SR:.1f}s:{s}" for t, s, _ in states[::5]))
-    assert "coasting" in seen and "held" in seen, seen
-    assert seen.index("held") > seen.index("coasting")  # coasting for the grace period, then held
+    assert "coasting" in seen and "lost" in seen, seen
+    assert seen.index("lost") > seen.index("coasting")  # coasting for the grace period, then lost
     assert all(abs(float(bpm) - 120.0) < 0.05 for _, _, bpm in states if bpm is not None)  # the last tempo kept
     back = [status["clock"]["state"] for frame, status in song.polls
             if after.frame + SR < frame < after.tick_frame(after.first + after.count - 1)]

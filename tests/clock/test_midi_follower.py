@@ -174,7 +174,7 @@ def test_dropout_coasts_then_holds_then_recovers() -> None:
     coasting = follower.estimate(last_before + 0.2)
     held = follower.estimate(last_before + 0.6)
     assert coasting is not None and coasting.state == "coasting"
-    assert held is not None and held.state == "held" and not held.running
+    assert held is not None and held.state == "lost" and not held.running
     assert abs(held.last_clock_age - 0.6) < 0.002
     follower = feed_all(stream, MidiClockFollower(config=config))
     est = follower.estimate(stream.events[-1][0])

@@ -45,7 +45,7 @@ def test_small_moves_within_tolerance_leave_the_timeline_alone() -> None:
     assert grid is not None
     nudged = estimate(120.01, beat0=10.0005)
     assert follower.update(nudged, grid, planned_until=50_000, time_to_sample=SINK.sample_at) is None
-    assert follower.update(estimate(120.0, state="held"), grid, planned_until=0, time_to_sample=SINK.sample_at) is None
+    assert follower.update(estimate(120.0, state="lost"), grid, planned_until=0, time_to_sample=SINK.sample_at) is None
 
 
 def test_following_a_tempo_jump_keeps_bar_lines_on_the_clock() -> None:

@@ -185,7 +185,7 @@ function onStatus(s) {
     warnings.push(`The ${s.generator} generator is ${s.generator_state || "behind"}: the fallback plays.`);
   }
   if (clock.state === "coasting") warnings.push(`Clock ${clock.source} lost: coasting at ${clock.tempo_bpm} BPM.`);
-  if (clock.state === "held") warnings.push(`Clock ${clock.source} lost: holding the last tempo until it returns.`);
+  if (clock.state === "lost") warnings.push(`Clock ${clock.source} lost: holding the last tempo until it returns.`);
   if (s.underruns > 0 && state.lastUnderruns !== undefined && s.underruns > state.lastUnderruns) {
     warnings.push("Generation fell behind: underruns.");
   }
