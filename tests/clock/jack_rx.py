@@ -38,11 +38,14 @@ class FrameStampedInput:
         self.audio_pos = 0
         self.cycle: tuple[int, float] | None = None  # (this cycle's first frame, monotonic time it was called)
         self.xruns = 0  # the server's xruns while this client runs (its own or any client's)
+        self.xrun_frames: list[int] = []  # JACK frame of the cycle before each
         client.set_process_callback(self._process)
         client.set_xrun_callback(self._xrun)
 
     def _xrun(self, delayed_usecs: float) -> None:
         self.xruns += 1
+        if self.cycle is not None:
+            self.xrun_frames.append(self.cycle[0])  # the last cycle this client ran before it
 
     def _process(self, frames: int) -> None:
         """Runs on the JACK process thread: stamp and keep MIDI bytes (parsed later), copy audio.
