@@ -118,13 +118,41 @@ def jitter_rows(runs: int) -> list[Row]:
     return out
 
 
+def cost_rows(runs: int) -> list[Row]:
+    """The follower's time per tick (feed and estimate, this thread), on a steady clock and across a 5 BPM step (its
+    window restarts and grows again: each length a new design), beside an empty loop over the same stream."""
+    import time
+
+    out = []
+    for case, tempo in (("steady", 120.0), ("step", jump(120.0, 125.0, at=24 * 16))):
+        per_tick, bare = [], []
+        for seed in range(runs):
+            stream = JITTER_MODELS["usb"](seed, bpm=tempo, ticks=24 * 48)
+            follower, n = MidiClockFollower(), 0
+            began = time.perf_counter()
+            for t, msg in stream.events:
+                follower.feed(msg, t)
+                if msg.type == "clock":
+                    follower.estimate(t)
+                    n += 1
+            per_tick.append((time.perf_counter() - began) / n * 1e6)
+            began = time.perf_counter()
+            for t, msg in stream.events:
+                pass
+            bare.append((time.perf_counter() - began) / n * 1e6)
+        where = f"USB-like clock, 48 bars{' with a 5 BPM step at bar 4' if case == 'step' else ''}, {runs} runs"
+        out.append(Row(f"clock.follower_us_per_tick_p50@{case}", round(float(np.median(per_tick)), 1), "us",
+                       f"{where}; max {max(per_tick):.1f}; the bare loop over the stream {np.median(bare):.2f} us"))
+    return out
+
+
 def rows(quick: bool) -> list[Row]:
     """Tempo and next-bar phase error under +/-2 ms jitter and under 1 % wander, and the time to lock after Start."""
     runs = 3 if quick else 8
     t, p, lk = measure(CASES["steady 133, +/-2 ms jitter"], runs)
     where = f"synthetic 133 BPM, +/-2 ms jitter, {runs} seeds"
     _, wander_phase, _ = measure(CASES["steady 133, 1 % wander (jack_midi_clock -J 1)"], runs)
-    return jitter_rows(2 if quick else 6) + [
+    return jitter_rows(2 if quick else 6) + cost_rows(2 if quick else 5) + [
         Row("clock.tempo_error_p95@jitter2ms", round(float(np.percentile(t, 95)), 4), "BPM", where),
         Row("clock.phase_error_p95@jitter2ms", round(float(np.percentile(p, 95)), 3), "ms", where + "; bar line predicted one bar ahead"),
         Row("clock.lock_after_start_p50", round(float(np.nanmedian(lk)), 2), "beats", where + "; within 0.1 BPM and 2 ms"),
