@@ -108,6 +108,7 @@ class Recording:
     polls: list[tuple[float, dict]]  # (JACK frame of the reply, status)
     received: list[tuple[int, bytes]]
     xruns: int
+    xrun_frames: list[int]  # JACK frame of the recorder's last cycle before each xrun
     late: int
     returncode: int
     stderr: str
@@ -165,4 +166,4 @@ def follow_sender(jack_server: str, patch: Path, plan: Callable[[ClockSender, in
         assert sender.pending == 0, f"the engine ended before the song did ({sender.pending} events left; {stderr[-2000:]})"
         assert rx.audio_first_frame is not None
         return Recording(planned[0], rx.audio[: rx.audio_pos, 0].copy(), rx.recorded[: rx.audio_pos].copy(),
-                         rx.audio_first_frame, polls, list(rx.raw), rx.xruns, sender.late, returncode, stderr)
+                         rx.audio_first_frame, polls, list(rx.raw), rx.xruns, list(rx.xrun_frames), sender.late, returncode, stderr)

@@ -55,12 +55,18 @@ def test_the_music_plays_on_at_the_last_tempo_and_the_status_says_the_clock_is_l
             if after.frame + SR < frame < after.tick_frame(after.first + after.count - 1)]
     assert len(back) >= 10 and set(back) == {"running"}, back  # re-locked (until the Stop at the end)
     # Through the silence the hits go on, one a beat at the last tempo (nothing to re-time them by).
-    found = onsets(song.audio) + song.first_frame
-    gap = np.sort(found[(found > lost_at + BEAT / 2) & (found < after.frame - BEAT / 2)])
-    spacing = np.diff(gap) / SR * 1e3
-    print(f"{len(gap)} hits while the clock was silent, spaced {spacing.min():.2f}..{spacing.max():.2f} ms")
-    assert len(gap) >= 8
-    assert np.abs(spacing - BEAT / SR * 1e3).max() < 1.0, spacing
+    # A hit whose start JACK skipped (an xrun in the 4 periods before its onset, or frames the recorder was not
+    # called for) is judged by where its audio resumed: seen once in CI, 255 frames late beside 64 xruns.
+    found = np.sort(onsets(song.audio) + song.first_frame)
+    gap = found[(found > lost_at + BEAT / 2) & (found < after.frame - BEAT / 2)]
+    clean = [h for h in gap if song.recorded[h - song.first_frame - 1024 : h - song.first_frame + 1].all()
+             and not any(0 <= ((h - x) & 0xFFFFFFFF) < 4 * 256 for x in song.xrun_frames)]
+    beats = np.diff(clean) / BEAT
+    off_ms = (beats - np.round(beats)) * BEAT / SR * 1e3
+    print(f"{len(gap)} hits while the clock was silent, {len(gap) - len(clean)} left out (JACK skipped their start); "
+          f"the rest {np.round(beats).astype(int).tolist()} beats apart, off by {np.abs(off_ms).max():.3f} ms at most")
+    assert len(gap) >= 8 and len(clean) >= 6, (gap, clean)
+    assert np.abs(off_ms).max() < 1.0 and np.round(beats).max() <= 2, (beats, off_ms)
 
 
 @pytest.mark.jack

@@ -62,7 +62,9 @@ def test_link_beats_land_to_the_sample_on_jack(netns: str, tmp_path: Path) -> No
     recording placed in JACK frames (#19 item 4). Hits in the 2 bars after JACK skipped cycles
     are left out, as the MIDI clock's figures leave out skipped cycles: a dummy server that loses
     cycles moves its frames against Link's clock, and the engine re-fits onto the new line over a
-    bar or two (seen: 1.3-8 ms off then). A hit a beat cannot tell beat 1 from beat 3:
+    bar or two (seen: 1.3-8 ms off then). So are those after JACK's frames moved against Link's
+    clock by more than 0.3 ms with no xrun reported (a cycle late, then caught up: seen in CI,
+    1.1-1.9 ms off, within the fitter's 2 ms phase tolerance, for 5 beats). A hit a beat cannot tell beat 1 from beat 3:
     that the bar lines sit on the session's phase 0 is the test above's (planned bar lines)."""
     if shutil.which("jackd") is None:
         pytest.skip("jackd is not installed")
@@ -78,7 +80,7 @@ def test_link_beats_land_to_the_sample_on_jack(netns: str, tmp_path: Path) -> No
     p50, worst = (np.median(np.abs(later)), np.abs(later).max()) if len(later) else (np.nan, np.nan)
     print(f"\nLink on JACK: session {result['tempo']:.2f} BPM; {len(errors)} hits, the first {len(errors) - len(later)} "
           f"while joining; after: p50 {p50:.3f} ms, max {worst:.3f} ms from the peer's "
-          f"beats; {result['xruns']} xruns, {result['after_xrun']} hits after one left out; JACK's frames up to "
+          f"beats; {result['xruns']} xruns and {result['jumps']} frame jumps, {result['after_xrun']} hits after one left out; JACK's frames up to "
           f"{result['off_line_ms']:.2f} ms off one line; " + "; ".join(result["clock_log"]))
     assert result["returncode"] == 0, result["clock_log"]
     assert any("JACK's frame clock" in line for line in result["clock_log"]), result["clock_log"]
