@@ -806,7 +806,8 @@ class Soak:
         """What else happened around an unexplained gap: JACK's xruns in it, the engine's counters."""
         jack = sum(a - SR // 2 <= x <= b + SR // 2 for x in self.rec.xruns)
         near = [s for t, s in self.status if a - SR <= self.rec.frame_at(t) <= b + SR]
-        grew = {k: near[-1].get(k, 0) - near[0].get(k, 0) for k in ("xruns", "underruns", "rollbacks")} if len(near) > 1 else {}
+        grew = {k: round(near[-1].get(k, 0) - near[0].get(k, 0), 1)
+                for k in ("xruns", "underruns", "rollbacks", "silence_ms", "dry_replay_ms", "skipped_ms")} if len(near) > 1 else {}
         probe = min((down - a for down, _ in self.probes), key=abs, default=0) / SR
         return f"JACK xruns {jack}; engine " + ", ".join(f"{k} +{v}" for k, v in grew.items()) + f"; nearest probe {probe:+.2f} s"
 

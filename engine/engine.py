@@ -200,6 +200,7 @@ class Engine:
             "work": round(sched.frames_generated / sched.frames_new, 3) if sched.frames_new else 1.0,
             "xruns": self.sink.xruns,
             "server_xruns": self.sink.server_xruns,
+            **{f"{k}_ms": v for k, v in self.sink.output_ms.items()},
             "underruns": self.ring.underruns,
             "rejoins": self.ring.rejoins,
             "generator": sched.generator.name,

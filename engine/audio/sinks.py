@@ -96,6 +96,16 @@ class Sink:
         """The audio thread's kernel id, once it has run (realtime.py)."""
         return None
 
+    @property
+    def output_ms(self) -> dict[str, float]:
+        """What the audio thread played other than fed audio, in ms since it armed: zeros
+        (`silence`: nothing fed and no bar to loop), the designated bar looped because the
+        feeder was late (`dry_replay`), and time JACK's frames moved on without a block from
+        this client (`skipped`: its cycles lost to an xrun). Tells who made a silence a
+        listener heard: the engine, or the audio server. Any thread: counters the callback
+        adds to atomically."""
+        return {"silence": 0.0, "dry_replay": 0.0, "skipped": 0.0}
+
     def start(self) -> None:
         raise NotImplementedError
 
@@ -153,6 +163,12 @@ class LiveSink(Sink):
     @property
     def audio_tid(self) -> int | None:
         return self.out.tid
+
+    @property
+    def output_ms(self) -> dict[str, float]:
+        ms = 1000.0 / self.rate
+        return {"silence": round(self.out.gap_frames * ms, 1), "dry_replay": round(self.out.dry_frames * ms, 1),
+                "skipped": round(self.out.skipped * ms, 1)}
 
     @property
     def read_ahead(self) -> int:

@@ -45,6 +45,9 @@ STATUS_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("generator_ms", "f", "its last answer per frame, ms: a child's compute, a remote's network round trip included"),
     ("generator_error", "s", "why the generator is not ready, empty when it is (a server that cannot be reached, "
      "or refused the token: which server, which token file)"),
+    ("silence_ms", "f", "ms of zeros the audio thread played since it started: nothing generated and no bar to loop"),
+    ("dry_replay_ms", "f", "ms the audio thread looped the last bar because the feeder was late"),
+    ("skipped_ms", "f", "ms the audio server moved on without a block from the engine (its cycles lost to xruns)"),
 )
 
 

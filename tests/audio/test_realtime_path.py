@@ -148,6 +148,8 @@ def test_an_interpreter_frozen_past_the_look_ahead_loops_the_last_bar_from_c_the
     sink = engine.sink
     assert sink.out.gaps == 0 and sink.out.dry_entries >= 1 and sink.out.dry_frames > 0.5 * 48_000, \
         (sink.out.gaps, sink.out.dry_entries, sink.out.dry_frames)
+    status = engine.status()  # what /status and /backline/status say of it: the bar looped, no zeros played
+    assert status["silence_ms"] == 0.0 and status["dry_replay_ms"] == round(sink.out.dry_frames / 48, 1), status
     reference = tmp_path / "ref.wav"
     subprocess.run([sys.executable, "-m", "engine", "render", "--patch", "patches/default.yaml", "--bars", "5",
                     "-o", str(reference)], cwd=repo, check=True, capture_output=True)

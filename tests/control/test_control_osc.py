@@ -62,7 +62,7 @@ def test_status_reply(rig):
         msg = OscMessage(s.recv(65536))
     assert msg.address == "/backline/status"
     assert msg.params == [12, 2.5, 121.0, "verse", 160.0, 3, 1.75, 1, 1, "midi:x", "lost", 0, "", 0.0, 0, 0.0, 0, 0, "", "",
-                          "", 0.0, ""]
+                          "", 0.0, "", 0.0, 0.0, 0.0]
 
 
 def status_round_trip(sock: socket.socket, dest, tries: int = 5) -> bool:
@@ -85,7 +85,7 @@ def test_status_fills_missing_keys_with_typed_defaults():
     with OscServer(Dispatcher(target), port=0) as server, client_socket() as s:
         send(s, server.address, "/backline/status")
         assert OscMessage(s.recv(65536)).params == [3, 1.0, 90.0, "p", 80.0, 0, 2.5, 0, 0, "", "", 0, "", 0.0, 0, 0.0, 0, 0, "", "",
-                                                    "", 0.0, ""]
+                                                    "", 0.0, "", 0.0, 0.0, 0.0]
 
 
 def test_status_says_why_the_generator_is_not_ready():
