@@ -71,6 +71,7 @@ GAP_S = 0.010  # a silent run longer than this is a gap
 ROUND_S = 120.0  # a round of every fault takes this long; up to 6 rounds spread over the run
 PROBE_EVERY_S = 6.0
 PROBE_HOLD_S = 0.5
+LATE_PROBE_S = 3.0  # a probe's mute heard this late is still the probe's, if the engine underran in between
 SETTLE_S = 10.0  # after the engine starts or restarts, or the clock comes back: its bar grid settles
 RESTART_SEC = 1.0  # systemd/backline.service RestartSec
 NANO = "soak nanoKONTROL2"  # matches the shipped mapping's port pattern '*nanoKONTROL2*'
@@ -809,23 +810,48 @@ class Soak:
         grew = {k: round(near[-1].get(k, 0) - near[0].get(k, 0), 1)
                 for k in ("xruns", "underruns", "rollbacks", "silence_ms", "dry_replay_ms", "skipped_ms")} if len(near) > 1 else {}
         probe = min((down - a for down, _ in self.probes), key=abs, default=0) / SR
-        return f"JACK xruns {jack}; engine " + ", ".join(f"{k} +{v}" for k, v in grew.items()) + f"; nearest probe {probe:+.2f} s"
+        period = self.rec.client.blocksize  # the recording starts on a cycle: whole cycles of zeros start at 0
+        self._keep(a, b)
+        return (f"JACK xruns {jack}; engine " + ", ".join(f"{k} +{v}" for k, v in grew.items())
+                + f"; nearest probe {probe:+.2f} s; starts {a % period}, ends {b % period} frames into a {period}-frame cycle")
+
+    def _keep(self, a: int, b: int) -> None:
+        """The recording around a gap nothing explains, 1 s either side (gap-<s>.wav), to listen to and read."""
+        import soundfile
+
+        lo, hi = max(0, a - SR), min(self.rec.pos, b + SR)
+        soundfile.write(self.dir / f"gap-{a / SR:.2f}s.wav", self.rec.audio[lo:hi], SR, subtype="FLOAT")
 
     def _explain(self, a: int, b: int) -> str:
         for down, up in self.probes:
             if down <= a <= up + SR // 2:
                 return "the master-gain probe"
+        for down, up in self.probes:  # a probe sent while the look-ahead ran dry lands when fresh audio is back
+            if down < a <= down + LATE_PROBE_S * SR and not self._heard(down, up) and self._underran(down, b):
+                return f"the master-gain probe, heard {(a - down) / SR:.2f} s after it was sent (an underrun in between)"
         for killed, back in self.kills:
             if killed - SR // 2 <= a <= back:
                 return "engine SIGKILL"
         return ""
 
+    def _heard(self, down: int, up: int) -> bool:
+        """Did the probe's mute sound in its own window (5 ms of silence within up + 0.5 s)?"""
+        seg = (np.abs(self.rec.audio[down : up + SR // 2]) <= QUIET).astype(np.int32)
+        return len(seg) >= SR // 200 and bool((np.convolve(seg, np.ones(SR // 200, np.int32), "valid") == SR // 200).any())
+
+    def _underran(self, a: int, b: int) -> bool:
+        """Did the engine count an underrun (the ring replayed a bar) between frames a and b?"""
+        near = [s.get("underruns", 0) for t, s in self.status if a - SR <= self.rec.frame_at(t) <= b + SR]
+        return len(near) > 1 and near[-1] > near[0]
+
     def _latencies(self, audio: np.ndarray) -> list[float]:
-        """Each probe's send -> the first 5 ms of silence after it, in ms."""
+        """Each probe's send -> the first 5 ms of silence after it, in ms: within LATE_PROBE_S
+        (one sent while the look-ahead ran dry lands when fresh audio is back; the next probe
+        is PROBE_EVERY_S later)."""
         out = []
         win = SR // 200
         for down, _ in self.probes:
-            seg = np.abs(audio[down : down + SR // 2]) <= QUIET
+            seg = np.abs(audio[down : down + int(LATE_PROBE_S * SR)]) <= QUIET
             if len(seg) < win:
                 continue
             run = np.convolve(seg.astype(np.int32), np.ones(win, np.int32), "valid")
