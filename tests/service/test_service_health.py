@@ -127,4 +127,4 @@ def test_backline_status_command_prints_the_reply(osc_engine: tuple[str, int], t
                                                "rollbacks_missed=1", "late_splices=0", "memory=all locked (mlockall)", "fit=stretch",
                                                "generator_state=restarting", "generator_ms=41.25",
                                                "generator_error=cannot reach ws://gpu-box.local:9400: [Errno 111] "
-                                               "Connection refused"]
+                                               "Connection refused", "silence_ms=0", "dry_replay_ms=0", "skipped_ms=0"]
