@@ -8,15 +8,8 @@ the best estimate), near 1 for a frame-exact clock that wanders (jack_midi_clock
 newest tick is). Changes: each tick's innovation, in standard deviations of that filter,
 feeds a two-sided CUSUM (Page's test); a step or ramp adds up on one side and restarts
 the window where it began, wander and jitter sum to nothing. A tick beyond 5 sigma (at
-least `jump_threshold`) is held back as a late tick. After a change the window is fitted
-with candidate changes too (a ramp through it, or a step or a ramp that began at one of its
-knots, every 6 ticks; `_change_models`), and the best one is taken when its change is
-clearly above the timing noise: a step is then seen in the fit before the CUSUM restarts
-the window (a 1 BPM step at -J 1: 0.84 BPM off two beats after with the plain line, 0.24
-now), and a ramp's tempo is its tangent at the newest tick. Cost: about 0.5 ms a tick on
-this 2-core VM, in the MIDI input thread (0.13 ms with the plain line alone; `python -m
-bench --only clock`, `clock.follower_us_per_tick`). Not met: within 0.5 BPM two beats
-after a ramp starts or ends under jitter (0.6-1.5 BPM off; the tests xfail it).
+least `jump_threshold`) is held back as a late tick. During a ramp (curvature clearly
+above the timing noise) the tempo is the tangent of a parabola through the newest 2 beats.
 
 Why this and not a delay-locked loop (Adriaensen, "Using a DLL to filter time", as JACK
 uses) or a Kalman filter of phase and period: a clock's tempo is judged against its own
@@ -63,6 +56,7 @@ _LEAST_SIGMA = 50e-6  # s: a frame-exact clock's innovations are a frame or two 
 _NOISE_SETTLE = 96  # ticks of noise measurements before a small sigma is believed
 _CUSUM_DRIFT = 1.0  # standard deviations of innovation the change detector forgives per tick
 _CUSUM_ALARM = 12.0  # ...and the sum that means the tempo changed: 3 held-back ticks in a row (3 x (5 - 1))
+_RAMP_TICKS = 48  # 2 beats: the ramp tangent is taken from these newest ticks
 _MIN_POINTS_TO_JUDGE = 12  # below this the line itself is too uncertain to call a tick an outlier
 _NOISE_MEMORY_WINDOWS = 8  # timing noise is averaged over this many windows
 _MIN_POINTS_TO_RELABEL = 4  # three intervals: their median is a period even when one holds a lost tick
@@ -96,104 +90,26 @@ class FollowerConfig:
             raise ValueError(f"grace must be in 0..60 s, got {self.grace}")
 
 
-_KNOT_STEP = 6  # ticks between the candidate knots where a change may have begun
-_CHANGE_MIN_TICKS = 12  # ...at least this many ticks after a knot
-_CHANGE_Z = 4.0  # standard errors of a change's coefficient that make it one
-_SHORT_TICKS = 48  # 2 beats: a ramp's tangent is checked against a parabola through these newest ticks
-_SHORT_Z = 3.0  # ...and that one is taken when the two are this many of its standard errors apart
-
-
-def _change_models(k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The candidate tempo changes over ticks `k` (newest at 0), each a line a + b k plus
-    c q(h): a ramp over the whole window (h = k, q = k²), and at each knot s (every
-    `_KNOT_STEP` ticks) a step (h = max(0, k - s), q = h) and a ramp that began there (the
-    same h, q = h²). Returns h and q (m, n) and which candidates are ramps. Built for every
-    fit, not cached: a late tick held back leaves a hole that moves through the window, so
-    the same `k` seldom comes twice."""
-    at = k[(k >= k[0] + _KNOT_STEP) & (k <= -_CHANGE_MIN_TICKS) & (k.astype(np.int64) % _KNOT_STEP == 0)]
-    after = np.maximum(0.0, k[None, :] - at[:, None])
-    h = np.concatenate((k[None, :], after, after))
-    q = np.concatenate(((k * k)[None, :], after, after * after))
-    ramp = np.ones(len(h), dtype=bool)
-    ramp[1 : 1 + len(at)] = False
-    return h, q, ramp
-
-
-def _fit_all(k: np.ndarray, t: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares a, b, c of every candidate (m, 3) and its residuals (m, n), from the
-    normal equations: the designs [1, k, q] are never built (each fit runs on every tick)."""
-    m = len(q)
-    sq, skq, sqq = q.sum(axis=1), q @ k, np.einsum("mn,mn->m", q, q)
-    normal = np.empty((m, 3, 3))
-    normal[:, 0, 0], normal[:, 0, 1], normal[:, 1, 1] = len(k), k.sum(), k @ k
-    normal[:, 0, 2] = normal[:, 2, 0] = sq
-    normal[:, 1, 2] = normal[:, 2, 1] = skq
-    normal[:, 1, 0] = normal[:, 0, 1]
-    normal[:, 2, 2] = sqq
-    moments = np.empty((m, 3, 1))
-    moments[:, 0, 0], moments[:, 1, 0], moments[:, 2, 0] = t.sum(), k @ t, q @ t
-    coef = np.linalg.solve(normal, moments)[:, :, 0]
-    return coef, (t - coef[:, :1]) - coef[:, 1:2] * k - coef[:, 2:] * q
-
-
-def _variances(w: np.ndarray, k: np.ndarray) -> tuple[float, float]:
-    """The variance of a linear estimate with weights `w` over ticks `k`, per unit jitter and per unit wander."""
-    tails = np.cumsum(w[::-1])[::-1][1:]  # a wander step before tick m moves ticks m.. alike
-    return float(w @ w), float((tails * tails) @ np.diff(k))
-
-
-def _ramp_fit(t: np.ndarray, h: np.ndarray, x: np.ndarray, ramp: bool) -> tuple[np.ndarray, float, np.ndarray]:
-    """Coefficients, kappa and the least-squares weights (3, n) of one candidate, with a ramp's cubic term."""
-    weights = np.linalg.solve(x.T @ x, x.T)
-    coef = weights @ t
-    if not ramp:
-        return coef, 0.0, weights
-    shift = weights @ h ** 3
-    kappa = 0.0
-    for _ in range(3):
-        kappa = 4.0 * coef[2] ** 2 / (3.0 * coef[1])
-        coef = weights @ t - kappa * shift
-    return coef, kappa, weights
-
-
-def _at_end(coef: np.ndarray, kappa: float, u: float, ramp: bool) -> tuple[float, float]:
-    a, b, c = coef
-    if ramp:
-        return float(a + c * u * u + kappa * u ** 3), float(b + 2.0 * c * u + 3.0 * kappa * u * u)
-    return float(a + c * u), float(b + c)
-
-
 def _line_at_end(k: np.ndarray, t: np.ndarray, noise: _TimingNoise) -> tuple[float, float]:
     """Time and period at k = 0 (the newest tick) from a least-squares fit.
 
-    A straight line when the tempo is steady; after a change the best-fitting (least
-    squares) of the candidates in `_change_models` (a ramp through the window, or a step or
-    a ramp that began at a knot), when its change coefficient is clearly above the clock's
-    own timing noise (|c| > `_CHANGE_Z` standard errors, see `_TimingNoise`). A ramp linear
-    in tempo has periods P / (1 + e h), so times c h² + (4c² / 3P) h³ (P the period at
-    h = 0): that term is put in from a first fit, and the fit repeated. A ramp's tangent is
-    checked against the same fit through the newest `_SHORT_TICKS`: a ramp that ends leaves
-    the long fit bending late (the change detector barely sees it, each next tick off by only
-    the tangent's error, under USB-like jitter well below one sigma), the short one follows.
+    A straight line when the tempo is steady; during a ramp (curvature clearly above the
+    clock's own timing noise: |c| > 4 standard errors, see `_TimingNoise`) the tangent of a
+    parabola at the newest tick, which follows the ramp instead of lagging half a window
+    behind it.
     """
     if len(k) >= _MIN_POINTS_TO_JUDGE:
-        h, q, ramp = _change_models(k)
-        coef, resid = _fit_all(k, t, q)  # without a ramp's cubic term, to choose
-        best = int(np.argmin(np.einsum("mn,mn->m", resid, resid)))
-        jitter, wander = noise.update(resid[best])
-        design = np.stack([np.ones_like(k), k, q[best]], axis=1)
-        coef_b, kappa, weights = _ramp_fit(t, h[best], design, bool(ramp[best]))
-        var_j, var_w = _variances(weights[2], k)
-        if abs(coef[best, 2]) > _CHANGE_Z * np.sqrt(jitter * var_j + wander * var_w):
-            at_end, period = _at_end(coef_b, kappa, h[best, -1], bool(ramp[best]))
-            if ramp[best] and len(k) > _SHORT_TICKS + _KNOT_STEP:
-                ks, ts = k[-_SHORT_TICKS:], t[-_SHORT_TICKS:]
-                coef_s, kappa_s, w_s = _ramp_fit(ts, ks, np.stack([np.ones_like(ks), ks, ks * ks], axis=1), True)
-                at_s, period_s = _at_end(coef_s, kappa_s, 0.0, True)
-                tan_j, tan_w = _variances(w_s[1], ks)  # the tangent at k = 0 is coefficient b
-                if abs(period_s - period) > _SHORT_Z * np.sqrt(jitter * tan_j + wander * tan_w):
-                    return at_s, period_s
-            return at_end, period
+        x = np.stack([np.ones_like(k), k, k * k], axis=1)
+        weights = np.linalg.pinv(x)  # row i: the weights of the ticks' times in coefficient i
+        coef = weights @ t
+        jitter, wander = noise.update(t - x @ coef)
+        a = weights[2]
+        tails = np.cumsum(a[::-1])[::-1][1:]  # a wander step before tick m moves ticks m.. alike
+        variance = jitter * float(a @ a) + wander * float(np.diff(k) @ (tails * tails))
+        if abs(coef[2]) > 4.0 * np.sqrt(variance):
+            recent = x[-_RAMP_TICKS:]  # the tangent from the newest ticks only: a ramp that ends is left in a beat or two
+            coef = np.linalg.lstsq(recent, t[-_RAMP_TICKS:], rcond=None)[0]
+            return float(coef[0]), float(coef[1])
     km, tm = k.mean(), t.mean()
     period = float(((k - km) * (t - tm)).sum() / ((k - km) ** 2).sum())
     return float(tm - period * km), period
