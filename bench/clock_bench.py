@@ -120,7 +120,7 @@ def jitter_rows(runs: int) -> list[Row]:
 
 def cost_rows(runs: int) -> list[Row]:
     """The follower's time per tick (feed and estimate, this thread), on a steady clock and across a 5 BPM step (its
-    window restarts and grows again: each length a new design), beside an empty loop over the same stream."""
+    window restarts there), beside an empty loop over the same stream."""
     import time
 
     out = []
