@@ -782,6 +782,8 @@ class Soak:
                     why = self._explain(int(a), int(b)) or _replay_of(audio, int(a), int(b), explained)
                     if why:
                         explained.append((int(a), int(b)))
+                    if not why:
+                        self._keep(int(a), int(b))
                     gaps.append((a / SR, (b - a) / SR * 1e3, why, "" if why else self._context(int(a), int(b))))
         statuses = [s for _, s in self.status]
         xruns = len(self.rec.xruns)
@@ -806,12 +808,11 @@ class Soak:
     def _context(self, a: int, b: int) -> str:
         """What else happened around an unexplained gap: JACK's xruns in it, the engine's counters."""
         jack = sum(a - SR // 2 <= x <= b + SR // 2 for x in self.rec.xruns)
-        near = [s for t, s in self.status if a - SR <= self.rec.frame_at(t) <= b + SR]
+        near = self._near(a, b)
         grew = {k: round(near[-1].get(k, 0) - near[0].get(k, 0), 1)
                 for k in ("xruns", "underruns", "rollbacks", "silence_ms", "dry_replay_ms", "skipped_ms")} if len(near) > 1 else {}
         probe = min((down - a for down, _ in self.probes), key=abs, default=0) / SR
         period = self.rec.client.blocksize  # the recording starts on a cycle: whole cycles of zeros start at 0
-        self._keep(a, b)
         return (f"JACK xruns {jack}; engine " + ", ".join(f"{k} +{v}" for k, v in grew.items())
                 + f"; nearest probe {probe:+.2f} s; starts {a % period}, ends {b % period} frames into a {period}-frame cycle")
 
@@ -836,12 +837,15 @@ class Soak:
 
     def _heard(self, down: int, up: int) -> bool:
         """Did the probe's mute sound in its own window (5 ms of silence within up + 0.5 s)?"""
-        seg = (np.abs(self.rec.audio[down : up + SR // 2]) <= QUIET).astype(np.int32)
-        return len(seg) >= SR // 200 and bool((np.convolve(seg, np.ones(SR // 200, np.int32), "valid") == SR // 200).any())
+        return _first_silence(self.rec.audio[down : up + SR // 2]) is not None
+
+    def _near(self, a: int, b: int) -> list[dict[str, Any]]:
+        """The engine's statuses read from a second before frame a to a second after frame b."""
+        return [s for t, s in self.status if a - SR <= self.rec.frame_at(t) <= b + SR]
 
     def _underran(self, a: int, b: int) -> bool:
         """Did the engine count an underrun (the ring replayed a bar) between frames a and b?"""
-        near = [s.get("underruns", 0) for t, s in self.status if a - SR <= self.rec.frame_at(t) <= b + SR]
+        near = [s.get("underruns", 0) for s in self._near(a, b)]
         return len(near) > 1 and near[-1] > near[0]
 
     def _latencies(self, audio: np.ndarray) -> list[float]:
@@ -849,15 +853,10 @@ class Soak:
         (one sent while the look-ahead ran dry lands when fresh audio is back; the next probe
         is PROBE_EVERY_S later)."""
         out = []
-        win = SR // 200
         for down, _ in self.probes:
-            seg = np.abs(audio[down : down + int(LATE_PROBE_S * SR)]) <= QUIET
-            if len(seg) < win:
-                continue
-            run = np.convolve(seg.astype(np.int32), np.ones(win, np.int32), "valid")
-            hit = np.flatnonzero(run == win)
-            if len(hit):
-                out.append(hit[0] / SR * 1e3)
+            hit = _first_silence(audio[down : down + int(LATE_PROBE_S * SR)])
+            if hit is not None:
+                out.append(hit / SR * 1e3)
         return out
 
     def _clock_offsets(self) -> tuple[np.ndarray, float]:
@@ -899,6 +898,15 @@ def _replay_of(audio: np.ndarray, a: int, b: int, explained: list[tuple[int, int
                (len(before) == edge and start + k - edge >= 0 and np.array_equal(audio[start + k - edge : start + k], before)):
                 return f"a bar replayed (underrun) over the silence at {start / SR:.2f} s, sample for sample"
     return ""
+
+
+def _first_silence(audio: np.ndarray, win: int = SR // 200) -> int | None:
+    """Where the first `win` samples (5 ms) in a row at or below QUIET begin in `audio`; None if nowhere."""
+    if len(audio) < win:
+        return None
+    run = np.convolve((np.abs(audio) <= QUIET).astype(np.int32), np.ones(win, np.int32), "valid")
+    hit = np.flatnonzero(run == win)
+    return int(hit[0]) if len(hit) else None
 
 
 def _increments(counts: list[int]) -> Iterator[int]:
