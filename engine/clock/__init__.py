@@ -11,7 +11,7 @@ from engine.clock.midi_follower import FollowerConfig, MidiClockFollower
 from engine.clock.sampleclock import SampleClock, SampleClockTracker
 from engine.clock.source import ClockSource, health, open_link_source, parse_clock_source
 from engine.clock.tap import TapTempo, ramp
-from engine.clock.timeline_follow import TimelineFollower
+from engine.clock.timeline_follow import Refit, TimelineFollower
 
 __all__ = [
     "PPQN",
@@ -26,6 +26,7 @@ __all__ = [
     "SampleClock",
     "SampleClockTracker",
     "TapTempo",
+    "Refit",
     "TimelineFollower",
     "health",
     "open_link_source",

@@ -112,10 +112,11 @@ class ClockCoupling:
                 log.info("clock %s runs: audio starts at its bar %d (sample %d)", self.driver.source, start[1] + 1,
                          start[0].bar_start(start[1]))
             return
-        replan = scheduler.replan_from  # with rollback, bars already generated may be planned again
-        new = self.driver.follow(scheduler.timeline, planned_until=replan, clock=clock, t=now)
-        if new is not None:
-            scheduler.retime(new, at=replan)
+        refit = self.driver.follow(scheduler.timeline, planned_until=scheduler.planned_until,
+                                   replan_from=scheduler.replan_from,  # with rollback, bars generated may be planned again
+                                   clock=clock, t=now)
+        if refit is not None:
+            scheduler.retime(refit.timeline, at=refit.at)
 
     def _start_clock_out(self, sink: _Sink, scheduler: _Scheduler) -> None:
         """Once the sink plays: send our clock from bar 0. A JACK port with the sink frame-locked

@@ -22,7 +22,7 @@ from engine.clock.jack_in import FrameTimebase, JackClockInput
 from engine.clock.midi_in import MidiClockInput
 from engine.clock.sampleclock import SampleClock
 from engine.clock.source import ClockSource, health, open_link_source
-from engine.clock.timeline_follow import TimelineFollower
+from engine.clock.timeline_follow import Refit, TimelineFollower
 from engine.midi import MidiApi
 from engine.timeline import Timeline
 
@@ -30,12 +30,6 @@ logger = logging.getLogger(__name__)
 SETTLE_BEATS = 1.0
 """A new song grid is taken only after this many beats of a (re)started clock: a tempo
 from a few ticks is too rough to place bar lines seconds ahead."""
-LINK_TEMPO_TOLERANCE = 0.005
-"""BPM a Link session's tempo may be off the timeline's before the upcoming bars are re-fit
-(a MIDI clock's, measured from jittery ticks, may be 0.05 off). The session's tempo is a number
-the peers share, so this is the timeline's rounding (0.001 BPM) and, on JACK's frames, the
-measured rate of JACK's clock moving by 40 ppm (0.3 ms over 16 beats); at 0.05 BPM (390 ppm)
-the beats drifted by the whole 2 ms phase tolerance before a re-fit."""
 
 
 class ClockDriver:
@@ -54,8 +48,7 @@ class ClockDriver:
         self.midi_input = midi_input
         self.follower = follower
         self.link = link
-        self.timeline_follower = (TimelineFollower(beats_per_bar=beats_per_bar) if link is None else
-                                  TimelineFollower(beats_per_bar=beats_per_bar, tempo_tolerance=LINK_TEMPO_TOLERANCE))
+        self.timeline_follower = TimelineFollower(beats_per_bar=beats_per_bar)
         self._last_state: str | None = None
 
     @classmethod
@@ -129,10 +122,13 @@ class ClockDriver:
             return None
         return est
 
-    def follow(self, timeline: Timeline, *, planned_until: int, clock: SampleClock, t: float) -> Timeline | None:
-        """A timeline for the scheduler's unplanned bars when the clock moved, else None."""
+    def follow(self, timeline: Timeline, *, planned_until: int, replan_from: int | None = None, clock: SampleClock,
+               t: float) -> Refit | None:
+        """A re-fit of the scheduler's bars from `planned_until` (or `replan_from`, see
+        `TimelineFollower.update`) when the clock moved, else None."""
         est = self._settled(t)
-        return self.timeline_follower.update(est, timeline, planned_until=planned_until, time_to_sample=clock.sample_at)
+        return self.timeline_follower.update(est, timeline, planned_until=planned_until, replan_from=replan_from,
+                                             time_to_sample=clock.sample_at)
 
     def song_start(self, *, after: int, clock: SampleClock, t: float) -> tuple[Timeline, int] | None:
         """(the clock's grid, its first bar starting at or after sample `after`) once the clock runs, else None.

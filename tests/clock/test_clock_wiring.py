@@ -68,10 +68,10 @@ def follow_offline(stream, *, seconds: float, lookahead: int = 9600, rollback: b
         now[0] = playhead  # what the coupling sees before this turn's fill
         if at is not None and abs(t - at[0]) < 0.0025:
             at[1](sched)
-        replan = sched.replan_from
-        new = driver.follow(sched.timeline, planned_until=replan, clock=sink, t=t)
-        if new is not None:
-            sched.retime(new, at=replan)
+        refit = driver.follow(sched.timeline, planned_until=sched.planned_until, replan_from=sched.replan_from,
+                              clock=sink, t=t)
+        if refit is not None:
+            sched.retime(refit.timeline, at=refit.at)
         before = sched.planned_until
         sched.fill(playhead)
         bar = sched.timeline.bar_at(before)

@@ -20,19 +20,20 @@ def estimate(bpm: float, *, beat0: float = 10.0, epoch: int = 1, state: str = "r
 
 def test_first_estimate_of_an_epoch_starts_a_song_grid() -> None:
     follower = TimelineFollower(beats_per_bar=4)
-    new = follower.update(estimate(120.0, beat0=10.5), Timeline.start(100), planned_until=0, time_to_sample=SINK.sample_at)
-    assert new is not None
+    refit = follower.update(estimate(120.0, beat0=10.5), Timeline.start(100), planned_until=0, time_to_sample=SINK.sample_at)
+    assert refit is not None and refit.at == 0
+    new = refit.timeline
     assert new.bar_start(0) == 24_000 and new.bar_start(3) == 24_000 + 3 * 96_000
     assert follower.update(estimate(120.0, beat0=10.5), new, planned_until=0, time_to_sample=SINK.sample_at) is None
 
 
 def test_a_moved_estimate_refits_from_the_first_ungenerated_bar_only() -> None:
     follower = TimelineFollower(beats_per_bar=4)
-    grid = follower.update(estimate(120.0), Timeline.start(120), planned_until=0, time_to_sample=SINK.sample_at)
-    assert grid is not None
+    grid = follower.update(estimate(120.0), Timeline.start(120), planned_until=0, time_to_sample=SINK.sample_at).timeline  # type: ignore[union-attr]
     moved = estimate(121.0, beat0=10.0)
-    new = follower.update(moved, grid, planned_until=100_000, time_to_sample=SINK.sample_at)
-    assert new is not None
+    refit = follower.update(moved, grid, planned_until=100_000, time_to_sample=SINK.sample_at)
+    assert refit is not None and refit.at == 100_000
+    new = refit.timeline
     assert new.bar_start(1) == grid.bar_start(1)  # generated: untouched
     assert new.bar_start(2) == round(SINK.sample_at(moved.beat_time(8)))
     assert new.bar_start(3) - new.bar_start(2) == round(4 * 60 / 121 * SR)
@@ -41,11 +42,28 @@ def test_a_moved_estimate_refits_from_the_first_ungenerated_bar_only() -> None:
 
 def test_small_moves_within_tolerance_leave_the_timeline_alone() -> None:
     follower = TimelineFollower(beats_per_bar=4, phase_tolerance=0.002, tempo_tolerance=0.05)
-    grid = follower.update(estimate(120.0), Timeline.start(120), planned_until=0, time_to_sample=SINK.sample_at)
-    assert grid is not None
+    grid = follower.update(estimate(120.0), Timeline.start(120), planned_until=0, time_to_sample=SINK.sample_at).timeline  # type: ignore[union-attr]
     nudged = estimate(120.01, beat0=10.0005)
     assert follower.update(nudged, grid, planned_until=50_000, time_to_sample=SINK.sample_at) is None
     assert follower.update(estimate(120.0, state="lost"), grid, planned_until=0, time_to_sample=SINK.sample_at) is None
+
+
+def test_an_unplanned_bar_follows_a_small_move_and_a_generated_one_only_a_large_one() -> None:
+    """Moving a bar not planned yet is free, so a 0.5 ms move re-fits it (a 2 ms tolerance there
+    left bar lines up to 2 ms further off than the follower's estimate); a bar already
+    generated (with rollback: `replan_from` before `planned_until`) is planned again only past
+    2 ms, and then from `replan_from`."""
+    follower = TimelineFollower(beats_per_bar=4)
+    grid = follower.update(estimate(120.0), Timeline.start(120), planned_until=0, time_to_sample=SINK.sample_at).timeline  # type: ignore[union-attr]
+    small = follower.update(estimate(120.0, beat0=10.0005), grid, planned_until=192_000, replan_from=96_000,
+                            time_to_sample=SINK.sample_at)
+    assert small is not None and small.at == 192_000  # no rollback for half a millisecond
+    assert small.timeline.bar_start(2) == grid.bar_start(2)  # planned: untouched
+    assert small.timeline.bar_start(3) == grid.bar_start(3) + 24  # the first unplanned bar line, 0.5 ms later
+    large = follower.update(estimate(120.0, beat0=10.003), grid, planned_until=192_000, replan_from=96_000,
+                            time_to_sample=SINK.sample_at)
+    assert large is not None and large.at == 96_000
+    assert large.timeline.bar_start(1) == grid.bar_start(1) and large.timeline.bar_start(2) == grid.bar_start(2) + 144
 
 
 def test_following_a_tempo_jump_keeps_bar_lines_on_the_clock() -> None:
@@ -56,9 +74,9 @@ def test_following_a_tempo_jump_keeps_bar_lines_on_the_clock() -> None:
     lookahead = 0.5
     for t, msg in stream.events:
         clock.feed(msg, t)
-        new = follower.update(clock.estimate(t), timeline, planned_until=round(SINK.sample_at(t + lookahead)),
-                              time_to_sample=SINK.sample_at)
-        timeline = new or timeline
+        refit = follower.update(clock.estimate(t), timeline, planned_until=round(SINK.sample_at(t + lookahead)),
+                                time_to_sample=SINK.sample_at)
+        timeline = refit.timeline if refit else timeline
     for bar in range(2, 16):
         if bar in (8, 9):  # the jump is at bar 8: audio generated before it was known keeps the old grid
             continue
