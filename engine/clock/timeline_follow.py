@@ -1,9 +1,9 @@
 """Turn a clock estimate into Timeline updates: re-fit upcoming bars when the estimate moves.
 
-Bars not planned yet are touched, and with rollback bars generated but not played when the
-clock moved further, so audio already playing stays where it is. Changes land on a bar line (`at_bar`): `Timeline.with_change(at_beat=...)` inside a bar
-would start a new bar there and break the bar count that MIDI clock and Link share with
-the band. The bar that starts where planning stands (`planned_until`) absorbs the phase
+Bars not planned yet are moved, and (with rollback) bars generated but not played when the
+clock moved further; audio already playing stays where it is. Changes land on a bar line
+(`at_bar`): `Timeline.with_change(at_beat=...)` inside a bar would start a new bar there and
+break the bar count that MIDI clock and Link share with the band. The bar that starts where planning stands (`planned_until`) absorbs the phase
 correction: it ends where the clock says the next bar starts (where planning stands again).
 """
 
@@ -39,9 +39,9 @@ class TimelineFollower:
     planned, a bar and the look-ahead before it plays, and whatever it is off then is heard.
     With 2 ms there as well, a bar line could stand 2 ms further off than the follower's
     estimate (on the sample-exact clock of the soak the engine's ticks sat 2.00 ms off for a
-    bar after a restart; the soak allows 2 ms at p99). Bars already
-    generated (with rollback, from `replan_from`) are planned again only past the wider
-    `rollback_phase_tolerance` and `rollback_tempo_tolerance`: that throws their audio away.
+    bar after a restart; the soak allows 2 ms at p99). Bars already generated (with rollback,
+    from `replan_from`) are planned again only past the wider `rollback_phase_tolerance` and
+    `rollback_tempo_tolerance`: that throws their audio away.
     """
 
     def __init__(

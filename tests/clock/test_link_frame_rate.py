@@ -126,8 +126,9 @@ def test_rate_skips_preempted_readings_and_takes_none_off_a_line() -> None:
 
 def test_bar_lines_on_a_slow_jack_clock_follow_link_through_the_driver() -> None:
     """CI's case through the driver and the timeline: JACK's frames 270 ppm slow (0.034 BPM at 127,
-    inside the 0.05 BPM a generated bar may be off before it is planned again), the grid taken before the rate is measured. Every
-    bar line as planned lands within 0.2 ms of Link's, for 64 beats."""
+    inside the 0.05 BPM a generated bar may be off before it is planned again), the grid taken
+    before the rate is measured. Every bar line as planned lands within 0.2 ms of Link's, for
+    64 beats."""
     from engine.clock.driver import ClockDriver
     from engine.clock.sampleclock import SampleClock
     from engine.clock.source import ClockSource
