@@ -29,8 +29,8 @@ wander for jumps: p99 3.2 BPM at -J 5, 8.8 at -J 10. Lost ticks (a whole period 
 the prediction), repeated ones (a period late) and delayed ones (beyond 5 sigma, then back)
 are told apart from a change because each lands a known way off the prediction.
 
-A tick lost while the window is young (just after Start) is counted once a few intervals
-give the period.
+A tick lost while the window is young (just after Start, or after the clock came back from a
+dropout) is counted once a few intervals give the period.
 
 Pure: no threads, no clock reads. The MIDI input callback (or a test) calls
 `feed(message, t)` with the arrival time; the scheduler calls `estimate(t)`.
@@ -61,6 +61,8 @@ _MIN_POINTS_TO_JUDGE = 12  # below this the line itself is too uncertain to call
 _NOISE_MEMORY_WINDOWS = 8  # timing noise is averaged over this many windows
 _MIN_POINTS_TO_RELABEL = 4  # three intervals: their median is a period even when one holds a lost tick
 _WHOLE_PERIODS = 0.25  # every interval of a young window within this many periods of a whole number, to relabel it
+_SAME_TEMPO = 0.1  # a clock back from a dropout within this fraction of its old period is numbered by the old line
+_REPEAT_WITHIN = 0.3  # periods: a tick this soon after the last, in a young window, repeats it (a cycle JACK ran twice)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,6 +181,7 @@ class MidiClockFollower:
         self._since: list[int | None] = [None, None]  # raw tick where that evidence began
         self._raw = -1  # raw index of the last clock (counts every clock, playing or not)
         self._last_t: float | None = None
+        self._lost_line: tuple[int, float, float] | None = None  # (raw, time, period) of the last tick before a dropout
         self._playing = False
         self._base: tuple[int, int] = (0, 0)  # (raw tick, song tick) while playing
         self._resume_tick = 0  # song tick the next clock gets after Start/Continue
@@ -235,6 +238,8 @@ class MidiClockFollower:
     def _clock(self, t: float) -> None:
         self.counters["clocks"] += 1
         raw = self._raw + 1
+        returned = False
+        lost_line = None
         if self._fit is not None and self._last_t is not None:
             period = self._fit[1]
             gap = t - self._last_t
@@ -243,8 +248,12 @@ class MidiClockFollower:
                 raw = self._raw + max(1, round(gap / period))
                 self.counters["dropouts"] += 1
                 logger.info("MIDI clock back after %.3f s; assuming %d ticks were missed", gap, raw - self._raw - 1)
+                returned = True
+                lost_line = (self._raw, self._last_t, period)
             else:
                 fitted = self._fitted_index(t)
+                if fitted is None and len(self._window) < _MIN_POINTS_TO_JUDGE and gap < _REPEAT_WITHIN * period:
+                    fitted = self._raw  # too young a window to judge by its line: a repeat by the last tick's time
                 if fitted is not None and fitted <= self._raw:
                     self.counters["duplicates"] += 1
                     self._log.warn("dup", "MIDI clock: a tick at %.6f s repeats tick %d on the line; ignored", t, fitted)
@@ -260,13 +269,15 @@ class MidiClockFollower:
             self._base = (raw, self._resume_tick)
             self._armed, self._playing = False, True
             self._epoch += 1
-            if self._fit is not None:
-                self._restart(raw, t)
-                return
+            returned = self._fit is not None
+        if returned:
+            self._restart(raw, t)
+            self._lost_line = lost_line
+            return
         self._add_point(raw, t)
 
     def _restart(self, raw: int, t: float) -> None:  # self._fit is not None
-        """The first clock after Continue, Start or a Song Position Pointer while ticks were known.
+        """The first clock after Continue, Start, a Song Position Pointer or a dropout while ticks were known.
 
         A sender restarted (by hand, or a JACK transport relocating) starts its ticks at a
         phase the old ones do not predict, up to half a tick off their line: held back as late
@@ -275,11 +286,20 @@ class MidiClockFollower:
         bends the tempo for two bars (measured live at 120 BPM, a restart 0.45 tick off: the
         bars after Continue 9.4 ms early, then 1-2.5 ms late for two bars). The new ticks start
         a window of their own, from this one, at the old period until a few give their own.
+
+        A clock back from a dropout is the same: its phase is wherever the sender's clock has
+        got to. Held back against the old line instead, a tick lost among its first dozen
+        (JACK skipping a cycle) went uncounted, and the song position stayed a tick early for
+        good (any one of the 2nd to 11th ticks back, 120 BPM, back 0.4 tick late); in a window
+        of its own the young-window relabelling counts it. A tick repeated there (a cycle JACK
+        ran twice) is told by its time against the last tick's: counted as a new one, it put the
+        song position a tick late for good (CI, stop 26's session: every beat 20.8 ms late).
         """
         self._window.clear()
         self._window.append((raw, t))
         self._pending.clear()
         self._reset_detector()
+        self._lost_line = None
         self._fit = (t, self._fit[1], raw)
 
     def _fitted_index(self, t: float) -> int | None:
@@ -325,7 +345,10 @@ class MidiClockFollower:
         if self._fit is None or len(self._window) < _MIN_POINTS_TO_JUDGE:
             self._window.append((raw, t))
             self._reset_detector()
-            self._relabel_young_window()
+            if self._lost_line is not None:
+                self._recount_dropout()
+            else:
+                self._relabel_young_window()
             self._refit()
             return
         innovation = t - self._predict(raw)
@@ -397,6 +420,41 @@ class MidiClockFollower:
         self._window.extend(zip(map(int, labels), t.tolist()))
         self._base = (relabel.get(self._base[0], self._base[0]), self._base[1])
         self._raw = relabel[self._raw]
+
+    def _recount_dropout(self) -> None:
+        """Number the first few ticks back from a dropout by their times, not by the first one's gap.
+
+        The count on return is the gap from the last tick before to the first back, in periods.
+        A first tick stamped a cycle late (5.3 ms at 48 kHz / 256) from a sender back 0.4 tick
+        off its old line tips it to a tick too many, and the song position stays a tick late
+        for good. Once `_MIN_POINTS_TO_RELABEL` ticks are back, their common phase against the
+        old line (a circular mean, so one late tick moves it by a fraction) and each one's time
+        number them all, at the old period (the sender kept its tempo): a tick lost or repeated
+        among them is numbered right too.
+        """
+        if self._lost_line is None or len(self._window) < _MIN_POINTS_TO_RELABEL:
+            return
+        lost_raw, lost_t, period = self._lost_line
+        self._lost_line = None
+        k, t = np.asarray(self._window, dtype=np.float64).T
+        if abs(float(np.median(np.diff(t))) / period - 1.0) > _SAME_TEMPO:
+            return  # back at another tempo: the old period does not number these; the young window's relabelling does
+        periods = (t - lost_t) / period
+        phase = float(np.angle(np.exp(2j * np.pi * periods).mean())) / (2 * np.pi)
+        labels = lost_raw + np.maximum(1, np.rint(periods - phase)).astype(np.int64)
+        if np.any(np.diff(labels) < 0) or np.array_equal(labels, k):
+            return
+        keep = np.concatenate(([True], np.diff(labels) > 0))  # a repeat shares its tick's number
+        shift = int(labels[-1]) - self._raw
+        self.counters["missed"] += max(0, shift)
+        self.counters["duplicates"] += int((~keep).sum())
+        self._log.warn("missed", "MIDI clock: the %d ticks back after a dropout numbered by their times: %+d tick(s) "
+                       "from the count by the first one's gap", len(k), shift)
+        self._window.clear()
+        self._window.extend(zip(labels[keep].tolist(), t[keep].tolist()))
+        if self._base[0] >= k[0]:
+            self._base = (self._base[0] + int(labels[0] - k[0]), self._base[1])
+        self._raw = int(labels[-1])
 
     def _refit(self) -> None:
         if len(self._window) < 2:

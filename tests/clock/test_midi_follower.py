@@ -208,6 +208,33 @@ def test_dropout_coasts_then_holds_then_recovers() -> None:
     assert abs(est.beat_time(16) - stream.beat_time(15) - 0.5) < 0.005  # the song position kept its count
 
 
+@pytest.mark.parametrize("fault", [None, ("lost", 1), ("lost", 2), ("lost", 5), ("lost", 10),
+                                   ("repeated", 0), ("repeated", 1), ("repeated", 6), ("late", 0)])
+def test_the_ticks_just_after_the_clock_returns_keep_the_senders_count(fault: tuple[str, int] | None) -> None:
+    """The clock comes back after 5 s at 120 BPM, 0.4 tick later than its old line (the sender
+    kept its own time), and JACK loses, repeats or stamps a cycle (256 frames) late one of its
+    first ticks: the song position is the sender's from there on. Before, any of these put
+    every later beat a tick (20.8 ms) off: a lost tick uncounted while held back against the
+    old line, a repeat counted as a tick, a late first tick tipping the gap's count."""
+    period = 60.0 / (120.0 * 24)
+    back = (768 + 240 + 0.4) * period
+    times = [k * period for k in range(768)] + [back + k * period for k in range(480)]
+    follower = MidiClockFollower()
+    follower.feed(mido.Message("start"), -0.001)
+    for i, t in enumerate(times):
+        kind, at = fault if fault is not None and i == 768 + fault[1] else (None, None)
+        if kind == "lost":
+            continue
+        follower.feed(mido.Message("clock"), t + (256 / 48_000 if kind == "late" else 0.0))
+        if kind == "repeated":
+            follower.feed(mido.Message("clock"), t)
+    est = follower.estimate(times[-1])
+    assert est is not None and est.state == "running"
+    assert follower.counters["dropouts"] == 1
+    beat = (768 + 240 + 479) // 24
+    assert abs(est.beat_time(beat) - (back + (beat * 24 - 768 - 240) * period)) < 1e-4
+
+
 def test_bad_input_is_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
     follower = MidiClockFollower()
     caplog.set_level(logging.WARNING)
