@@ -96,8 +96,7 @@ def remote_settings(*, url: str | None = None, token_file: str | None = None, pc
         raise GeneratorError(f"remote PCM must be f32 or i16, got {pcm!r}")
     if ca is not None and not Path(ca).is_file():
         raise GeneratorError(f"the CA file {ca} does not exist")
-    token = read_token(Path(token_file)) if token_file else os.environ.get("BACKLINE_GENERATOR_TOKEN")
-    return str(url), token, pcm, Path(ca) if ca else None
+    return str(url), token_from(Path(token_file) if token_file else None), pcm, Path(ca) if ca else None
 
 
 def _remote(*, seed: int = 0, deadline_s: float = 2.0, **options: Any) -> Generator:
@@ -106,6 +105,14 @@ def _remote(*, seed: int = 0, deadline_s: float = 2.0, **options: Any) -> Genera
     url, token, pcm, ca = remote_settings(**options)  # the token file must be readable at start
     token_file = Path(options["token_file"]) if options.get("token_file") else None  # and is read again at each retry
     return RemoteGenerator(url, token=token, token_file=token_file, pcm=pcm, seed=seed, deadline_s=deadline_s, ca=ca)
+
+
+def token_from(token_file: Path | None) -> str | None:
+    """The generator server's token: the file's when one is given, else $BACKLINE_GENERATOR_TOKEN
+    (unset or empty: none). The one place the server, its clients and `backline status` take it."""
+    if token_file is not None:
+        return read_token(token_file)
+    return os.environ.get("BACKLINE_GENERATOR_TOKEN") or None
 
 
 def read_token(path: Path) -> str:

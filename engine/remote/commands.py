@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 import time
@@ -42,7 +41,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
-    from engine.generator import check_magenta, create_generator, read_token
+    from engine.generator import check_magenta, create_generator, token_from
     from engine.generator.options import generator_options
     from engine.remote.server import GeneratorServer
 
@@ -51,7 +50,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise BacklineError("TLS needs both --tls-cert and --tls-key")
-    token = read_token(args.token_file) if args.token_file else os.environ.get("BACKLINE_GENERATOR_TOKEN") or None
+    token = token_from(args.token_file)
     options = generator_options(args)
     if args.generator == "magenta":
         check_magenta(options)  # the weights and MusicCoCa files, once, before any client comes

@@ -86,11 +86,10 @@ def _status(args: argparse.Namespace) -> int:
 
 def _server_status(args: argparse.Namespace) -> int:
     """A generator server's sessions: one line each (peer, generator, frames, speed, round trip, underruns)."""
-    from engine.generator import read_token
+    from engine.generator import token_from
     from engine.generator.remote import server_status
 
-    token = read_token(args.token_file) if args.token_file else os.environ.get("BACKLINE_GENERATOR_TOKEN")
-    status = server_status(args.server, token=token, timeout=max(args.timeout, 1.0), ca=args.ca)
+    status = server_status(args.server, token=token_from(args.token_file), timeout=max(args.timeout, 1.0), ca=args.ca)
     if args.json:
         print(json.dumps(status))
         return 0
