@@ -833,7 +833,21 @@ class Soak:
         for killed, back in self.kills:
             if killed - SR // 2 <= a <= back:
                 return "engine SIGKILL"
+        skipped = self._skipped_in(a, b)
+        if skipped.any() and _longest_run(~skipped) <= GAP_S * SR:
+            return (f"JACK did not run the engine for {int(skipped.sum())} of its {b - a} frames (the status's skips), "
+                    f"the rest shorter than a gap")
         return ""
+
+    def _skipped_in(self, a: int, b: int) -> np.ndarray:
+        """Which frames of [a, b) JACK moved on without a block from the engine: the spans its
+        status lists (`skips`, in JACK frames) placed on the recording by JACK's frame counter."""
+        mask = np.zeros(b - a, dtype=bool)
+        first = self.rec.first or 0
+        for span in {tuple(x) for s in self._near(a, b) for x in s.get("skips") or []}:
+            lo = ((int(span[0]) - first) & 0xFFFFFFFF) - a
+            mask[max(0, lo) : max(0, lo + int(span[1]))] = True
+        return mask
 
     def _heard(self, down: int, up: int) -> bool:
         """Did the probe's mute sound in its own window (5 ms of silence within up + 0.5 s)?"""
@@ -866,6 +880,7 @@ class Soak:
         src = np.array(self.rec.source, dtype=np.float64)
         eng = np.array([f for f, b in self.rec.engine if b == 0xF8], dtype=np.float64)
         np.savez(self.dir / "ticks.npz", source=src, engine=eng, probes=np.array(self.probes), xruns=np.array(self.rec.xruns),
+                 first=self.rec.first or 0,
                  **({"audio": self.rec.audio[: self.rec.pos]} if self.minutes <= 5 else {}))
         windows = [(0.0, (self.first_sound + SETTLE_S) * SR)]  # the bridge onto the clock's grid at start
         windows += [(f.frame, f.end_frame + ((f.recovered_s or 30.0) + SETTLE_S) * SR)
@@ -883,6 +898,12 @@ class Soak:
         tenth = len(off) // 10
         drift = float(np.median(off[-tenth:]) - np.median(off[:tenth])) if tenth else float("nan")
         return off, drift
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    """The longest run of True in `mask`."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    return int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
 
 
 def _replay_of(audio: np.ndarray, a: int, b: int, explained: list[tuple[int, int]], edge: int = 1200) -> str:

@@ -201,6 +201,7 @@ class Engine:
             "xruns": self.sink.xruns,
             "server_xruns": self.sink.server_xruns,
             **{f"{k}_ms": v for k, v in self.sink.output_ms.items()},
+            "skips": [list(span) for span in self.sink.skips],
             "underruns": self.ring.underruns,
             "rejoins": self.ring.rejoins,
             "generator": sched.generator.name,

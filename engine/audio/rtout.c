@@ -42,6 +42,7 @@
 #define BL_MAX_CHANNELS 8
 #define BL_ENTRY_FADE 240 /* 5 ms at 48 kHz: into a dry replay from the last frame played */
 #define PA_OUTPUT_UNDERFLOW 0x00000004UL
+#define BL_SKIP_LOG 16 /* the newest skips kept, for the status: where JACK's frames moved on without us */
 
 typedef uint32_t (*bl_frame_time_fn)(const void *client);
 
@@ -57,6 +58,7 @@ typedef struct bl_out {
     _Atomic int finished;     /* the fade has reached silence */
     _Atomic int tid;
     _Atomic int64_t callbacks, xruns, gaps, gap_frames, skipped;
+    _Atomic int64_t skip_at[BL_SKIP_LOG], skip_len[BL_SKIP_LOG], skip_n; /* the newest skips (playhead, frames) */
     _Atomic int64_t busy_ns, max_ns; /* time spent in the callback: total, longest */
     _Atomic int64_t rp_start, rp_len, rp_anchor; /* the bar to loop when dry (rp_len 0: none) */
     _Atomic int64_t dry_frames, dry_entries;      /* frames looped when dry, times it began */
@@ -160,8 +162,29 @@ int64_t bl_place(bl_out *s, uint32_t frame, int64_t frames, int64_t playhead) {
     }
     int64_t start = s->cycle_start + s->in_cycle;
     s->in_cycle += frames;
-    if (start > playhead) atomic_fetch_add(&s->skipped, start - playhead);
+    if (start > playhead) {
+        atomic_fetch_add(&s->skipped, start - playhead);
+        int64_t n = atomic_load_explicit(&s->skip_n, memory_order_relaxed);
+        atomic_store_explicit(&s->skip_at[n % BL_SKIP_LOG], playhead, memory_order_relaxed);
+        atomic_store_explicit(&s->skip_len[n % BL_SKIP_LOG], start - playhead, memory_order_relaxed);
+        atomic_store_explicit(&s->skip_n, n + 1, memory_order_release);
+    }
     return start;
+}
+
+/* Up to `max` of the newest skips, oldest first, into at[] (playhead positions) and len[]
+ * (frames); returns how many. Any thread: a skip logged while it reads may replace the
+ * oldest entry read (16 skips in one call: the box is losing cycles by the second anyway). */
+int64_t bl_skips(const bl_out *s, int64_t *at, int64_t *len, int64_t max) {
+    int64_t n = atomic_load_explicit(&s->skip_n, memory_order_acquire);
+    int64_t k = n < BL_SKIP_LOG ? n : BL_SKIP_LOG;
+    if (k > max) k = max;
+    for (int64_t i = 0; i < k; i++) {
+        int64_t j = (n - k + i) % BL_SKIP_LOG;
+        at[i] = atomic_load_explicit(&s->skip_at[j], memory_order_relaxed);
+        len[i] = atomic_load_explicit(&s->skip_len[j], memory_order_relaxed);
+    }
+    return k;
 }
 
 static void copy_out(const bl_out *s, float *out, int64_t position, int64_t frames) {

@@ -27,6 +27,7 @@ void bl_designate(bl_out *s, int64_t start, int64_t length, int64_t anchor);
 void bl_frame_lock(bl_out *s, void *frame_time, const void *client);
 int64_t bl_stat(const bl_out *s, int which);
 int64_t bl_place(bl_out *s, uint32_t frame, int64_t frames, int64_t playhead);
+int64_t bl_skips(const bl_out *s, int64_t *at, int64_t *len, int64_t max);
 int bl_callback(const void *input, void *output, unsigned long frames, const void *time_info,
                 unsigned long status, void *user);
 """
@@ -142,6 +143,18 @@ class OutputRing:
     def skipped(self) -> int:
         """Frames JACK advanced without a block from us (frame lock)."""
         return self._stat(_SKIPPED)
+
+    @property
+    def skips(self) -> list[tuple[int, int]]:
+        """The newest skips (up to 16), oldest first: (JACK frame, 32 bits, where JACK's frames
+        moved on without a block from us, how many frames). Empty until frame-locked. Lets a
+        listener's silence be matched to the cycles the audio server did not run this client."""
+        origin = self.origin
+        if origin is None:
+            return []
+        at, length = self._ffi.new("int64_t[16]"), self._ffi.new("int64_t[16]")
+        n = int(self._lib.bl_skips(self._ptr, at, length, 16))
+        return [((origin + int(at[i])) & 0xFFFFFFFF, int(length[i])) for i in range(n)]
 
     @property
     def busy_ns(self) -> int:

@@ -106,6 +106,12 @@ class Sink:
         adds to atomically."""
         return {"silence": 0.0, "dry_replay": 0.0, "skipped": 0.0}
 
+    @property
+    def skips(self) -> list[tuple[int, int]]:
+        """The newest spans (JACK frame, frames) JACK's frames moved on without a block from this
+        client, up to 16 (`skipped` counts them all): where a silence was the audio server's."""
+        return []
+
     def start(self) -> None:
         raise NotImplementedError
 
@@ -169,6 +175,10 @@ class LiveSink(Sink):
         ms = 1000.0 / self.rate
         return {"silence": round(self.out.gap_frames * ms, 1), "dry_replay": round(self.out.dry_frames * ms, 1),
                 "skipped": round(self.out.skipped * ms, 1)}
+
+    @property
+    def skips(self) -> list[tuple[int, int]]:
+        return self.out.skips
 
     @property
     def read_ahead(self) -> int:

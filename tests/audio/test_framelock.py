@@ -51,6 +51,23 @@ def test_skipped_cycles_skip_audio_and_a_repeated_cycle_repeats_it() -> None:
     assert lock.skipped == 512
 
 
+def test_each_skip_is_logged_at_its_jack_frames_the_newest_sixteen_kept() -> None:
+    """The status's `skips`: where JACK's frames moved on without a block from the engine, in
+    JACK frames, so a silence in a recording can be matched to the cycles it was not run."""
+    lock = FrameLock()
+    blocks(lock, [1000, 1256, 2024, 2280, 2280, 2536], 256)
+    assert lock.ring.skips == [(1512, 512)]  # the cycle at 1512 and the one at 1768 never came
+    frames, frame = [], 0xFFFFFFFF - 5000  # across the 32-bit wrap of JACK's frame counter
+    for k in range(40):
+        frames.append(frame & 0xFFFFFFFF)
+        frame += 256 * (2 if k % 2 else 1)
+    lock = FrameLock()
+    blocks(lock, frames, 256)
+    skips = lock.ring.skips
+    assert len(skips) == 16 and all(n == 256 for _, n in skips)
+    assert [f for f, _ in skips] == [(frames[k] + 256) & 0xFFFFFFFF for k in range(1, 39, 2)][-16:]
+
+
 @pytest.mark.parametrize(("period", "size"), [(1024, 256), (128, 256)])
 def test_blocks_and_periods_of_different_sizes(period: int, size: int) -> None:
     lock = FrameLock()
