@@ -248,7 +248,9 @@ class MidiClockFollower:
                 raw = self._raw + max(1, round(gap / period))
                 self.counters["dropouts"] += 1
                 logger.info("MIDI clock back after %.3f s; assuming %d ticks were missed", gap, raw - self._raw - 1)
-                returned = True
+                # Back on the old line (a short hole: cycles JACK skipped), the window goes on;
+                # off it, the sender's phase moved: the new ticks get a window of their own.
+                returned = abs(t - self._predict(raw)) > self._outlier_bound()
                 lost_line = (self._raw, self._last_t, period)
             else:
                 fitted = self._fitted_index(t)
@@ -287,8 +289,8 @@ class MidiClockFollower:
         bars after Continue 9.4 ms early, then 1-2.5 ms late for two bars). The new ticks start
         a window of their own, from this one, at the old period until a few give their own.
 
-        A clock back from a dropout is the same: its phase is wherever the sender's clock has
-        got to. Held back against the old line instead, a tick lost among its first dozen
+        A clock back from a dropout off the old line is the same: its phase is wherever the
+        sender's clock has got to. Held back against the old line instead, a tick lost among its first dozen
         (JACK skipping a cycle) went uncounted, and the song position stayed a tick early for
         good (any one of the 2nd to 11th ticks back, 120 BPM, back 0.4 tick late); in a window
         of its own the young-window relabelling counts it. A tick repeated there (a cycle JACK

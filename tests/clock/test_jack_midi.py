@@ -65,10 +65,10 @@ def test_follows_jack_midi_clock_at_133_bpm(jack: str, jitter: int) -> None:
     last = max(ticks)
     est = follower.estimate(ticks[last] / SR)
     assert est is not None
-    k = np.array([t for t in ticks if t > last - 96], dtype=np.float64)
-    clock_bpm = 60 * SR / (np.polyfit(k, [ticks[int(t)] for t in k], 1)[0] * 24)  # its last 4 beats
+    k = np.array([t for t in ticks if t > last - 192], dtype=np.float64)
+    clock_bpm = 60 * SR / (np.polyfit(k, [ticks[int(t)] for t in k], 1)[0] * 24)  # its last 2 bars: the reference issue #19 names (the follower regresses the same window)
     errors_ms, grants_ms = np.array(errors), np.array(grants)
-    print(f"\njack_midi_clock -b 133 -J {jitter}: follower {est.tempo_bpm:.3f} BPM, the clock's last 4 beats "
+    print(f"\njack_midi_clock -b 133 -J {jitter}: follower {est.tempo_bpm:.3f} BPM, the clock's last 2 bars "
           f"{clock_bpm:.3f} BPM; {follower.counters}; bar lines a bar ahead: "
           + " ".join(f"{e:+.2f}" for e in errors_ms) + " ms; unforeseeable: " + " ".join(f"{g:.2f}" for g in grants_ms))
     assert abs(est.tempo_bpm - clock_bpm) < 0.1

@@ -235,6 +235,29 @@ def test_the_ticks_just_after_the_clock_returns_keep_the_senders_count(fault: tu
     assert abs(est.beat_time(beat) - (back + (beat * 24 - 768 - 240) * period)) < 1e-4
 
 
+def test_a_short_hole_on_the_line_keeps_the_window() -> None:
+    """Ten ticks JACK skipped (a stalled server), the clock back on its old line, its 2nd tick
+    back 4 ms late, then one lost and one repeated: judged by the line the window already has
+    (the late tick held back, the others counted), not taken for a new phase in a young window
+    of their own, where the late tick bends the next bar line."""
+    period = 60.0 / (120.0 * 24)
+    follower = MidiClockFollower()
+    follower.feed(mido.Message("start"), -0.001)
+    for k in range(24 * 24):
+        if 300 <= k < 310 or k == 320:
+            continue
+        follower.feed(mido.Message("clock"), k * period + (0.004 if k == 311 else 0.0))
+        if k == 324:
+            follower.feed(mido.Message("clock"), k * period)
+        if k == 315:
+            est = follower.estimate(k * period)
+            assert est is not None and abs(est.beat_time(17) - 17 * 24 * period) < 1e-4
+    assert follower.counters["dropouts"] == 1 and follower.counters["jumps"] == 0
+    assert follower.counters["missed"] == 1 and follower.counters["duplicates"] == 1
+    est = follower.estimate((24 * 24 - 1) * period)
+    assert est is not None and abs(est.beat_time(23) - 23 * 24 * period) < 1e-5
+
+
 def test_bad_input_is_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
     follower = MidiClockFollower()
     caplog.set_level(logging.WARNING)
