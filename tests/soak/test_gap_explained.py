@@ -1,8 +1,8 @@
 """The soak's reading of a silent gap against the engine's status `skips` (bench/soak.py):
 zeros JACK put in the recording because it did not run the engine are the audio server's,
 and only when those skipped cycles are what makes the gap (the rest of it shorter than one).
-The frames match exactly: in a loaded 2-minute soak, 40 of the 49 spans the status listed
-landed on runs of exact zeros in the recording at the frames named."""
+In a loaded 2-minute soak, 40 of the 49 spans the status listed landed on runs of exact
+zeros in the recording, all at one offset between the engine's JACK frames and the recording's."""
 
 from __future__ import annotations
 
