@@ -33,6 +33,7 @@ int bl_callback(const void *input, void *output, unsigned long frames, const voi
 """
 (_CALLBACKS, _XRUNS, _GAPS, _GAP_FRAMES, _SKIPPED, _TID, _FINISHED, _ORIGIN, _LOCKED, _BUSY_NS, _MAX_NS, _DRY_FRAMES,
  _DRY_ENTRIES) = range(13)
+_SKIP_LOG = 16  # BL_SKIP_LOG: the newest skips the callback keeps
 
 
 class OutputRing:
@@ -146,14 +147,14 @@ class OutputRing:
 
     @property
     def skips(self) -> list[tuple[int, int]]:
-        """The newest skips (up to 16), oldest first: (JACK frame, 32 bits, where JACK's frames
+        """The newest skips (up to `_SKIP_LOG`), oldest first: (JACK frame, 32 bits, where JACK's frames
         moved on without a block from us, how many frames). Empty until frame-locked. Lets a
         listener's silence be matched to the cycles the audio server did not run this client."""
         origin = self.origin
         if origin is None:
             return []
-        at, length = self._ffi.new("int64_t[16]"), self._ffi.new("int64_t[16]")
-        n = int(self._lib.bl_skips(self._ptr, at, length, 16))
+        at, length = self._ffi.new("int64_t[]", _SKIP_LOG), self._ffi.new("int64_t[]", _SKIP_LOG)
+        n = int(self._lib.bl_skips(self._ptr, at, length, _SKIP_LOG))
         return [((origin + int(at[i])) & 0xFFFFFFFF, int(length[i])) for i in range(n)]
 
     @property

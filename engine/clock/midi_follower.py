@@ -414,14 +414,19 @@ class MidiClockFollower:
         labels = k[0] + np.concatenate(([0.0], np.cumsum(steps)))
         if np.array_equal(labels, k) or _line_ssr(labels, t) >= _line_ssr(k, t):
             return
-        relabel = {int(old): int(new) for old, new in zip(k, labels)}
-        self.counters["missed"] += relabel[self._raw] - self._raw
+        self.counters["missed"] += int(labels[-1]) - self._raw
         self._log.warn("missed", "MIDI clock: %d tick(s) missing among the last %d (gaps of whole periods); counted",
-                       relabel[self._raw] - self._raw, len(k))
+                       int(labels[-1]) - self._raw, len(k))
+        self._renumber(k, t, labels, np.ones(len(k), dtype=bool))
+
+    def _renumber(self, k: np.ndarray, t: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> None:
+        """The young window's ticks `k` (at times `t`) numbered `labels` instead, those in `keep`
+        kept; the song position's base and the newest tick's number follow."""
+        relabel = {int(old): int(new) for old, new in zip(k, labels)}
         self._window.clear()
-        self._window.extend(zip(map(int, labels), t.tolist()))
+        self._window.extend(zip(labels[keep].astype(np.int64).tolist(), t[keep].tolist()))
         self._base = (relabel.get(self._base[0], self._base[0]), self._base[1])
-        self._raw = relabel[self._raw]
+        self._raw = int(labels[-1])
 
     def _recount_dropout(self) -> None:
         """Number the first few ticks back from a dropout by their times, not by the first one's gap.
@@ -436,7 +441,7 @@ class MidiClockFollower:
         """
         if self._lost_line is None or len(self._window) < _MIN_POINTS_TO_RELABEL:
             return
-        lost_raw, lost_t, period = self._lost_line
+        lost_raw, lost_t, period = self._lost_line  # numbered once, by the first ticks back
         self._lost_line = None
         k, t = np.asarray(self._window, dtype=np.float64).T
         if abs(float(np.median(np.diff(t))) / period - 1.0) > _SAME_TEMPO:
@@ -452,11 +457,7 @@ class MidiClockFollower:
         self.counters["duplicates"] += int((~keep).sum())
         self._log.warn("missed", "MIDI clock: the %d ticks back after a dropout numbered by their times: %+d tick(s) "
                        "from the count by the first one's gap", len(k), shift)
-        self._window.clear()
-        self._window.extend(zip(labels[keep].tolist(), t[keep].tolist()))
-        if self._base[0] >= k[0]:
-            self._base = (self._base[0] + int(labels[0] - k[0]), self._base[1])
-        self._raw = int(labels[-1])
+        self._renumber(k, t, labels, keep)
 
     def _refit(self) -> None:
         if len(self._window) < 2:
