@@ -96,6 +96,50 @@ def against_reference(stream) -> tuple[list[float], list[float], list[float], Mi
     return tempo, phase, plain, follower
 
 
+USB_RAMPS = [(110.0, 140.0, 32), (140.0, 110.0, 32), (120.0, 128.0, 16)]
+"""Tempo ramps (from, to, beats) followed under the USB-like model: issue #19's 'a ramp within 0.5 BPM two beats after it'."""
+
+
+def ramp_errors(start: float, end: float, beats: int, seed: int) -> tuple[list[float], list[float]]:
+    """|tempo error| (BPM) of the follower and of the plain least-squares line through the last
+    2 bars of ticks received, against the sender's tempo, at every tick from two beats after a
+    USB-like clock's ramp starts (16 bars in), through it and 8 beats after it, leaving out the two
+    beats after it ends (a change of its own)."""
+    after = 24 * 16
+    tempo = ramp(start, end, over_ticks=24 * beats, after=after)
+    stream = JITTER_MODELS["usb"](seed, bpm=tempo, ticks=after + 24 * (beats + 8))
+    follower, tick, errors, plain = MidiClockFollower(), -1, [], []
+    arrivals = np.full(len(stream.tick_times), np.nan)
+    for t, msg in stream.events:
+        follower.feed(msg, t)
+        if msg.type != "clock":
+            continue
+        tick += 1
+        arrivals[tick] = t
+        end_tick = after + 24 * beats
+        if tick >= after + 48 and not end_tick <= tick < end_tick + 48:
+            est = follower.estimate(t)
+            assert est is not None
+            errors.append(abs(est.tempo_bpm - tempo(tick)))
+            plain.append(abs(reference_tempo(arrivals, tick) - tempo(tick)))
+    return errors, plain
+
+
+def ramp_rows(runs: int) -> list[Row]:
+    """The follower's tempo through USB-like ramps, beside the plain 2-bar least-squares line."""
+    out = []
+    for start, end, beats in USB_RAMPS:
+        errors, plain = map(np.concatenate, zip(*(ramp_errors(start, end, beats, seed) for seed in range(runs))))
+        where = (f"{start:g}->{end:g} BPM over {beats} beats, USB-like clock, {runs} seeds, every tick from 2 beats in "
+                 f"(not the 2 after its end); the plain 2-bar least-squares line: p95 {np.percentile(plain, 95):.2f}, "
+                 f"max {plain.max():.2f}")
+        name = f"{start:g}to{end:g}"
+        out += [Row(f"clock.ramp_tempo_error_p95@{name}", round(float(np.percentile(errors, 95)), 3), "BPM", where),
+                Row(f"clock.ramp_tempo_error_max@{name}", round(float(errors.max()), 3), "BPM",
+                    f"{where}; over 0.5 BPM at {100 * float(np.mean(errors > 0.5)):.2f} % of ticks")]
+    return out
+
+
 def jitter_rows(runs: int) -> list[Row]:
     out = []
     for name in ("usb", "J1", "J5", "J10"):
@@ -152,7 +196,7 @@ def rows(quick: bool) -> list[Row]:
     t, p, lk = measure(CASES["steady 133, +/-2 ms jitter"], runs)
     where = f"synthetic 133 BPM, +/-2 ms jitter, {runs} seeds"
     _, wander_phase, _ = measure(CASES["steady 133, 1 % wander (jack_midi_clock -J 1)"], runs)
-    return jitter_rows(2 if quick else 6) + cost_rows(2 if quick else 5) + [
+    return jitter_rows(2 if quick else 6) + ramp_rows(3 if quick else 10) + cost_rows(2 if quick else 5) + [
         Row("clock.tempo_error_p95@jitter2ms", round(float(np.percentile(t, 95)), 4), "BPM", where),
         Row("clock.phase_error_p95@jitter2ms", round(float(np.percentile(p, 95)), 3), "ms", where + "; bar line predicted one bar ahead"),
         Row("clock.lock_after_start_p50", round(float(np.nanmedian(lk)), 2), "beats", where + "; within 0.1 BPM and 2 ms"),

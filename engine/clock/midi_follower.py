@@ -9,7 +9,13 @@ newest tick is). Changes: each tick's innovation, in standard deviations of that
 feeds a two-sided CUSUM (Page's test); a step or ramp adds up on one side and restarts
 the window where it began, wander and jitter sum to nothing. A tick beyond 5 sigma (at
 least `jump_threshold`) is held back as a late tick. During a ramp (curvature clearly
-above the timing noise) the tempo is the tangent of a parabola through the newest 2 beats.
+above the timing noise) the tempo is the tangent of a parabola through the newest 2.5 beats.
+At a change the detector found, a step and a ramp are both fitted (`_ramp_start`): a step
+restarts the window, a ramp keeps it and bends the line where the ramp began, so the steady
+ticks before it pin the period it left from (under USB-like jitter a ramp's first beats
+lagged 2.6 BPM, now within 0.5 BPM at 99.7 % of ticks from two beats in: `python -m bench
+--only clock`, `clock.ramp_tempo_error_*`). Only where the clock's noise is jitter, not wander:
+a random walk looks like a step and a ramp by turns.
 
 Why this and not a delay-locked loop (Adriaensen, "Using a DLL to filter time", as JACK
 uses) or a Kalman filter of phase and period: a clock's tempo is judged against its own
@@ -56,12 +62,19 @@ _LEAST_SIGMA = 50e-6  # s: a frame-exact clock's innovations are a frame or two 
 _NOISE_SETTLE = 96  # ticks of noise measurements before a small sigma is believed
 _CUSUM_DRIFT = 1.0  # standard deviations of innovation the change detector forgives per tick
 _CUSUM_ALARM = 12.0  # ...and the sum that means the tempo changed: 3 held-back ticks in a row (3 x (5 - 1))
-_RAMP_TICKS = 48  # 2 beats: the ramp tangent is taken from these newest ticks
+_RAMP_TICKS = 60  # 2.5 beats: the ramp tangent is taken from these newest ticks (48 under USB-like jitter: 0.6 BPM off)
 _MIN_POINTS_TO_JUDGE = 12  # below this the line itself is too uncertain to call a tick an outlier
 _NOISE_MEMORY_WINDOWS = 8  # timing noise is averaged over this many windows
 _MIN_POINTS_TO_RELABEL = 4  # three intervals: their median is a period even when one holds a lost tick
 _WHOLE_PERIODS = 0.25  # every interval of a young window within this many periods of a whole number, to relabel it
 _SAME_TEMPO = 0.1  # a clock back from a dropout within this fraction of its old period is numbered by the old line
+_WANDER_SCATTER = 2.85  # sd of the wander estimate under white jitter j from N ticks, in units of j / sqrt(N)
+_WANDER_CLEAR = 2.0  # ...and how many of those it must stand clear of to count
+_CURVED_SDS = 4.0  # curvature beyond this many standard errors of the clock's noise is a ramp
+_HINGE_SEARCH = 48  # ticks before the change detector's evidence began where a ramp's start is looked for
+_HINGE_STEP = 3  # ...every this many ticks
+_RAMP_MARGIN = 9.0  # jitter variances by which a bent line must fit better than a step (a 1 BPM step is not a ramp)
+_FIT_SLACK = 1.5  # ...and its residuals at most this many times the clock's jitter: ticks a stall shifted fit no bend
 _REPEAT_WITHIN = 0.3  # periods: a tick this soon after the last, in a young window, repeats it (a cycle JACK ran twice)
 
 
@@ -92,23 +105,38 @@ class FollowerConfig:
             raise ValueError(f"grace must be in 0..60 s, got {self.grace}")
 
 
-def _line_at_end(k: np.ndarray, t: np.ndarray, noise: _TimingNoise) -> tuple[float, float]:
+def _coefficient_sd(a: np.ndarray, k: np.ndarray, jitter: float, wander: float) -> float:
+    """Standard deviation of the fitted coefficient with weights `a` on the ticks' times, under
+    jitter and wander (variances per tick, `_TimingNoise`)."""
+    tails = np.cumsum(a[::-1])[::-1][1:]  # a wander step before tick m moves ticks m.. alike
+    return float(np.sqrt(jitter * float(a @ a) + wander * float(np.diff(k) @ (tails * tails))))
+
+
+def _hinge_basis(k: np.ndarray, hinge: float) -> np.ndarray:
+    """Columns 1, k and (k - hinge)² after the hinge: a steady tempo that starts to ramp at `hinge`."""
+    return np.stack([np.ones_like(k), k, np.maximum(0.0, k - hinge) ** 2], axis=1)
+
+
+def _line_at_end(k: np.ndarray, t: np.ndarray, noise: _TimingNoise, hinge: float | None = None) -> tuple[float, float]:
     """Time and period at k = 0 (the newest tick) from a least-squares fit.
 
     A straight line when the tempo is steady; during a ramp (curvature clearly above the
     clock's own timing noise: |c| > 4 standard errors, see `_TimingNoise`) the tangent of a
     parabola at the newest tick, which follows the ramp instead of lagging half a window
-    behind it.
+    behind it. After a ramp's start was found (`hinge`, see `MidiClockFollower._ramp_start`),
+    the tangent of a line that bends there: its steady part pins the period the ramp left from.
     """
+    if hinge is not None:
+        x = _hinge_basis(k, hinge)
+        coef = np.linalg.lstsq(x, t, rcond=None)[0]
+        noise.update(t - x @ coef)
+        return float(coef[0] + coef[2] * hinge * hinge), float(coef[1] - 2.0 * coef[2] * hinge)
     if len(k) >= _MIN_POINTS_TO_JUDGE:
         x = np.stack([np.ones_like(k), k, k * k], axis=1)
         weights = np.linalg.pinv(x)  # row i: the weights of the ticks' times in coefficient i
         coef = weights @ t
         jitter, wander = noise.update(t - x @ coef)
-        a = weights[2]
-        tails = np.cumsum(a[::-1])[::-1][1:]  # a wander step before tick m moves ticks m.. alike
-        variance = jitter * float(a @ a) + wander * float(np.diff(k) @ (tails * tails))
-        if abs(coef[2]) > 4.0 * np.sqrt(variance):
+        if abs(coef[2]) > _CURVED_SDS * _coefficient_sd(weights[2], k, jitter, wander):
             recent = x[-_RAMP_TICKS:]  # the tangent from the newest ticks only: a ramp that ends is left in a beat or two
             coef = np.linalg.lstsq(recent, t[-_RAMP_TICKS:], rcond=None)[0]
             return float(coef[0]), float(coef[1])
@@ -150,7 +178,13 @@ class _TimingNoise:
         self._sums *= self._decay
         self._sums += (1.0, float(e @ e) / len(e), float(e[1:] @ e[:-1]) / (len(e) - 1))
         g0, g1 = self._sums[1:] / self._sums[0]
-        self.last = (max(0.0, -g1), max(0.0, g0 + 2.0 * g1))
+        jitter = max(0.0, -g1)
+        # Wander only where it stands clear of what jitter alone reads as wander: under white jitter j the
+        # estimate g0 + 2 g1 from N ticks scatters by 2.85 j / sqrt(N) (simulated), and its upper tail
+        # hides a ramp's curvature (a USB clock 16 bars in read 0.18 ms of wander a tick that is not there).
+        # The windows overlap, one new tick each, so the decayed count of updates is the ticks behind it.
+        scatter = _WANDER_SCATTER * jitter / np.sqrt(self._sums[0])
+        self.last = (jitter, max(0.0, g0 + 2.0 * g1 - _WANDER_CLEAR * scatter))
         return self.last
 
     def phase_tracker(self) -> tuple[float, float]:
@@ -181,6 +215,8 @@ class MidiClockFollower:
         self._since: list[int | None] = [None, None]  # raw tick where that evidence began
         self._raw = -1  # raw index of the last clock (counts every clock, playing or not)
         self._last_t: float | None = None
+        self._before: tuple[list[tuple[int, float]], int] = ([], 0)  # ticks before a step, and where it began
+        self._hinge: int | None = None  # raw tick where a ramp began, while the window holds steady ticks before it
         self._lost_line: tuple[int, float, float] | None = None  # (raw, time, period) of the last tick before a dropout
         self._playing = False
         self._base: tuple[int, int] = (0, 0)  # (raw tick, song tick) while playing
@@ -302,6 +338,8 @@ class MidiClockFollower:
         self._pending.clear()
         self._reset_detector()
         self._lost_line = None
+        self._hinge = None
+        self._before = ([], raw)
         self._fit = (t, self._fit[1], raw)
 
     def _fitted_index(self, t: float) -> int | None:
@@ -365,10 +403,16 @@ class MidiClockFollower:
         if self._cusum[side] >= _CUSUM_ALARM:
             start = self._since[side]
             assert start is not None
-            kept = [p for p in self._window if p[0] >= start]
+            points = [*self._window, *self._pending, (raw, t)]
+            self._hinge = self._ramp_start(points, start)
             before = [p for p in self._window if p[0] < start]
             self._window.clear()
-            self._window.extend([*before[-1:], *kept, *self._pending, (raw, t)])
+            if self._hinge is not None:  # a ramp: the steady ticks before it stay, pinning the period it left from
+                self._window.extend(points)
+                self._before = ([], start)
+            else:  # a step, or a ramp too young to tell: the line starts again where it began
+                self._window.extend([*before[-1:], *(p for p in points if p[0] >= start)])
+                self._before = (before[:-1], start)
             self._pending.clear()
             self.counters["jumps"] += 1
             self._reset_detector()
@@ -381,9 +425,78 @@ class MidiClockFollower:
                 self.counters["rejected"] += len(self._pending)
                 self._pending.clear()
             self._window.append((raw, t))
+            self._ramp_after_step()
             self._refit()
             return
         self._pending.append((raw, t))
+
+    def _ramp_after_step(self) -> None:
+        """Ask again, for two beats after a step was taken, whether it was the start of a ramp.
+
+        A gentle ramp (8 BPM over 16 beats) sets off the change detector before its curvature
+        stands clear of USB-like jitter; the restarted line then lags it by up to 0.9 BPM until
+        the window's own curvature shows, 1.5 beats later. The ticks before the step are kept
+        that long, and once a bent line through them and the new ones is clearly better, it is
+        taken as in `_ramp_start`.
+        """
+        before, start = self._before
+        if not before:
+            return
+        if len(self._window) > _RAMP_TICKS:
+            self._before = ([], start)
+            return
+        points = [*before, *self._window]
+        hinge = self._ramp_start(points, start)
+        if hinge is not None:
+            self._window.clear()
+            self._window.extend(points)
+            self._hinge = hinge
+            self._before = ([], start)
+
+    def _ramp_start(self, points: list[tuple[int, float]], start: int) -> int | None:
+        """Where a ramp began, when the change the detector found at `start` is one; None for a step.
+
+        A step restarts the window where the evidence began, and a line through the new ticks
+        follows it. A ramp's new ticks curve away from the old line, and a line through them
+        alone lags half their span of ramp (USB-like jitter, a 30 BPM ramp over 32 beats: up
+        to 2.6 BPM off from two beats in, until the window's own curvature shows). So here
+        both are fitted to the window and the new ticks: the step as two lines (before `start`,
+        and from it), the ramp as a line that bends at a hinge (searched up to `_HINGE_SEARCH`
+        ticks before `start`, as the evidence begins after the change). The ramp is taken when
+        it fits better by `_RAMP_MARGIN` jitter variances with a parameter fewer (a 1 BPM step
+        two beats in fits a bend nearly as well, and the bend's tangent overshoots it), its
+        curvature stands clear of the clock's noise, and its residuals are the clock's jitter
+        (`_FIT_SLACK`): ticks a stall shifted (a burst off the line, then back) fit no bend and
+        keep the step's restart. Not under wander (see the module docstring).
+
+        Once the hinge is older than the window, the bent line is the window's parabola; it
+        lasts until the next change or restart.
+        """
+        jitter, wander = self._noise.last
+        if wander > 0.0:  # a random walk looks like a step and like a ramp by turns: the line's restart is safer
+            return None
+        pts = np.asarray(points, dtype=np.float64)
+        k, t = pts[:, 0] - pts[-1, 0], pts[:, 1] - pts[-1, 1]
+        at = float(start - pts[-1, 0])
+        hinges = [h for h in np.arange(at, at - _HINGE_SEARCH - 1, -_HINGE_STEP)
+                  if (k < h).sum() >= _MIN_POINTS_TO_JUDGE and -h >= _MIN_POINTS_TO_JUDGE]
+        if not hinges:
+            return None
+        # The step at its own best place: anywhere from the search's start to the newest two ticks (a step
+        # the detector caught a few ticks after it has a short new line, which a bend cannot fit).
+        splits = [h for h in np.arange(at - _HINGE_SEARCH, -1.0) if (k < h).sum() >= _MIN_POINTS_TO_JUDGE]
+        step = min(_line_ssr(k[k < h], t[k < h]) + _line_ssr(k[k >= h], t[k >= h]) for h in splits)
+        best: tuple[float, int] | None = None
+        for hinge in hinges:
+            x = _hinge_basis(k, hinge)
+            weights = np.linalg.pinv(x)
+            coef = weights @ t
+            ssr = float(np.sum((t - x @ coef) ** 2))
+            clear = abs(coef[2]) > _CURVED_SDS * _coefficient_sd(weights[2], k, jitter, wander)
+            if clear and ssr <= min(step - _RAMP_MARGIN * jitter, _FIT_SLACK * jitter * (len(k) - 3)):
+                if best is None or ssr < best[0]:
+                    best = (ssr, int(hinge))
+        return None if best is None else int(pts[-1, 0]) + best[1]
 
     def _reset_detector(self) -> None:
         self._cusum = [0.0, 0.0]
@@ -466,7 +579,7 @@ class MidiClockFollower:
         k0 = int(pts[-1, 0])
         k = pts[:, 0] - k0
         t = pts[:, 1] - pts[-1, 1]
-        at_end, period = _line_at_end(k, t, self._noise)
+        at_end, period = _line_at_end(k, t, self._noise, None if self._hinge is None else float(self._hinge - k0))
         lo, hi = 60.0 / (BPM_RANGE[1] * PPQN), 60.0 / (BPM_RANGE[0] * PPQN)
         if not lo <= period <= hi:
             self._log.warn("range", "MIDI clock: tempo %.1f BPM is outside %s..%s BPM; ignored",
