@@ -880,7 +880,7 @@ class Soak:
         src = np.array(self.rec.source, dtype=np.float64)
         eng = np.array([f for f, b in self.rec.engine if b == 0xF8], dtype=np.float64)
         np.savez(self.dir / "ticks.npz", source=src, engine=eng, probes=np.array(self.probes), xruns=np.array(self.rec.xruns),
-                 first=self.rec.first or 0,
+                 first=self.rec.first or 0, rss=np.array([(t - self.started, mb) for t, mb in self.rss]).reshape(-1, 2),
                  **({"audio": self.rec.audio[: self.rec.pos]} if self.minutes <= 5 else {}))
         windows = [(0.0, (self.first_sound + SETTLE_S) * SR)]  # the bridge onto the clock's grid at start
         windows += [(f.frame, f.end_frame + ((f.recovered_s or 30.0) + SETTLE_S) * SR)
