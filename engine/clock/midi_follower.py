@@ -13,8 +13,8 @@ above the timing noise) the tempo is the tangent of a parabola through the newes
 At a change the detector found, a step and a ramp are both fitted (`_ramp_start`): a step
 restarts the window, a ramp keeps it and bends the line where the ramp began, so the steady
 ticks before it pin the period it left from (under USB-like jitter a ramp's first beats
-lagged 2.6 BPM, now within 0.5 BPM at 99.7 % of ticks from two beats in: `python -m bench
---only clock`, `clock.ramp_tempo_error_*`). Only where the clock's noise is jitter, not wander:
+lagged 2.6 BPM, now within 0.5 BPM at 99.7 % of ticks from two beats in, the two after its
+end left out: `python -m bench --only clock`, `clock.ramp_tempo_error_*`). Only where the clock's noise is jitter, not wander:
 a random walk looks like a step and a ramp by turns.
 
 Why this and not a delay-locked loop (Adriaensen, "Using a DLL to filter time", as JACK
@@ -431,13 +431,13 @@ class MidiClockFollower:
         self._pending.append((raw, t))
 
     def _ramp_after_step(self) -> None:
-        """Ask again, for two beats after a step was taken, whether it was the start of a ramp.
+        """Ask again, for 2.5 beats (`_RAMP_TICKS`) after a step was taken, whether it was the start of a ramp.
 
-        A gentle ramp (8 BPM over 16 beats) sets off the change detector before its curvature
-        stands clear of USB-like jitter; the restarted line then lags it by up to 0.9 BPM until
-        the window's own curvature shows, 1.5 beats later. The ticks before the step are kept
-        that long, and once a bent line through them and the new ones is clearly better, it is
-        taken as in `_ramp_start`.
+        A ramp can set off the change detector before its curvature stands clear of USB-like
+        jitter (110 -> 140 BPM over 32 beats: an alarm 1 beat in); the restarted line then lagged
+        it by up to 0.9 BPM until the window's own curvature showed, 1.7 beats later. The ticks
+        before the step are kept that long, and once a bent line through them and the new ones
+        is clearly better, it is taken as in `_ramp_start`.
         """
         before, start = self._before
         if not before:
