@@ -110,13 +110,13 @@ def ramp_errors(start: float, end: float, beats: int, seed: int) -> tuple[list[f
     stream = JITTER_MODELS["usb"](seed, bpm=tempo, ticks=after + 24 * (beats + 8))
     follower, tick, errors, plain = MidiClockFollower(), -1, [], []
     arrivals = np.full(len(stream.tick_times), np.nan)
+    end_tick = after + 24 * beats
     for t, msg in stream.events:
         follower.feed(msg, t)
         if msg.type != "clock":
             continue
         tick += 1
         arrivals[tick] = t
-        end_tick = after + 24 * beats
         if tick >= after + 48 and not end_tick <= tick < end_tick + 48:
             est = follower.estimate(t)
             assert est is not None

@@ -14,8 +14,8 @@ At a change the detector found, a step and a ramp are both fitted (`_ramp_start`
 restarts the window, a ramp keeps it and bends the line where the ramp began, so the steady
 ticks before it pin the period it left from (under USB-like jitter a ramp's first beats
 lagged 2.6 BPM, now within 0.5 BPM at 99.7 % of ticks from two beats in, the two after its
-end left out: `python -m bench --only clock`, `clock.ramp_tempo_error_*`). Only where the clock's noise is jitter, not wander:
-a random walk looks like a step and a ramp by turns.
+end left out: `python -m bench --only clock`, `clock.ramp_tempo_error_*`). Only where the
+clock's noise is jitter, not wander: a random walk looks like a step and a ramp by turns.
 
 Why this and not a delay-locked loop (Adriaensen, "Using a DLL to filter time", as JACK
 uses) or a Kalman filter of phase and period: a clock's tempo is judged against its own
@@ -207,8 +207,8 @@ class _TimingNoise:
         # Wander only where it stands clear of what jitter alone reads as wander: under white jitter j the
         # estimate g0 + 2 g1 from N ticks scatters by 2.85 j / sqrt(N) (simulated), and its upper tail
         # hides a ramp's curvature (a USB clock 16 bars in read 0.18 ms of wander a tick that is not there).
-        # The windows overlap, one new tick each: the ticks behind it are the decayed count of updates
-        # and the first window's (about; young windows are shorter, so early on this counts too many).
+        # The windows overlap, one new tick each: the ticks behind it are the first window's, then one
+        # per update, decayed alike (about: a window restarted at a change adds its first ticks as one).
         self._ticks = self._ticks * self._decay + 1.0 if self.updates > 1 else float(len(residual))
         scatter = _WANDER_SCATTER * jitter / np.sqrt(self._ticks)
         self.last = (jitter, max(0.0, g0 + 2.0 * g1 - _WANDER_CLEAR * scatter))
@@ -432,12 +432,12 @@ class MidiClockFollower:
             assert start is not None
             points = [*self._window, *self._pending, (raw, t)]
             self._hinge = self._ramp_start(points, start)
-            before = [p for p in self._window if p[0] < start]
             self._window.clear()
             if self._hinge is not None:  # a ramp: the steady ticks before it stay, pinning the period it left from
                 self._window.extend(points)
                 self._before = ([], start)
             else:  # a step, or a ramp too young to tell: the line starts again where it began
+                before = [p for p in points if p[0] < start]
                 self._window.extend([*before[-1:], *(p for p in points if p[0] >= start)])
                 self._before = (before[:-1], start)
             self._pending.clear()
