@@ -14,6 +14,7 @@ from engine.ratelog import RateLimitedLog
 from engine.timeline import BPM_RANGE, Timeline
 
 logger = logging.getLogger(__name__)
+SAME_TAP_S = 0.05  # a tap this soon after the one before is that tap (a bouncing switch, two pads struck together)
 
 
 class TapTempo:
@@ -31,9 +32,12 @@ class TapTempo:
     def tap(self, t: float) -> float | None:
         """Register a tap at monotonic time `t`; the tempo in BPM, or None if not known yet.
 
-        Runs on the control thread. A gap longer than `reset_after` starts a new series;
-        a tempo outside the timeline's range is reported (rate-limited) and not returned.
+        Runs on the control thread. A gap longer than `reset_after` starts a new series; one
+        shorter than SAME_TAP_S is the tap before again (ignored: taps stamped alike divided
+        by zero); a tempo outside the timeline's range is reported (rate-limited) and not returned.
         """
+        if self._times and 0 <= t - self._times[-1] < SAME_TAP_S:
+            return None
         if self._times and (t - self._times[-1] > self.reset_after or t < self._times[-1]):
             self._times.clear()
         self._times.append(t)

@@ -143,14 +143,16 @@ class Dispatcher:
         self._learn = hook
 
     # --- input ----------------------------------------------------------------------
-    def handle(self, message: object, source: str) -> tuple[str, str] | None:
+    def handle(self, message: object, source: str, *, heard: int | None = None) -> tuple[str, str] | None:
         """Dispatch one message. Runs on the input's thread (rtmidi callback, OSC server thread,
-        the web page's). Returns (reason, detail) when an OSC message was refused (counted
-        already), so a surface that can answer says why; None otherwise."""
+        the web page's). `heard`: the output sample it arrived at, where the input knows it
+        (JACK MIDI, engine/control/arrival.py); else notes and actions are stamped now. Returns
+        (reason, detail) when an OSC message was refused (counted already), so a surface that
+        can answer says why; None otherwise."""
         self.received += 1
         try:
             if isinstance(message, mido.Message):
-                self._handle_midi(message, source)
+                self._handle_midi(message, source, heard)
             elif hasattr(message, "address"):
                 args = tuple(getattr(message, "args", None) or getattr(message, "params", ()))
                 return self._handle_osc(message.address, args, source)
@@ -165,7 +167,7 @@ class Dispatcher:
         self.rejects.reject(reason, detail, source)
         return reason, detail
 
-    def handle_bytes(self, data: bytes | list[int], source: str) -> None:
+    def handle_bytes(self, data: bytes | list[int], source: str, *, heard: int | None = None) -> None:
         """Raw MIDI bytes (for inputs that deliver bytes); malformed data is counted.
 
         rtmidi keeps appending events to a SysEx that never got its F7 and delivers the lot
@@ -179,16 +181,16 @@ class Dispatcher:
             parser = mido.Parser()
             parser.feed(data[cut:])
             for message in parser:
-                self.handle(message, source)
+                self.handle(message, source, heard=heard)
             return
         try:
             message = mido.Message.from_bytes(data)
         except (ValueError, TypeError, IndexError) as err:  # mido: IndexError for a short Song Position (F2)
             self.rejects.reject("malformed_midi", f"{bytes(data)[:8].hex()}: {type(err).__name__} {err}", source)
             return
-        self.handle(message, source)
+        self.handle(message, source, heard=heard)
 
-    def _handle_midi(self, msg: mido.Message, port: str) -> None:
+    def _handle_midi(self, msg: mido.Message, port: str, heard: int | None) -> None:
         hook = self._learn
         if hook is not None and msg.type in ("control_change", "note_on", "pitchwheel", "aftertouch", "program_change"):
             self._learn = None
@@ -215,7 +217,7 @@ class Dispatcher:
             hits += [(r, normalise_7bit(velocity)) for r in ms.midi_rules("note", msg.note)]
             for r in ms.midi_rules("notes", None):
                 if r.midi.notes[0] <= msg.note <= r.midi.notes[1] and self._channel_ok(r, ch) and r.midi.port_matches(port):
-                    self._keyboard(r, msg.note, velocity, port)
+                    self._keyboard(r, msg.note, velocity, port, heard)
                     matched = True
         elif msg.type == "program_change":
             hits += [(r, None) for r in ms.midi_rules("program", msg.program)]
@@ -227,7 +229,8 @@ class Dispatcher:
         for rule, value in hits:
             if self._channel_ok(rule, ch) and rule.midi.port_matches(port):
                 matched = True
-                self._apply(rule, value, f"midi:{port}", raw_cc=msg.type == "control_change" and rule.midi.kind == "cc")
+                self._apply(rule, value, f"midi:{port}", raw_cc=msg.type == "control_change" and rule.midi.kind == "cc",
+                            heard=heard)
         if not matched:
             self.unmapped += 1
 
@@ -235,9 +238,9 @@ class Dispatcher:
     def _channel_ok(rule: Rule, channel: int | None) -> bool:
         return rule.midi.channel is None or rule.midi.channel == channel
 
-    def _keyboard(self, rule: Rule, pitch: int, velocity: int, port: str) -> None:
+    def _keyboard(self, rule: Rule, pitch: int, velocity: int, port: str, heard: int | None) -> None:
         value = (velocity / 127.0 if rule.options.velocity else 1.0) if velocity else 0.0
-        self._queue_event(ControlEvent(f"note.{pitch}", value, f"midi:{port}", rule.options.quantize))
+        self._queue_event(ControlEvent(f"note.{pitch}", value, f"midi:{port}", rule.options.quantize, heard=heard))
 
     def _handle_osc(self, address: str, args: tuple[object, ...], source: str) -> tuple[str, str] | None:
         rules = self._mappings.osc_rules(address)
@@ -277,17 +280,20 @@ class Dispatcher:
             self._rules[rule.key] = st
         return st
 
-    def _apply(self, rule: Rule, value: float | int | None, source: str, *, raw_cc: bool = False) -> None:
+    def _apply(self, rule: Rule, value: float | int | None, source: str, *, raw_cc: bool = False,
+               heard: int | None = None) -> None:
         with self._lock:
             self._take_changes()
-            self._apply_locked(rule, value, source, raw_cc=raw_cc)
+            self._apply_locked(rule, value, source, raw_cc=raw_cc, heard=heard)
 
-    def _apply_locked(self, rule: Rule, value: float | int | None, source: str, *, raw_cc: bool) -> None:
+    def _apply_locked(self, rule: Rule, value: float | int | None, source: str, *, raw_cc: bool,
+                      heard: int | None) -> None:
         o = rule.options
         st = self._state(rule)
         st.last_source = source
         if rule.midi is not None and rule.midi.kind == "program":
-            self._queue_event(ControlEvent(rule.target, value if o.value is None else o.value, source, o.quantize))
+            self._queue_event(ControlEvent(rule.target, value if o.value is None else o.value, source, o.quantize,
+                                           heard=heard))
             return
         if o.relative and raw_cc:
             ticks = decode_relative(int(value), o.relative)
@@ -300,7 +306,7 @@ class Dispatcher:
             if pressed is None:
                 return
             if not rule.continuous or st.switch.mode == "trigger":
-                self._queue_event(ControlEvent(rule.target, o.value, source, o.quantize))
+                self._queue_event(ControlEvent(rule.target, o.value, source, o.quantize, heard=heard))
                 return
             x = pressed
         elif not o.relative:
@@ -310,7 +316,8 @@ class Dispatcher:
             x = taken
         native = o.shaper.to_native(x)
         if route_of(rule.target) == "notes":
-            self._queue_event(ControlEvent(rule.target, x if o.velocity else float(x > 0), source, o.quantize))
+            self._queue_event(ControlEvent(rule.target, x if o.velocity else float(x > 0), source, o.quantize,
+                                           heard=heard))
             return
         if st.ramp is not None:
             st.ramp.set_target(native)
@@ -327,8 +334,10 @@ class Dispatcher:
             self._queue_event(event)
 
     def _queue_event(self, event: ControlEvent) -> None:
-        """Notes, hits and actions, in order, stamped with the sample playing as they arrived."""
-        event = replace(event, heard=self.target.playhead())
+        """Notes, hits and actions, in order, stamped with the sample playing as they arrived
+        (unless the input stamped them)."""
+        if event.heard is None:
+            event = replace(event, heard=self.target.playhead())
         with self._lock:
             if len(self._queue) >= self._max_queued:
                 overflow = True

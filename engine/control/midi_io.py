@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import mido
 import rtmidi
 
+from engine.control.arrival import Arrivals
 from engine.control.dispatcher import Dispatcher
 from engine.control.feedback import Feed
 from engine.control.mapping import Output
@@ -61,6 +62,7 @@ class MidiHub:
         self._lock = threading.Lock()
         self._in_lock = threading.Lock()  # inputs' lifetime only (inside _lock): polling never waits for a rescan
         self._inputs: dict[str, rtmidi.MidiIn] = {}
+        self._arrivals: dict[str, Arrivals] = {}  # JACK: an input's stamps, replaced with the port
         self._outputs: dict[str, rtmidi.MidiOut] = {}
         self._labels: dict[str, str] = {}  # input port name -> the name of our port connected to it
         self._opened_at: dict[str, float] = {}  # input port name -> when we opened it (monotonic)
@@ -184,7 +186,8 @@ class MidiHub:
 
     def _open_input(self, name: str, index: int) -> None:
         port = rtmidi.MidiIn(rtmidi_api(self.api), name=self.client_name)
-        port.ignore_types(sysex=False, timing=True, active_sense=True)
+        polled = self.api == "jack"  # polled ports keep clock and active sensing: their time is in rtmidi's deltas
+        port.ignore_types(sysex=False, timing=not polled, active_sense=not polled)
         label = f"in {self._opened}"
         self._opened += 1
         port.open_port(index, name=label)
@@ -195,6 +198,7 @@ class MidiHub:
             self._poller.start()
         with self._in_lock:
             self._inputs[name] = port
+            self._arrivals[name] = Arrivals()
         self._labels[name] = label
         self._opened_at[name] = time.monotonic()
         if name in self._lost:
@@ -209,21 +213,26 @@ class MidiHub:
         self.dispatcher.handle_bytes(event[0], name)
 
     def _poll(self) -> None:
-        """The `midi-poll` thread (JACK): drain rtmidi's queues, then dispatch outside the lock."""
+        """The `midi-poll` thread (JACK): drain rtmidi's queues, then dispatch outside the lock,
+        each message stamped with when it reached JACK (engine/control/arrival.py)."""
         while not self._stop.wait(POLL_S):
             with self._in_lock:  # a port is never deleted while it is read
                 if self._closed:
                     return
-                batch = [(msg[0], name) for name, port in self._inputs.items() for msg in iter(port.get_message, None)]
-            for data, name in batch:
-                try:
-                    self.dispatcher.handle_bytes(data, name)
-                except Exception:  # noqa: BLE001 - one bad message must not end MIDI input
-                    log.exception("MIDI input %r: message %s not handled", name, bytes(data)[:8].hex())
+                batch = [(name, self._arrivals[name], list(iter(port.get_message, None)))
+                         for name, port in self._inputs.items()]
+            now = self.dispatcher.target.playhead()
+            for name, arrivals, messages in batch:
+                for data, heard in arrivals.stamp(messages, now) if messages else ():
+                    try:
+                        self.dispatcher.handle_bytes(data, name, heard=heard)
+                    except Exception:  # noqa: BLE001 - one bad message must not end MIDI input
+                        log.exception("MIDI input %r: message %s not handled", name, bytes(data)[:8].hex())
 
     def _drop_input(self, name: str) -> None:
         with self._in_lock:
             self._close_input(self._inputs.pop(name))
+            self._arrivals.pop(name)
 
     def _close_input(self, port: rtmidi.MidiIn) -> None:
         """Cancel the Python callback before closing (ALSA): closing while rtmidi's thread waits

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
-from jackserver import JackUnavailable, portaudio_jack
-
-
-def _server(**options: int) -> Iterator[str]:
-    try:
-        with portaudio_jack(**options) as name:
-            yield name
-    except JackUnavailable as err:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no JACK server here: {err}")
+from jackserver import portaudio_fixture as _server
 
 
 @pytest.fixture(scope="module")

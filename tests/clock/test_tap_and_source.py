@@ -34,6 +34,16 @@ def test_tap_tempo_resets_after_a_gap_and_rejects_out_of_range(caplog: pytest.Lo
         TapTempo(taps=1)
 
 
+def test_taps_stamped_alike_are_one_tap() -> None:
+    """Two taps at one sample (two pads struck together; an input that drained a burst at once)
+    divided by zero, and the error ended that drain: the events after it were lost."""
+    taps = TapTempo(taps=4)
+    assert taps.tap(1.0) is None
+    assert taps.tap(1.0) is None
+    assert taps.tap(1.02) is None  # a bounce of the same switch
+    assert taps.tap(1.5) == pytest.approx(120.0)
+
+
 def test_ramps_step_per_bar() -> None:
     timeline = Timeline.start(120)
     ramped = ramp(timeline, to_bpm=140.0, from_bar=4, bars=4)

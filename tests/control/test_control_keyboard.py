@@ -9,6 +9,7 @@ the tests check what the model was told, frame by frame.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from control_helpers import FrameLog, serving, wait_for
 from engine.conditioning import NOTE_HELD, NOTE_MASK, NOTE_OFF, NOTE_ONSET
 from engine.schedule.notes import RELEASE_FRAMES
+from engine.units import FRAME_SAMPLES, SAMPLE_RATE
 from engine.service.runner import Service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +39,7 @@ outputs:
   midi: {cc: 20}
   options: {range: [0.0, 2.0]}
 """
+FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 PATCH = "name: {name}\ntempo: {tempo}\nmeter: 4\nseed: 3\nstyle:\n  - {{text: {text}, weight: 1.0}}\n"
 
 
@@ -97,18 +100,26 @@ def playing_frame(played: Played) -> int:
 def test_a_staccato_note_shorter_than_a_frame_is_an_onset_then_off(played: Played):
     start = playing_frame(played)
     played.keys.send(mido.Message("note_on", note=60, velocity=100))
+    sent = time.monotonic()
     pause(0.01)  # 10 ms: a quarter of a frame
     played.keys.send(mido.Message("note_off", note=60))
+    # This thread shares the interpreter with the engine: on a loaded machine its 10 ms can
+    # become 50, and then the key really was down for a frame (seen on CI: one frame held).
+    gap = time.monotonic() - sent
     assert wait_for(lambda: len(states(played, 60)) > start + RELEASE_FRAMES + 20, 10)
     got = states(played, 60)[start:]
     onset = got.index(NOTE_ONSET)
     assert all(s == NOTE_MASK for s in got[:onset])
-    # off after the onset for a second (the release lands in the onset's frame or, 10 ms later,
-    # the next: RELEASE_FRAMES counted from it), then the model decides again; no frame says "held"
-    off = got[onset + 1:].index(NOTE_MASK)
-    assert off in (RELEASE_FRAMES - 1, RELEASE_FRAMES), got
-    assert got[onset + 1:onset + 1 + off] == [NOTE_OFF] * off
-    assert set(got[onset + 1 + off:]) == {NOTE_MASK}, got
+    # held for no frame (none more than the key was down for, two JACK cycles' slack), then off
+    # for a second: the release lands in the onset's frame (RELEASE_FRAMES - 1 after it) or, 10
+    # ms later, the next (RELEASE_FRAMES); then the model decides again
+    held = got[onset + 1:].index(NOTE_OFF)
+    assert got[onset + 1:onset + 1 + held] == [NOTE_HELD] * held
+    assert held <= int((gap + 2 * 256 / 48_000) / FRAME_S), (gap, got)
+    off = got[onset + 1 + held:].index(NOTE_MASK)
+    assert off == RELEASE_FRAMES or (held == 0 and off == RELEASE_FRAMES - 1), got
+    assert got[onset + 1 + held:onset + 1 + held + off] == [NOTE_OFF] * off
+    assert set(got[onset + 1 + held + off:]) == {NOTE_MASK}, got
 
 
 def test_the_sustain_pedal_holds_released_keys_until_it_lifts(played: Played):

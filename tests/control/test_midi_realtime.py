@@ -2,12 +2,14 @@
 With the interpreter frozen for 400 ms (a C call that keeps the GIL) while a controller sends
 CCs, every CC reaches the dispatcher once the GIL is back (rtmidi queued them in C++). With
 rtmidi's Python callback each cycle carrying MIDI waits for the GIL on JACK's process thread:
-checked once, 29 of the 30 CCs were lost."""
+checked once, 29 of the 30 CCs were lost. Messages drained late together keep the times they
+reached JACK at: a tempo tapped while the interpreter was frozen is the tempo tapped."""
 
 from __future__ import annotations
 
 import ctypes
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mido
@@ -15,7 +17,8 @@ import pytest
 
 jack = pytest.importorskip("jack", reason="JACK-Client is in the test extra")
 
-from control_helpers import wait_for  # noqa: E402
+from control_helpers import serving, wait_for  # noqa: E402
+from jackserver import portaudio_fixture  # noqa: E402
 from control_target import MemoryTarget  # noqa: E402
 
 from engine.clock.jack_midi import CMidiPort  # noqa: E402
@@ -25,6 +28,12 @@ from engine.control.midi_io import MidiHub  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CCS = 30
+
+
+@pytest.fixture(scope="module")
+def jack() -> Iterator[str]:
+    """This module's server: the engine's JACK output opens PortAudio in the test process."""
+    yield from portaudio_fixture()
 
 
 def test_a_frozen_interpreter_loses_no_cc_from_jack_midi(jack) -> None:  # type: ignore[no-untyped-def]
@@ -60,3 +69,39 @@ def test_a_frozen_interpreter_loses_no_cc_from_jack_midi(jack) -> None:  # type:
     # Python JACK client another test left in this process stalls with the GIL held). The CCs are
     # the check: with rtmidi's Python callback, 29 of the 30 were lost.
     print(f"\n{during} JACK xruns while the interpreter was frozen")
+
+
+def test_taps_drained_late_together_keep_the_tempo_they_were_tapped_at(jack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Four taps 500 ms apart (120 BPM) from a controller with no Python in its process callback,
+    the nanoKONTROL2's "marker set" button (CC 60), into the running engine on JACK while its
+    interpreter is frozen for all of them: the poll thread drains the four at once. Stamped
+    when drained, they were one tap (and, before taps stamped alike were one tap, a division by
+    zero that lost the rest of that drain); stamped by when they reached JACK, the tempo is 120."""
+    import jack as jackclient
+
+    config = tmp_path / "config.yaml"
+    (tmp_path / "p.yaml").write_text("name: p\ntempo: 100\nmeter: 4\nseed: 1\nstyle:\n  - {text: drums, weight: 1.0}\n")
+    config.write_text(f"output: jack\npatch: {tmp_path / 'p.yaml'}\nstate_file: null\nlookahead_ms: 200\nosc: {{port: 0}}\n"
+                      "midi: {enabled: true, api: jack, inputs: ['*nanoKONTROL2*']}\n"
+                      f"mappings: [{REPO / 'mappings/korg-nanokontrol2.yaml'}]\n")
+    controller = jackclient.Client("bl-nanoKONTROL2", no_start_server=True)
+    queue = CMidiPort(controller, controller.midi_outports.register("out"), output=True)
+    controller.activate()
+    try:
+        with serving(config) as service:
+            engine = service.engine
+            assert service.control.midi is not None
+            assert wait_for(lambda: service.control.midi.inputs == ["bl-nanoKONTROL2:out"], 10), service.control.midi.inputs
+            assert wait_for(lambda: engine.sink.playhead > 48_000, 10)
+            first = controller.frame_time + 4800
+            for k in range(4):
+                for value in (127, 0):  # press and release, 50 ms apart
+                    at = first + k * 24_000 + (2400 if value == 0 else 0)
+                    queue.put(at & 0xFFFFFFFF, bytes(mido.Message("control_change", control=60, value=value).bytes()))
+            ctypes.PyDLL(None).usleep(1_800_000)  # PyDLL: the GIL is held for the whole call, all four taps
+            assert wait_for(lambda: engine.status()["tempo"] != 100.0, 10), engine.status()["tempo"]
+            assert abs(engine.status()["tempo"] - 120.0) < 1.0, engine.status()["tempo"]
+            assert engine.scheduler.errors == 0
+    finally:
+        controller.deactivate()
+        controller.close()
