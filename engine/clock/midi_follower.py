@@ -73,6 +73,7 @@ _WANDER_CLEAR = 2.0  # ...and how many of those it must stand clear of to count
 _CURVED_SDS = 4.0  # curvature beyond this many standard errors of the clock's noise is a ramp
 _HINGE_SEARCH = 48  # ticks before the change detector's evidence began where a ramp's start is looked for
 _HINGE_STEP = 3  # ...every this many ticks
+_WANDER_BESIDE_JITTER = 0.25  # wander (variance) under this share of the jitter leaves a bend to be judged
 _RAMP_MARGIN = 9.0  # jitter variances by which a bent line must fit better than a step (a 1 BPM step is not a ramp)
 _FIT_SLACK = 1.5  # ...and its residuals at most this many times the clock's jitter: ticks a stall shifted fit no bend
 _REPEAT_WITHIN = 0.3  # periods: a tick this soon after the last, in a young window, repeats it (a cycle JACK ran twice)
@@ -141,8 +142,8 @@ def _best_split_ssr(k: np.ndarray, t: np.ndarray, first: float) -> float:
     return float(np.min(ssr(before) + ssr(total - before)))
 
 
-def _line_at_end(k: np.ndarray, t: np.ndarray, noise: _TimingNoise, hinge: float | None = None) -> tuple[float, float]:
-    """Time and period at k = 0 (the newest tick) from a least-squares fit.
+def _line_at_end(k: np.ndarray, t: np.ndarray, noise: _TimingNoise, hinge: float | None = None) -> tuple[float, float, bool]:
+    """Time and period at k = 0 (the newest tick) from a least-squares fit, and whether it follows a ramp.
 
     A straight line when the tempo is steady; during a ramp (curvature clearly above the
     clock's own timing noise: |c| > 4 standard errors, see `_TimingNoise`) the tangent of a
@@ -154,7 +155,7 @@ def _line_at_end(k: np.ndarray, t: np.ndarray, noise: _TimingNoise, hinge: float
         x = _hinge_basis(k, hinge)
         coef = np.linalg.lstsq(x, t, rcond=None)[0]
         noise.update(t - x @ coef)
-        return float(coef[0] + coef[2] * hinge * hinge), float(coef[1] - 2.0 * coef[2] * hinge)
+        return float(coef[0] + coef[2] * hinge * hinge), float(coef[1] - 2.0 * coef[2] * hinge), True
     if len(k) >= _MIN_POINTS_TO_JUDGE:
         x = np.stack([np.ones_like(k), k, k * k], axis=1)
         weights = np.linalg.pinv(x)  # row i: the weights of the ticks' times in coefficient i
@@ -163,10 +164,10 @@ def _line_at_end(k: np.ndarray, t: np.ndarray, noise: _TimingNoise, hinge: float
         if abs(coef[2]) > _CURVED_SDS * _coefficient_sd(weights[2], k, jitter, wander):
             recent = x[-_RAMP_TICKS:]  # the tangent from the newest ticks only: a ramp that ends is left in a beat or two
             coef = np.linalg.lstsq(recent, t[-_RAMP_TICKS:], rcond=None)[0]
-            return float(coef[0]), float(coef[1])
+            return float(coef[0]), float(coef[1]), True
     km, tm = k.mean(), t.mean()
     period = float(((k - km) * (t - tm)).sum() / ((k - km) ** 2).sum())
-    return float(tm - period * km), period
+    return float(tm - period * km), period, False
 
 
 def _line_ssr(k: np.ndarray, t: np.ndarray) -> float:
@@ -244,6 +245,7 @@ class MidiClockFollower:
         self._last_t: float | None = None
         self._before: tuple[list[tuple[int, float]], int] = ([], 0)  # ticks before a step, and where it began
         self._hinge: int | None = None  # raw tick where a ramp began, while the window holds steady ticks before it
+        self._ramping = False  # the last fit followed a ramp (a bend or the window's own curvature)
         self._lost_line: tuple[int, float, float] | None = None  # (raw, time, period) of the last tick before a dropout
         self._playing = False
         self._base: tuple[int, int] = (0, 0)  # (raw tick, song tick) while playing
@@ -366,6 +368,7 @@ class MidiClockFollower:
         self._reset_detector()
         self._lost_line = None
         self._hinge = None
+        self._ramping = False
         self._before = ([], raw)
         self._fit = (t, self._fit[1], raw)
 
@@ -494,14 +497,15 @@ class MidiClockFollower:
         two beats in fits a bend nearly as well, and the bend's tangent overshoots it), its
         curvature stands clear of the clock's noise, and its residuals are the clock's jitter
         (`_FIT_SLACK`): ticks a stall shifted (a burst off the line, then back) fit no bend and
-        keep the step's restart. Not under wander (see the module docstring).
+        keep the step's restart. Not under wander beyond a quarter of the jitter (see the module
+        docstring; a USB clock read up to 0.07 of its jitter in wander that is not there).
 
         Once the hinge leaves the window, the window's own curvature test takes over (a bend
         kept longer followed a ramp's end 1.1 BPM off).
         """
         jitter, wander = self._noise.last
-        if wander > 0.0:  # a random walk looks like a step and like a ramp by turns: the line's restart is safer
-            return None
+        if wander > _WANDER_BESIDE_JITTER * jitter:  # a random walk looks like a step and like a ramp by turns:
+            return None  # the line's restart is safer
         pts = np.asarray(points, dtype=np.float64)
         k, t = pts[:, 0] - pts[-1, 0], pts[:, 1] - pts[-1, 1]
         at = float(start - pts[-1, 0])
@@ -607,7 +611,10 @@ class MidiClockFollower:
         t = pts[:, 1] - pts[-1, 1]
         if self._hinge is not None and self._hinge <= pts[0, 0]:
             self._hinge = None  # the steady ticks before the ramp left the window: its own curvature tells from here
-        at_end, period = _line_at_end(k, t, self._noise, None if self._hinge is None else float(self._hinge - k0))
+        at_end, period, ramping = _line_at_end(k, t, self._noise, None if self._hinge is None else float(self._hinge - k0))
+        if ramping and not self._ramping:  # the line lagged a ramp now followed: what the detector summed against
+            self._reset_detector()  # it is explained (kept, it restarted on a young window 4 BPM off, 4 ticks later)
+        self._ramping = ramping
         lo, hi = 60.0 / (BPM_RANGE[1] * PPQN), 60.0 / (BPM_RANGE[0] * PPQN)
         if not lo <= period <= hi:
             self._log.warn("range", "MIDI clock: tempo %.1f BPM is outside %s..%s BPM; ignored",
