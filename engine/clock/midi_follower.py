@@ -69,7 +69,8 @@ _MIN_POINTS_TO_RELABEL = 4  # three intervals: their median is a period even whe
 _WHOLE_PERIODS = 0.25  # every interval of a young window within this many periods of a whole number, to relabel it
 _SAME_TEMPO = 0.1  # a clock back from a dropout within this fraction of its old period is numbered by the old line
 _WANDER_SCATTER = 2.85  # sd of the wander estimate under white jitter j from N ticks, in units of j / sqrt(N)
-_WANDER_CLEAR = 2.0  # ...and how many of those it must stand clear of to count
+_WANDER_CLEAR = 3.0  # ...and how many of those it must stand clear of to count (at 2, 3 USB clocks of 40 read
+# 0.11-0.14 ms of wander a tick that is not there: their ramps went unseen for 2.5 beats, 2.1 BPM off)
 _CURVED_SDS = 4.0  # curvature beyond this many standard errors of the clock's noise is a ramp
 _HINGE_SEARCH = 48  # ticks before the change detector's evidence began where a ramp's start is looked for
 _HINGE_STEP = 3  # ...every this many ticks

@@ -447,16 +447,17 @@ def test_a_tempo_ramp_is_followed_within_half_a_bpm_two_beats_after_it_starts(st
 def test_a_ramp_under_usb_jitter_is_followed_from_two_beats_after_it_starts(start: float, end: float, beats: int) -> None:
     """Under the USB-like model (+/-1 ms, 1 tick in 200 5 ms late), 40 seeds: from two beats
     after a ramp starts, through it and after it (not the two beats after its end), the tempo is
-    within 0.5 BPM of the sender's at 99.6 % of ticks, and p99 within 0.4 BPM. The line that
+    within 0.5 BPM of the sender's at 99.6 % of ticks, p99 within 0.4 BPM, and all within 1.2 BPM. The line that
     restarted at the change detector's alarm lagged 2.6 BPM (a USB clock read wander that is not
     there, hiding the ramp's curvature, and the restarted line lagged half its span of ramp); a
     detector kept summing after the window's own curvature caught the ramp restarted it on a
-    young window 3.1 BPM off (seed 19). Not yet met: all ticks within 0.5 BPM (worst 2.1 BPM,
-    in the first beat after the two, where a gentle ramp is still told from a step)."""
+    young window 3.1 BPM off (seed 19); wander read from jitter alone hid a ramp 2.5 beats (2.1
+    BPM off, seed 14 down). Not yet met: every tick within 0.5 BPM (worst 0.98 BPM, in the beat
+    after the first two, while a gentle ramp is still told from a step)."""
     runs = [np.asarray(ramp_errors(start, end, beats, seed)[0]) for seed in range(40)]
     errors = np.concatenate(runs)
     assert np.mean(errors > 0.5) < 0.004 and np.percentile(errors, 99) < 0.4, (np.mean(errors > 0.5), np.percentile(errors, 99))
-    assert errors.max() < 2.5, [(seed, float(e.max())) for seed, e in enumerate(runs) if e.max() > 1.0]
+    assert errors.max() < 1.2, [(seed, float(e.max())) for seed, e in enumerate(runs) if e.max() > 1.0]
 
 
 @pytest.mark.parametrize("model", ["usb", "J5", "J10"])
