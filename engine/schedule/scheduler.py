@@ -350,7 +350,8 @@ class Scheduler:
 
         `heard` is the output sample that was playing when the event arrived. Notes, pad hits
         and safety apply as soon as they can (safety's ring freeze at once: the reader loops
-        from its next bar line), the rest at their quantize's next boundary from there."""
+        from its next bar line; a key's release taken with its press keeps the time it was held,
+        `_keep_spacing`), the rest at their quantize's next boundary from there."""
         route = _route(item)
         if route == "prompt":
             self._start_embedding(item)
@@ -363,7 +364,8 @@ class Scheduler:
         if route == "timeline" and not self.rollback:
             earliest = max(earliest, self.planned_until)  # a bar already planned keeps its tempo
         if route in ("safety", "notes", "drums"):
-            self._push(earliest, item, heard)
+            at = self._keep_spacing(item.target, earliest, heard) if route == "notes" else earliest
+            self._push(at, item, heard)
             return
         quantize = item.quantize
         if quantize == "now" and _sample_exact(item):

@@ -3,7 +3,8 @@ With the interpreter frozen for 400 ms (a C call that keeps the GIL) while a con
 CCs, every CC reaches the dispatcher once the GIL is back (rtmidi queued them in C++). With
 rtmidi's Python callback each cycle carrying MIDI waits for the GIL on JACK's process thread:
 checked once, 29 of the 30 CCs were lost. Messages drained late together keep the times they
-reached JACK at: a tempo tapped while the interpreter was frozen is the tempo tapped."""
+reached JACK at: a tempo tapped while the interpreter was frozen is the tempo tapped, and a key
+held 100 ms is held for the frames it was down."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import pytest
 
 jack = pytest.importorskip("jack", reason="JACK-Client is in the test extra")
 
-from control_helpers import serving, wait_for  # noqa: E402
+from control_helpers import FrameLog, serving, wait_for  # noqa: E402
 from jackserver import portaudio_fixture  # noqa: E402
 from control_target import MemoryTarget  # noqa: E402
 
 from engine.clock.jack_midi import CMidiPort  # noqa: E402
+from engine.conditioning import NOTE_HELD, NOTE_MASK, NOTE_OFF, NOTE_ONSET  # noqa: E402
 from engine.control.dispatcher import Dispatcher  # noqa: E402
 from engine.control.mapping import MappingSet, load_file  # noqa: E402
 from engine.control.midi_io import MidiHub  # noqa: E402
@@ -105,3 +107,43 @@ def test_taps_drained_late_together_keep_the_tempo_they_were_tapped_at(jack, tmp
     finally:
         controller.deactivate()
         controller.close()
+
+
+def test_a_key_drained_late_with_its_release_is_held_as_long_as_it_was_down(jack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A key down for 100 ms (2.5 frames), pressed and released at exact JACK frames by a
+    controller with no Python in its process callback, into the running engine while its
+    interpreter is frozen over both: the press and release are drained and taken together.
+    They landed in one frame (an onset, then off: a 100 ms note cut to a blip); now the release
+    keeps its distance from the press, so the frames after the onset say held until it."""
+    import jack as jackclient
+
+    config = tmp_path / "config.yaml"
+    (tmp_path / "p.yaml").write_text("name: p\ntempo: 120\nmeter: 4\nseed: 1\nstyle:\n  - {text: keys, weight: 1.0}\n")
+    config.write_text(f"output: jack\npatch: {tmp_path / 'p.yaml'}\nstate_file: null\nlookahead_ms: 200\nosc: {{port: 0}}\n"
+                      "midi: {enabled: true, api: jack, inputs: ['*bl-keys*']}\n"
+                      f"mappings: [{REPO / 'mappings/midi-keyboard.yaml'}]\n")
+    controller = jackclient.Client("bl-keys", no_start_server=True)
+    queue = CMidiPort(controller, controller.midi_outports.register("out"), output=True)
+    controller.activate()
+    frames: list[FrameLog] = []
+    try:
+        with serving(config, listener=lambda service: frames.append(FrameLog(service.engine)) or (lambda *_: None)) as service:
+            engine = service.engine
+            assert service.control.midi is not None
+            assert wait_for(lambda: service.control.midi.inputs == ["bl-keys:out"], 10), service.control.midi.inputs
+            assert wait_for(lambda: engine.sink.playhead > 48_000, 10)
+            press = controller.frame_time + 4800
+            queue.put(press & 0xFFFFFFFF, bytes(mido.Message("note_on", note=64, velocity=100).bytes()))
+            queue.put((press + 4800) & 0xFFFFFFFF, bytes(mido.Message("note_off", note=64).bytes()))
+            ctypes.PyDLL(None).usleep(600_000)  # PyDLL: the GIL is held for the whole call, press and release
+            log = frames[0]
+            assert wait_for(lambda: NOTE_OFF in [int(f.notes[64]) for f in list(log.frames)], 10)
+            time.sleep(0.3)
+            got = [int(f.notes[64]) for f in list(log.frames)]
+    finally:
+        controller.deactivate()
+        controller.close()
+    onset = got.index(NOTE_ONSET)
+    assert set(got[:onset]) == {NOTE_MASK}
+    held = got[onset + 1:].index(NOTE_OFF)
+    assert held in (1, 2) and got[onset + 1:onset + 1 + held] == [NOTE_HELD] * held, got[onset:onset + 6]
