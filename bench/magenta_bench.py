@@ -67,15 +67,9 @@ def measure(checkpoint: Path, t: int, *, runs: int, frames: int) -> tuple[float,
     return load_s, per_frame, ratios
 
 
-def measure_rows(size: BenchSize, *, t_values: Sequence[int], runs: int, frames: int, checkpoint: Path | None = None) -> list[Row]:
+def measure_rows(size: BenchSize, checkpoint: Path, *, t_values: Sequence[int], runs: int, frames: int) -> list[Row]:
     import jax
 
-    from engine.generator.magenta.random_weights import make_random_checkpoint
-
-    if checkpoint is None:  # random weights in a folder removed afterwards (base is about 10 GB)
-        with tempfile.TemporaryDirectory(prefix="backline-bench-") as folder:
-            made = make_random_checkpoint(folder, size=_MODEL[size])  # type: ignore[arg-type]
-            return measure_rows(size, t_values=t_values, runs=runs, frames=frames, checkpoint=made)
     where = f"{jax.devices()[0].device_kind} ({jax.default_backend()}), load avg {os.getloadavg()[0]:.1f}"
     rows = []
     for t in t_values:
@@ -173,15 +167,13 @@ def rows(quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="backline-bench-") as folder:
         checkpoint = make_random_checkpoint(folder, size=_MODEL["tiny"])  # type: ignore[arg-type]
         if quick:
-            out = measure_rows("tiny", t_values=(1, 2), runs=2, frames=16, checkpoint=checkpoint)
+            out = measure_rows("tiny", checkpoint, t_values=(1, 2), runs=2, frames=16)
             return out + rollback_rows("tiny", checkpoint, calls=16, copies=10)
-        out = measure_rows("tiny", t_values=T_VALUES, runs=3, frames=96, checkpoint=checkpoint)
+        out = measure_rows("tiny", checkpoint, t_values=T_VALUES, runs=3, frames=96)
         return out + rollback_rows("tiny", checkpoint, calls=200, copies=200)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from bench.__main__ import table
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(_MODEL), default="tiny", help="random weights of this size")
     parser.add_argument("--checkpoint", type=Path, default=None, help="use this checkpoint instead of random weights")
@@ -189,10 +181,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=96, help="frames per run")
     parser.add_argument("--t", type=int, nargs="+", default=list(T_VALUES), help="frames per call to time")
     parser.add_argument("--format", choices=("text", "markdown"), default="text")
+    parser.add_argument("--rollback", action="store_true",
+                        help="also time snapshot/restore and the splice margin of 2-frame chunks")
     args = parser.parse_args(argv)
     print(f"# magenta bench {time.strftime('%Y-%m-%d %H:%M')}, size {args.size}", flush=True)
-    print(table(measure_rows(args.size, t_values=args.t, runs=args.runs, frames=args.frames, checkpoint=args.checkpoint),
-                fmt=args.format))
+    if args.checkpoint is None:  # random weights in a folder removed afterwards (base is about 10 GB)
+        from engine.generator.magenta.random_weights import make_random_checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="backline-bench-") as folder:
+            _print_rows(args, make_random_checkpoint(folder, size=_MODEL[args.size]))
+    else:
+        _print_rows(args, args.checkpoint)
+
+
+def _print_rows(args: argparse.Namespace, checkpoint: Path) -> None:
+    from bench.__main__ import table
+
+    for t in args.t:  # one table per T: a run cut short (a lease's end) keeps the rows it measured
+        print(table(measure_rows(args.size, checkpoint, t_values=[t], runs=args.runs, frames=args.frames),
+                    fmt=args.format), flush=True)
+    if args.rollback:
+        print(table(rollback_rows(args.size, checkpoint, calls=200, copies=50), fmt=args.format), flush=True)
 
 
 if __name__ == "__main__":

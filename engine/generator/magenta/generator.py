@@ -52,8 +52,11 @@ StyleModel = Literal["musiccoca", "mock"]
 # bounds a CPU: T=8 gains about 10% on a quiet machine, but compile time grows with T
 # (unrolled scan) and its cold load took 268 s against 62 s for T=2. T=2 halves the
 # dispatches and host round trips, which weigh more on a GPU (the RTX 5090 figures in
-# MRT2.md use 2-frame calls), and matches the scheduler's 2 frames per call. Not measured
-# on a GPU yet (none was lent): run `bench/magenta_bench.py --size small` there first.
+# MRT2.md use 2-frame calls), and matches the scheduler's 2 frames per call. On one H200
+# (2026-12-04, mrt2_small random weights, bench/RESULTS.md) T=2 gains nothing either: 23.2
+# ms a frame against 22.0 at T=1, so there `--frames-per-call 1` would halve the chunk the
+# splice margin is made of (1.5 x p99: 36 ms against 84). Kept at 2 until the engine's own
+# control latency is measured on a GPU with both.
 DEFAULT_FRAMES_PER_CALL = 2
 
 
