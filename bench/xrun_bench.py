@@ -13,7 +13,8 @@ below the bare Python client). The clients:
   nothing imported but sounddevice), a Python callback that fills zeros and counts
   PortAudio underflows.
 
-How: one dummy JACK server (`jackd -d dummy --no-realtime`, period = block size) per block
+How: one dummy JACK server (`jackd -d dummy --no-realtime`, period = block size; with
+`--realtime`, `jackd --realtime` as the shipped systemd/jackd.service runs it) per block
 size; on it, rounds (3; quick: 1) x conditions (idle, flood, gc) x clients, each span 30 s
 (quick: 5 s). Inside a condition the clients take turns (round-robin), and the order
 rotates every round, so a slow drift of the machine does not land on one client. Each
@@ -266,6 +267,7 @@ class Span:
     seconds: float = 0.0
     error: str = ""
     log: tuple[str, ...] = ()  # backline: its log's lines past the expected ones
+    policy: str = ""  # backline: its audio thread's scheduling, as its status says
 
 
 class Watcher:
@@ -294,7 +296,7 @@ class Watcher:
         self.client.close()
 
 
-EXPECTED_LOG = ("runs at normal (JACK runs without real-time)",)  # the dummy server is --no-realtime
+EXPECTED_LOG = ("runs at normal (JACK runs without real-time)",)  # a dummy server run --no-realtime
 
 
 def _engine_log(log_file: Path, what: str, span: Span) -> None:
@@ -370,6 +372,8 @@ def measure_span(client: str, condition: str, rnd: int, blocksize: int, seconds:
                 if not started.wait(START_TIMEOUT_S):
                     raise RuntimeError("the flood sender did not start")
             start_storm()
+            if client == "backline":
+                span.policy = str(engine.status().get("realtime", ""))
             time.sleep(SETTLE_S)
             before, count0, t0 = own(), watcher.count, time.monotonic()
             time.sleep(seconds)
@@ -399,10 +403,10 @@ def _child_log(log_file: Path, what: str) -> None:
         print(f"xrun bench: {what}: client stderr:\n  " + "\n  ".join(text.splitlines()[-8:]), file=sys.stderr)
 
 
-def run_block(blocksize: int, rounds: int, seconds: float) -> list[Span]:
+def run_block(blocksize: int, rounds: int, seconds: float, *, realtime: bool = False) -> list[Span]:
     """Every span at one block size, on one server, interleaved."""
     spans: list[Span] = []
-    with jack_server(period=blocksize):
+    with jack_server(period=blocksize, realtime=realtime):
         watcher = Watcher()
         try:
             for rnd in range(rounds):
@@ -448,11 +452,12 @@ def _paired(a: list[Span], b: list[Span]) -> tuple[int | None, int | None, int]:
     return sum(p[0] for p in pairs), sum(p[1] for p in pairs), len(pairs)
 
 
-def block_rows(blocksize: int, spans: list[Span], seconds: float) -> tuple[list[Row], list[str], list[str], list[str]]:
+def block_rows(blocksize: int, spans: list[Span], seconds: float, *, realtime: bool = False
+               ) -> tuple[list[Row], list[str], list[str], list[str]]:
     out: list[Row] = []
     over_c, not_below_py, gapped = [], [], []
     for condition in CONDITIONS:
-        cell = f"@{blocksize}/{condition}"
+        cell = f"@{blocksize}/{condition}" + ("/rt" if realtime else "")
         by = {c: sorted((s for s in spans if s.client == c and s.condition == condition), key=lambda s: s.round)
               for c in CLIENTS}
         counts = {c: [s.server for s in by[c]] for c in CLIENTS}
@@ -479,6 +484,7 @@ def block_rows(blocksize: int, spans: list[Span], seconds: float) -> tuple[list[
                           if cb else "")
                        + f"; C client {totals['c']} ({_fmt(counts['c'])}), python {totals['python']} "
                        f"({_fmt(counts['python'])}); ratio backline/C {_ratio_text(r_c)}"
+                       + (f"; audio thread {', '.join(sorted({s.policy for s in bl if s.policy}))}" if realtime else "")
                        + _log_note(bl)
                        + (f"; n/a: {errors}" if errors else "")))
         gaps = _total([s.gaps for s in bl])
@@ -517,36 +523,52 @@ def _ratio_text(r: float | str) -> str:
     return f"{r:.2f}" if isinstance(r, float) and math.isfinite(r) else str(r)
 
 
-def rows(quick: bool) -> list[Row]:
+def rows(quick: bool, *, realtime: bool = False, blocks: tuple[int, ...] = BLOCKS) -> list[Row]:
     rounds, seconds = (1, 5.0) if quick else (3, 30.0)
     out: list[Row] = []
     over_c: list[str] = []
     not_below_py: list[str] = []
     gapped: list[str] = []
     cells = 0
-    for blocksize in BLOCKS:
-        spans = run_block(blocksize, rounds, seconds)
-        got, over, below, gaps = block_rows(blocksize, spans, seconds)
+    for blocksize in blocks:
+        spans = run_block(blocksize, rounds, seconds, realtime=realtime)
+        got, over, below, gaps = block_rows(blocksize, spans, seconds, realtime=realtime)
         out += got
         over_c += over
         not_below_py += below
         gapped += gaps
         cells += len(CONDITIONS)
     cpus = len(os.sched_getaffinity(0))
-    where = f"JACK dummy 48 kHz --no-realtime, {cpus} CPUs shared with the bench, the flood sender and the storm"
+    where = (f"JACK dummy 48 kHz {'--realtime' if realtime else '--no-realtime'}, {cpus} CPUs shared with the bench, "
+             "the flood sender and the storm")
     if gapped:
         where = (f"JACK xruns only: backline also played unfed blocks (gaps, zeros) in {', '.join(gapped)}, "
                  f"which are not in these counts; {where}")
-    out.append(Row("xrun.target_c", f"{cells - len(over_c)} of {cells}", "cells",
+    suffix = "@rt" if realtime else ""
+    out.append(Row(f"xrun.target_c{suffix}", f"{cells - len(over_c)} of {cells}", "cells",
                    f"cells where backline's JACK xruns <= {TARGET_C:g}x the C client's (ratio as in ratio_c)"
                    + (f"; not: {', '.join(over_c)}" if over_c else "") + f"; {where}"))
-    out.append(Row("xrun.target_python", f"{cells - len(not_below_py)} of {cells}", "cells",
+    out.append(Row(f"xrun.target_python{suffix}", f"{cells - len(not_below_py)} of {cells}", "cells",
                    "cells where backline's JACK xruns are below the bare Python client's (both 0 counts as below)"
                    + (f"; not: {', '.join(not_below_py)}" if not_below_py else "") + f"; {where}"))
     return out
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench.xrun_bench [--quick] [--realtime] [--blocks 256 128] [--format markdown]`."""
+    import argparse
+
     from bench.__main__ import table
 
-    print(table(rows("--quick" in sys.argv), fmt="text"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 round of 5 s spans (a smoke test)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="run jackd --realtime (SCHED_FIFO where granted), as a stage box's jackd.service does")
+    parser.add_argument("--blocks", type=int, nargs="+", default=list(BLOCKS))
+    parser.add_argument("--format", choices=("text", "markdown"), default="text")
+    args = parser.parse_args(argv)
+    print(table(rows(args.quick, realtime=args.realtime, blocks=tuple(args.blocks)), fmt=args.format))
+
+
+if __name__ == "__main__":
+    main()

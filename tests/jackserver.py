@@ -31,10 +31,13 @@ class JackUnavailable(RuntimeError):
 
 
 @contextmanager
-def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None = None) -> Iterator[str]:
+def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None = None,
+                realtime: bool = False) -> Iterator[str]:
     """Run `jackd -d dummy` under a name no running server has; yield the name; stop it on exit.
 
     `port_max` caps the server's ports (jackd --port-max), to test a server that refuses a client.
+    Tests run `--no-realtime`; `realtime` (the xrun bench) runs `--realtime` as the shipped
+    systemd/jackd.service does, where the system grants SCHED_FIFO.
     """
     if shutil.which("jackd") is None:
         raise JackUnavailable("jackd is not installed (apt-get install jackd2)")
@@ -45,7 +48,7 @@ def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None =
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=name)
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        ["jackd", "-n", name, "--no-realtime", *(["--port-max", str(port_max)] if port_max else []),
+        ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime", *(["--port-max", str(port_max)] if port_max else []),
          "-d", "dummy", "-r", str(rate), "-p", str(period)],
         env=env,
         stdout=log,
