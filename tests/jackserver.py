@@ -48,8 +48,8 @@ def jack_server(*, rate: int = 48_000, period: int = 256, port_max: int | None =
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=name)
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime", *(["--port-max", str(port_max)] if port_max else []),
-         "-d", "dummy", "-r", str(rate), "-p", str(period)],
+        ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime",
+         *(["--port-max", str(port_max)] if port_max else []), "-d", "dummy", "-r", str(rate), "-p", str(period)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
