@@ -833,6 +833,9 @@ class Soak:
         for killed, back in self.kills:
             if killed - SR // 2 <= a <= back:
                 return "engine SIGKILL"
+        silent = self._grew(a, b, "silence_ms")
+        if silent and silent >= ((b - a) / SR - GAP_S) * 1e3:  # the status counts it a block or two late
+            return f"the engine's own silence: nothing generated yet and no bar to loop (its status's silence_ms +{silent:.0f})"
         skipped = self._skipped_in(a, b)
         if skipped.any() and _longest_run(~skipped) <= GAP_S * SR:
             return (f"JACK did not run the engine for {int(skipped.sum())} of its {b - a} frames (the status's skips), "
@@ -856,6 +859,11 @@ class Soak:
     def _near(self, a: int, b: int) -> list[dict[str, Any]]:
         """The engine's statuses read from a second before frame a to a second after frame b."""
         return [s for t, s in self.status if a - SR <= self.rec.frame_at(t) <= b + SR]
+
+    def _grew(self, a: int, b: int, counter: str) -> float:
+        """How much the engine's status `counter` grew from a second before frame a to a second after b."""
+        near = [s.get(counter, 0) for s in self._near(a, b)]
+        return float(sum(_increments(near[1:], start=near[0]))) if len(near) > 1 else 0.0
 
     def _underran(self, a: int, b: int) -> bool:
         """Did the engine count an underrun (the ring replayed a bar) between frames a and b?"""
@@ -911,6 +919,10 @@ def _replay_of(audio: np.ndarray, a: int, b: int, explained: list[tuple[int, int
     the 25 ms after it (or before it) are, sample for sample, those after (before) that one, within
     a crossfade. The probe's mute is in the ring, so a replay of its bar plays the mute again."""
     after, before = audio[b : b + edge], audio[max(0, a - edge) : a]
+    if not (np.abs(after) > QUIET).any():  # silence matches any silence: it proves nothing
+        after = after[:0]
+    if not (np.abs(before) > QUIET).any():
+        before = before[:0]
     for start, end in explained:
         if not a - 10 * SR <= end <= a:  # a replay plays a bar of the last few seconds
             continue
@@ -930,9 +942,9 @@ def _first_silence(audio: np.ndarray, win: int = SR // 200) -> int | None:
     return int(hit[0]) if len(hit) else None
 
 
-def _increments(counts: list[int]) -> Iterator[int]:
-    """What a counter that restarts at 0 (a new engine) added in all."""
-    last = 0
+def _increments(counts: list[float], start: float = 0) -> Iterator[float]:
+    """What a counter that restarts at 0 (a new engine) added in all, from `start`."""
+    last = start
     for c in counts:
         yield c - last if c >= last else c
         last = c

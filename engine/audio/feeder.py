@@ -13,7 +13,9 @@ real-time thread:
 - **Underrun: replay a bar.** When the generator is late and the playhead comes within
   `lead` of the end of the stream, the feeder reads on through the ring's reader, which
   replays the last complete bar and rejoins fresh audio at a bar line (ring.py). Before any
-  bar exists it feeds silence, which fresh audio overwrites as soon as it is written.
+  bar exists it feeds silence, which fresh audio overwrites as soon as it is written (faded
+  in from zero where the silence already played; never over frames fed from a replay). The
+  silence that plays is the status's `silence_ms`.
 - **Freeze** loops from the first bar line at least `lead` past the playhead: the feeder
   goes back to that line and feeds the loop from there, `lead` ahead of the playhead.
 - **The feeder itself late** (the interpreter frozen by a long garbage collection, a stuck
@@ -39,7 +41,7 @@ from typing import Literal
 import numpy as np
 import soxr
 
-from engine.audio.ring import PlaybackRing
+from engine.audio.ring import XFADE, PlaybackRing, raised_cosine
 from engine.audio.rtout import OutputRing
 from engine.units import CHANNELS, SAMPLE_RATE
 
@@ -65,6 +67,9 @@ class OutputFeeder:
         self.late_writes = 0  # rewritten audio that arrived within `in_flight` of the playhead (not copied there)
         self._fresh_from = 0  # frames before it may hold a replayed bar: a rewrite does not reach them
         self._silent_from: int | None = None  # silence fed since here: fresh audio overwrites it
+        self.silence_played = 0  # of that silence, frames the callback played (or holds in flight)
+        self._silence_counted = 0
+        self._ramp = raised_cosine(XFADE)
         self._frozen = False
         self._designated: tuple[int, int, int] | None = None  # the bar the callback loops if it runs dry
         self._dry_seen = 0  # the callback's dry entries already answered
@@ -112,6 +117,8 @@ class OutputFeeder:
         """Loop or feeder thread: bring the C ring up to date with the playback ring."""
         with self.ring.lock:
             played = self.out.read_position
+            if self._silent_from is not None:
+                self._count_silence(self._silent_from, min(played, self.fed))
             if self._resampler is not None:
                 self._feed_resampled(played)
             else:
@@ -142,26 +149,50 @@ class OutputFeeder:
             self._designated = bar
 
     def _rewrite(self, played: int) -> None:
-        """Copy audio written again (a rollback), or fresh audio over fed silence."""
+        """Copy audio written again (a rollback), or fresh audio over fed silence; never over
+        frames fed from a replay (`_fresh_from`: the reader rejoins fresh audio at a bar line)."""
         ring = self.ring
+        safe = played + self.in_flight  # what the callback may be reading now
         lo = None
         if ring.rewritten_from is not None:
-            lo = max(ring.rewritten_from, self._fresh_from)
+            lo = ring.rewritten_from
             ring.rewritten_from = None
+            if max(lo, self._fresh_from, ring.origin) < safe:
+                self.late_writes += 1
+        fade_at = None
         if self._silent_from is not None and ring.written > self._silent_from:
-            lo = self._silent_from if lo is None else min(lo, self._silent_from)
+            silent_from = max(self._silent_from, ring.origin)
+            self._count_silence(silent_from, min(safe, ring.written, self.fed))  # committed: it plays as silence
+            if silent_from < safe < ring.written:
+                fade_at = safe  # silence played up to here: fresh audio fades in, no click
+            lo = silent_from if lo is None else min(lo, silent_from)
             self._silent_from = ring.written if ring.written < self.fed else None
         if lo is None:
             return
-        lo = max(lo, ring.origin)
-        safe = played + self.in_flight  # what the callback may be reading now
-        if lo < safe:
-            self.late_writes += 1
-            lo = safe
+        lo = max(lo, self._fresh_from, ring.origin, safe)
         hi = min(self.fed, ring.written)
-        if lo < hi:
-            for at, view in self.out.views(lo, hi - lo):
-                ring.peek(view, at)
+        if lo >= hi:
+            return
+        for at, view in self.out.views(lo, hi - lo):
+            ring.peek(view, at)
+        if fade_at == lo:
+            self._fade_in(lo, hi)
+
+    def _fade_in(self, lo: int, hi: int) -> None:
+        """Scale C ring frames [lo, lo + XFADE) ∩ [lo, hi) by a raised-cosine fade from zero."""
+        n = min(XFADE, hi - lo)
+        done = 0
+        for _, view in self.out.views(lo, n):
+            view *= self._ramp[done : done + len(view)]
+            done += len(view)
+
+    def _count_silence(self, lo: int, hi: int) -> None:
+        """Zeros fed for want of audio and of a bar to loop, [lo, hi), that play: the status's
+        silence, each frame once. Only once the stream has begun (a clock's pre-roll is not)."""
+        lo = max(lo, self._silence_counted, self.ring.origin)
+        if hi > lo and self.ring.written > self.ring.origin:
+            self.silence_played += hi - lo
+            self._silence_counted = hi
 
     def _feed_direct(self, played: int) -> None:
         ring = self.ring
@@ -198,8 +229,12 @@ class OutputFeeder:
     # -- at another device rate -------------------------------------------------------------
     def _feed_resampled(self, played: int) -> None:
         assert self._resampler is not None
+        ring = self.ring
         while self.fed < played + self.lead:
-            self.ring.read(self._chunk, self.position)
+            short = self.position + CHUNK - max(ring.written, self.position, ring.origin)
+            ring.read(self._chunk, self.position)
+            if short > 0 and not ring.replaying and ring.written > ring.origin:  # zeros: nothing to play
+                self.silence_played += short * self.device_rate // SAMPLE_RATE
             self.position += CHUNK
             out = self._resampler.resample_chunk(self._chunk)
             if len(out):

@@ -46,7 +46,7 @@ class PlaybackRing:
         self._bars = np.zeros(MAX_BAR_LINES, dtype=np.int64)  # ring of published bar lines
         self._bar_count = 0
         self._xfade = crossfade
-        self._fade_in = _fade(crossfade)
+        self._fade_in = raised_cosine(crossfade)
         self._fade_out = 1.0 - self._fade_in
         self._tmp = np.zeros((crossfade, channels), dtype=np.float32)  # the reader's
         self._splice_tmp = np.zeros((crossfade, channels), dtype=np.float32)  # the writer's
@@ -133,7 +133,7 @@ class PlaybackRing:
         fade = max(0, min(len(audio), self._splice_end - start))
         if fade:
             lo = start - self._splice_start
-            w = _fade(self._splice_end - self._splice_start)[max(lo, 0) : lo + fade]
+            w = raised_cosine(self._splice_end - self._splice_start)[max(lo, 0) : lo + fade]
             skip = max(-lo, 0)
             audio = audio.copy()
             self._copy(self._splice_tmp[: len(w)], start + skip)
@@ -334,6 +334,6 @@ class PlaybackRing:
         out[have:] = 0.0
 
 
-def _fade(length: int) -> np.ndarray:
+def raised_cosine(length: int) -> np.ndarray:
     """A raised-cosine fade-in of `length` samples, shaped (length, 1)."""
     return (0.5 - 0.5 * np.cos(np.pi * (np.arange(length) + 0.5) / max(length, 1))).astype(np.float32)[:, None]

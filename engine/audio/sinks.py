@@ -173,7 +173,8 @@ class LiveSink(Sink):
     @property
     def output_ms(self) -> dict[str, float]:
         ms = 1000.0 / self.rate
-        return {"silence": round(self.out.gap_frames * ms, 1), "dry_replay": round(self.out.dry_frames * ms, 1),
+        silence = self.out.gap_frames + self.feeder.silence_played  # unfed, or fed zeros: nothing to play
+        return {"silence": round(silence * ms, 1), "dry_replay": round(self.out.dry_frames * ms, 1),
                 "skipped": round(self.out.skipped * ms, 1)}
 
     @property

@@ -221,3 +221,76 @@ def test_a_stream_that_starts_inside_the_first_feed_plays_from_its_origin() -> N
     got = play(out, None, 4800 + BAR, 256)
     assert not got[:4800].any()
     assert np.array_equal(got[4800:], audio)
+
+
+def _first_bar_short_by(missing: int) -> tuple[PlaybackRing, OutputRing, OutputFeeder, np.ndarray]:
+    """A stream whose first bar is not all written yet (a restarted engine's generator late in
+    its first bar): bar lines at 0, BAR and 2 * BAR; the BAR + BAR samples it will get."""
+    ring = PlaybackRing(capacity=1 << 17)
+    ring.reset(0)
+    for k in range(3):
+        ring.publish_bar(k * BAR)
+    audio = noise(2 * BAR + 1024, seed=5)
+    ring.write(0, audio[: BAR - missing])
+    out = OutputRing(1 << 14, CHANNELS, fade_frames=1)
+    feeder = OutputFeeder(ring, out, blocksize=256, finished=threading.Event())
+    feeder.feed()
+    out.arm()
+    return ring, out, feeder, audio
+
+
+def test_silence_fed_with_no_bar_to_loop_counts_once_it_plays_and_fresh_audio_fades_in_after_it() -> None:
+    """The first bar runs out before it is complete: the feeder can only feed silence. What of it
+    the callback plays is the status's silence; fresh audio written after it plays from the first
+    frame not yet committed, faded in from zero (no click), and the audio before that stays."""
+    ring, out, feeder, audio = _first_bar_short_by(2000)
+    got = play(out, feeder, BAR - 1200, 256)  # the silence from BAR - 2000 is being played
+    played_silence = out.read_position - (BAR - 2000)
+    feeder.feed()  # it counts what the callback has played when it next looks
+    assert played_silence > 0 and feeder.silence_played >= played_silence
+    safe = out.read_position + feeder.in_flight
+    ring.write(BAR - 2000, audio[BAR - 2000 : 2 * BAR + 1024])
+    got = np.concatenate([got, play(out, feeder, 2200, 256)])
+    assert not got[BAR - 2000 : safe].any()  # what was committed as silence played as silence
+    assert feeder.silence_played == safe - (BAR - 2000)  # and counted, no more
+    assert np.abs(got[safe]).max() < 0.01  # fresh audio from there, faded in from zero
+    assert np.array_equal(got[safe + 240 :], audio[safe + 240 : len(got)])
+    assert ring.underruns == 0
+
+
+def test_fresh_audio_never_overwrites_a_replay_that_began_after_silence() -> None:
+    """Silence fed (no bar yet), then the first bar completes with the stream still short of what
+    was fed: the reader replays bar 0. Fresh audio written after that must not be copied over the
+    replayed frames (a burst of fresh audio with hard edges inside the replay); fresh audio
+    rejoins at bar 2's line, as after any underrun."""
+    ring, out, feeder, audio = _first_bar_short_by(1000)
+    got = play(out, feeder, BAR - 600, 256)
+    assert feeder.fed > BAR  # silence fed past bar 1's line
+    ring.write(BAR - 1000, audio[BAR - 1000 : BAR + 100])  # bar 0 complete; the stream ends before what was fed
+    got = np.concatenate([got, play(out, feeder, 1024, 256)])
+    assert ring.replaying and ring.underruns == 1
+    committed = out.read_position + feeder.in_flight  # past it, the C ring holds what the feeder chose
+    ring.write(BAR + 100, audio[BAR + 100 : 2 * BAR + 1024])  # the rest arrives, through bar 2's line
+    got = np.concatenate([got, play(out, feeder, 2 * BAR + 512 - len(got), 256)])
+    assert ring.rejoins == 1 and ring.rejoined_at == 2 * BAR
+    seg = slice(committed, 2 * BAR)
+    assert np.array_equal(got[seg], audio[seg.start - BAR : seg.stop - BAR])  # bar 0 again, bar-aligned
+    assert np.array_equal(got[2 * BAR + 240 :], audio[2 * BAR + 240 : len(got)])
+
+
+def test_resampled_silence_with_no_bar_to_loop_counts_in_device_frames() -> None:
+    """At 44.1 kHz the feeder resamples what it reads `lead` ahead: zeros it reads for want of
+    audio (the first bar not complete) count as the status's silence, in the device's frames."""
+    ring = PlaybackRing(capacity=1 << 17)
+    ring.reset(0)
+    for k in range(3):
+        ring.publish_bar(k * BAR)
+    ring.write(0, noise(BAR - 2048))
+    out = OutputRing(1 << 14, CHANNELS, fade_frames=1)
+    feeder = OutputFeeder(ring, out, blocksize=256, finished=threading.Event(), device_rate=44_100)
+    feeder.feed()
+    out.arm()
+    play(out, feeder, 6144, 256)  # 44.1 kHz frames: past what was written (3720 of them)
+    zeros = feeder.position - (BAR - 2048)  # 48 kHz samples read past the end
+    assert zeros > 0 and feeder.silence_played == pytest.approx(zeros * 44_100 / 48_000, abs=zeros // 256 + 1)  # rounded down once a 256-sample chunk
+    assert ring.underruns == 0
