@@ -316,7 +316,7 @@ def running_engine(lookahead_ms: float, *, rollback: bool = True, fit: str | Non
         config = Path(tmp) / "config.yaml"
         config.write_text(
             f"output: jack\npatch: {REPO / 'patches/default.yaml'}\nstate_file: null\nlookahead_ms: {lookahead_ms}\n"
-            f"fade_s: 0.05\nosc: {{port: {osc_port}}}\nmidi: {{enabled: false}}\nstatus_http: {{port: {http_port}}}\n"
+            f"fade_s: 0.05\nosc: {{port: {osc_port}}}\nmidi: {{enabled: false}}\nweb: {{port: {http_port}}}\n"
             f"learn_file: {Path(tmp) / 'learned.yaml'}\n" + ("" if rollback else "rollback: false\n")
             + (f"fit: {fit}\n" if fit else ""))
         proc = mp.get_context("spawn").Process(target=engine_main, args=(str(config),), name="engine")

@@ -162,7 +162,7 @@ def running_backline(blocksize: int, tmp: Path, log_file: Path, storm: object | 
     config.write_text(
         f"output: jack\nblocksize: {blocksize}\npatch: {REPO / 'patches/default.yaml'}\nstate_file: null\n"
         f"lookahead_ms: {LOOKAHEAD_MS}\nfade_s: 0.05\nosc: {{port: {osc_port}}}\nmidi: {{enabled: false}}\n"
-        f"status_http: {{port: {http_port}}}\nlearn_file: {tmp / 'learned.yaml'}\ncache_dir: {tmp / 'cache'}\n")
+        f"web: {{port: {http_port}}}\nlearn_file: {tmp / 'learned.yaml'}\ncache_dir: {tmp / 'cache'}\n")
     proc = mp.get_context("spawn").Process(target=engine_child, args=(str(config), str(log_file), storm), name="engine")
     proc.start()
     try:
