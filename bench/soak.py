@@ -808,9 +808,8 @@ class Soak:
     def _context(self, a: int, b: int) -> str:
         """What else happened around an unexplained gap: JACK's xruns in it, the engine's counters."""
         jack = sum(a - SR // 2 <= x <= b + SR // 2 for x in self.rec.xruns)
-        near = self._near(a, b)
-        grew = {k: round(near[-1].get(k, 0) - near[0].get(k, 0), 1)
-                for k in ("xruns", "underruns", "rollbacks", "silence_ms", "dry_replay_ms", "skipped_ms")} if len(near) > 1 else {}
+        counters = ("xruns", "underruns", "rollbacks", "silence_ms", "dry_replay_ms", "skipped_ms")
+        grew = {k: round(self._grew(a, b, k), 1) for k in counters} if len(self._near(a, b)) > 1 else {}
         probe = min((down - a for down, _ in self.probes), key=abs, default=0) / SR
         period = self.rec.client.blocksize  # the recording starts on a cycle: whole cycles of zeros start at 0
         return (f"JACK xruns {jack}; engine " + ", ".join(f"{k} +{v}" for k, v in grew.items())
@@ -863,7 +862,7 @@ class Soak:
     def _grew(self, a: int, b: int, counter: str) -> float:
         """How much the engine's status `counter` grew from a second before frame a to a second after b."""
         near = [s.get(counter, 0) for s in self._near(a, b)]
-        return float(sum(_increments(near[1:], start=near[0]))) if len(near) > 1 else 0.0
+        return sum(_increments(near[1:], start=near[0])) if len(near) > 1 else 0
 
     def _underran(self, a: int, b: int) -> bool:
         """Did the engine count an underrun (the ring replayed a bar) between frames a and b?"""
